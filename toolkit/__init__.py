@@ -1,0 +1,1 @@
+"""Shared code of the toolkit: Hugging Face model -> ONNX precision variants -> engines -> Triton repository."""

@@ -1,0 +1,180 @@
+"""Export: PyTorch model -> FP32 ONNX graph with dynamic batch and sequence axes, checked against PyTorch.
+
+Two traps of transformers 5 are handled here:
+- the mask: traced 2-D masks get specialised on the example (an all-ones example mask is dropped
+  altogether), so the wrapper builds the classic additive 4-D mask itself, which transformers passes through;
+- the training mode: ``torch.onnx.export`` restores the *wrapper's* mode onto the whole module tree, so the
+  wrapper is put in eval mode too, or the reference would run with dropout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from toolkit.errors import ExportMismatchError
+from toolkit.models.loading import LoadedModel
+from toolkit.names import (
+    ATTENTION_MASK,
+    ENGINE_INPUTS,
+    INPUT_IDS,
+    LAST_HIDDEN_STATE,
+    LOGITS,
+    POOLER_OUTPUT,
+    TOKEN_TYPE_IDS,
+    Family,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+OPSET = 17
+# Additive mask value: large enough to zero a softmax weight, small enough to stay finite in FP16.
+MASK_VALUE = -10000.0
+EXPORT_EXAMPLE_SHAPE = (2, 16)
+CHECK_SHAPES = ((1, 7), (3, 40), (4, 129))
+MIN_EXPORT_COSINE = 0.99999
+
+
+def output_names(model: LoadedModel) -> tuple[str, ...]:
+    """Graph outputs of a family: BERT states (+ classifier logits), GPT-2 logits."""
+    if model.family is Family.GPT2:
+        return (LOGITS,)
+    return (LAST_HIDDEN_STATE, POOLER_OUTPUT, LOGITS) if model.has_classifier else (LAST_HIDDEN_STATE, POOLER_OUTPUT)
+
+
+def _wrapper(model: LoadedModel) -> torch.nn.Module:
+    import torch
+
+    causal = model.family is Family.GPT2
+
+    class ExportWrapper(torch.nn.Module):
+        """Calls the HF model with keyword arguments and a ready 4-D additive mask; returns a tuple."""
+
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            keep = attention_mask[:, None, None, :].to(torch.float32)
+            if causal:
+                length = input_ids.shape[1]
+                keep = keep * torch.tril(torch.ones(length, length, dtype=torch.float32, device=input_ids.device))
+            mask = (1.0 - keep) * MASK_VALUE
+            if causal:
+                out = self.module(input_ids=input_ids, attention_mask=mask, use_cache=False)
+                return (out.logits,)
+            kwargs = {"token_type_ids": rest[0]} if rest else {}
+            if model.has_classifier:
+                base = self.module.bert(input_ids=input_ids, attention_mask=mask, **kwargs)
+                logits = self.module.classifier(base.pooler_output)
+                return base.last_hidden_state, base.pooler_output, logits
+            out = self.module(input_ids=input_ids, attention_mask=mask, **kwargs)
+            return out.last_hidden_state, out.pooler_output
+
+    return ExportWrapper(model.module).eval()
+
+
+def example_inputs(model: LoadedModel, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random token ids of one shape with right padding in every other row (masks with zeros matter)."""
+    rng = np.random.default_rng(seed)
+    low = min(1000, model.vocab_size // 2)
+    ids = rng.integers(low, model.vocab_size, size=(batch, seq), dtype=np.int64)
+    mask = np.ones((batch, seq), dtype=np.int64)
+    for row in range(0, batch, 2):
+        mask[row, max(1, seq // 2 + row) :] = 0
+    inputs = {INPUT_IDS: ids, ATTENTION_MASK: mask}
+    if model.family is Family.BERT:
+        inputs[TOKEN_TYPE_IDS] = np.zeros_like(ids)
+    return inputs
+
+
+def onnx_from_hf(model: LoadedModel, path: Path) -> Path:
+    """Export ``model`` to an FP32 ONNX file at ``path`` with dynamic batch and sequence axes."""
+    import torch
+
+    wrapper = _wrapper(model)
+    names = ENGINE_INPUTS[model.family]
+    example = example_inputs(model, *EXPORT_EXAMPLE_SHAPE)
+    args = tuple(torch.from_numpy(example[name]) for name in names)
+    outputs = output_names(model)
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    for name in outputs:
+        axes[name] = {0: "batch"} if name in (POOLER_OUTPUT, LOGITS) and model.family is Family.BERT else {0: "batch", 1: "sequence"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            args,
+            str(path),
+            input_names=list(names),
+            output_names=list(outputs),
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class ShapeCheck:
+    """Agreement of an exported graph with PyTorch at one shape (valid tokens only)."""
+
+    batch: int
+    seq: int
+    output: str
+    cosine_min: float
+    max_abs_error: float
+
+
+def torch_outputs(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run the PyTorch model in FP32 (TF32 off) the way the exported graph does."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    wrapper = _wrapper(model)
+    args = tuple(torch.from_numpy(inputs[name]) for name in ENGINE_INPUTS[model.family])
+    with torch.no_grad():
+        values = wrapper(*args)
+    return {name: value.float().numpy() for name, value in zip(output_names(model), values)}
+
+
+def verify_export(model: LoadedModel, path: Path, shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> list[ShapeCheck]:
+    """Compare the ONNX graph at ``path`` with PyTorch at shapes other than the export example.
+
+    Raises ExportMismatchError listing every failing (shape, output) when cosine < MIN_EXPORT_COSINE.
+    """
+    from toolkit.engines.onnxrt import run_onnx
+
+    checks: list[ShapeCheck] = []
+    for batch, seq in shapes:
+        seq = min(seq, model.max_positions)
+        inputs = example_inputs(model, batch, seq, seed=batch * 1000 + seq)
+        expected = torch_outputs(model, inputs)
+        actual = run_onnx(path, inputs)
+        valid = inputs[ATTENTION_MASK].astype(bool)
+        for name, reference in expected.items():
+            got = actual[name]
+            ref_rows, got_rows = (reference[valid], got[valid]) if reference.ndim == 3 else (reference, got)
+            checks.append(
+                ShapeCheck(batch, seq, name, float(cosine_rows(ref_rows, got_rows).min()), float(np.abs(ref_rows - got_rows).max()))
+            )
+    failures = [check for check in checks if not check.cosine_min >= MIN_EXPORT_COSINE]
+    if failures:
+        detail = "; ".join(f"{c.output} at batch {c.batch} seq {c.seq}: cosine {c.cosine_min:.6f}, max abs {c.max_abs_error:.3g}" for c in failures)
+        raise ExportMismatchError(f"exported graph {path.name} disagrees with PyTorch (need cosine >= {MIN_EXPORT_COSINE}): {detail}")
+    return checks
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of matching rows (last axis), computed in float64; NaN where a row is non-finite."""
+    a64 = a.reshape(-1, a.shape[-1]).astype(np.float64)
+    b64 = b.reshape(-1, b.shape[-1]).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        dot = (a64 * b64).sum(-1)
+        norms = np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1)
+        result: np.ndarray = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 1.0)
+    return result

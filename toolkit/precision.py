@@ -1,0 +1,176 @@
+"""Precision policy: FP32 ONNX graph -> fp16 and hybrid ONNX graphs with explicit casts.
+
+TensorRT 11 is strongly typed only, so precision lives in the graph: every runtime (TensorRT, ONNX
+Runtime) runs these graphs as written.
+
+- ``fp32``: the export as is.
+- ``fp16``: every floating-point op in FP16; graph inputs/outputs stay FP32 (casts at the edges).
+- ``hybrid`` (the paper's policy): linear layers (MatMul/Gemm) and activations in FP16; the ops named in
+  ``DEFAULT_KEEP_FP32`` in FP32, together with the element-wise ops and gathers that feed them (the
+  residual adds and embeddings that feed each LayerNorm, the scale and mask that feed each Softmax), walked
+  back up to the nearest op outside ``ISLAND_OPS``. So the residual stream stays FP32 and cannot overflow
+  before normalisation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toolkit.errors import BadInputError
+from toolkit.names import Precision
+
+if TYPE_CHECKING:
+    import onnx
+
+# Op types kept in FP32 by the hybrid policy: Softmax, LayerNormalization and the pieces of their
+# decomposed forms (the reductions and square roots of a hand-written LayerNorm).
+DEFAULT_KEEP_FP32: tuple[str, ...] = ("Softmax", "LayerNormalization", "ReduceMean", "Pow", "Sqrt")
+# Ops that join an FP32 island when they feed one (walked back from each kept op).
+ISLAND_OPS: frozenset[str] = frozenset({"Add", "Sub", "Mul", "Div", "Gather", "Where", "Cast", "Reciprocal"})
+# The true FP16 limit: the converter's default (1e4) would silently clamp weights and hide overflow.
+FP16_MAX = 65504.0
+
+FLOAT_TYPES = {1: "fp32", 10: "fp16", 11: "fp64", 16: "bf16"}
+
+
+def parse_keep_fp32(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Validate a ``--keep-fp32`` list (comma-separated op types) against ONNX's operator names."""
+    import onnx.defs
+
+    if value is None:
+        return DEFAULT_KEEP_FP32
+    items = [item.strip() for item in (value.split(",") if isinstance(value, str) else value) if item.strip()]
+    known = {schema.name for schema in onnx.defs.get_all_schemas()}
+    unknown = [item for item in items if item not in known]
+    if unknown:
+        raise BadInputError(f"--keep-fp32 names unknown ONNX op types {unknown}; use names such as {','.join(DEFAULT_KEEP_FP32)}")
+    return tuple(items)
+
+
+def hybrid_fp32_nodes(model: onnx.ModelProto, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32) -> set[str]:
+    """Names of the nodes the hybrid policy keeps in FP32: the kept op types and the islands feeding them."""
+    keep = set(keep_fp32)
+    nodes = list(model.graph.node)
+    producer = {output: node for node in nodes for output in node.output}
+    selected: set[str] = set()
+    stack = [node for node in nodes if node.op_type in keep]
+    while stack:
+        node = stack.pop()
+        if node.name in selected:
+            continue
+        selected.add(node.name)
+        for tensor in node.input:
+            parent = producer.get(tensor)
+            if parent is not None and (parent.op_type in ISLAND_OPS or parent.op_type in keep):
+                stack.append(parent)
+    return selected
+
+
+def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Unique node names (the block list and the census name nodes), and graph outputs read by no node.
+
+    The converter's ``keep_io_types`` mistypes a graph output that other nodes also consume (BERT's pooler
+    reads ``last_hidden_state``), so such outputs get an Identity of their own.
+    """
+    import onnx as onnx_module
+
+    graph = model.graph
+    consumed = {name for node in graph.node for name in node.input}
+    for output in graph.output:
+        if output.name in consumed:
+            internal = f"{output.name}__internal"
+            for node in graph.node:
+                node.output[:] = [internal if name == output.name else name for name in node.output]
+                node.input[:] = [internal if name == output.name else name for name in node.input]
+            graph.node.append(onnx_module.helper.make_node("Identity", [internal], [output.name], name=f"{output.name}__output"))
+    seen: Counter[str] = Counter()
+    for index, node in enumerate(graph.node):
+        base = node.name or f"{node.op_type}_{index}"
+        seen[base] += 1
+        node.name = base if seen[base] == 1 else f"{base}_{seen[base]}"
+    return model
+
+
+def fp16_from_fp32(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = ()) -> onnx.ModelProto:
+    """An FP16 graph of ``model`` with FP32 inputs/outputs; nodes in ``keep_fp32_nodes`` stay FP32."""
+    from onnxconverter_common import float16
+
+    # The converter retypes a Cast's output but not its `to` attribute: the exporter's own casts stay as written.
+    exporter_casts = {node.name for node in model.graph.node if node.op_type == "Cast"}
+
+    converted: onnx.ModelProto = float16.convert_float_to_float16(
+        model,
+        max_finite_val=FP16_MAX,
+        keep_io_types=True,
+        node_block_list=sorted(set(keep_fp32_nodes) | exporter_casts),
+        op_block_list=float16.DEFAULT_OP_BLOCK_LIST,
+    )
+    return converted
+
+
+def hybrid_from_fp32(model: onnx.ModelProto, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32) -> onnx.ModelProto:
+    """The paper's hybrid graph: FP16 linear layers, ``keep_fp32`` ops and the islands feeding them in FP32."""
+    return fp16_from_fp32(model, hybrid_fp32_nodes(model, keep_fp32))
+
+
+def variant_from_fp32(model: onnx.ModelProto, precision: Precision, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32) -> onnx.ModelProto:
+    """Dispatch on the precision name; returns a new graph (the input is not modified)."""
+    import onnx as onnx_module
+
+    copy = onnx_module.ModelProto()
+    copy.CopyFrom(model)
+    copy = _prepared(copy)
+    if precision is Precision.FP32:
+        return copy
+    if precision is Precision.FP16:
+        return fp16_from_fp32(copy)
+    return hybrid_from_fp32(copy, keep_fp32)
+
+
+def node_precisions(model: onnx.ModelProto) -> dict[str, str]:
+    """Compute precision of every node that touches floats: ``fp16``/``fp32`` (by its float inputs) or ``cast``."""
+    import onnx as onnx_module
+
+    inferred = onnx_module.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    elem_type: dict[str, int] = {}
+    for info in list(graph.value_info) + list(graph.input) + list(graph.output):
+        elem_type[info.name] = info.type.tensor_type.elem_type
+    for init in graph.initializer:
+        elem_type[init.name] = init.data_type
+    result: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type == "Cast":
+            result[node.name] = "cast"
+            continue
+        tensors = [name for name in list(node.input) + list(node.output) if name]
+        kinds = {FLOAT_TYPES[elem_type[name]] for name in tensors if elem_type.get(name) in FLOAT_TYPES}
+        if not kinds:
+            continue
+        # An op computes in the precision of its float inputs; outputs decide for ops with no float input.
+        inputs = {FLOAT_TYPES[elem_type[name]] for name in node.input if elem_type.get(name) in FLOAT_TYPES}
+        chosen = inputs or kinds
+        result[node.name] = "fp16" if chosen == {"fp16"} else ("fp32" if chosen == {"fp32"} else "mixed")
+    return result
+
+
+def precision_census(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
+    """Count nodes per op type and precision, e.g. ``{"MatMul": {"fp16": 36}, "Softmax": {"fp32": 6}}``."""
+    op_of = {node.name: node.op_type for node in model.graph.node}
+    census: dict[str, Counter[str]] = {}
+    for name, kind in node_precisions(model).items():
+        census.setdefault(op_of[name], Counter())[kind] += 1
+    return {op: dict(sorted(counts.items())) for op, counts in sorted(census.items())}
+
+
+def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
+    """Write ``model``; graphs over protobuf's 2 GB limit go to an external-data file beside it."""
+    import onnx as onnx_module
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() > 1_800_000_000
+    onnx_module.save_model(model, str(path), save_as_external_data=large, location=f"{path.name}.data" if large else None)
+    return path
