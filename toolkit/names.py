@@ -39,7 +39,7 @@ MODEL_FILE_OF_RUNTIME: dict[Runtime, str] = {
     Runtime.ONNXRUNTIME: "model.onnx",
     Runtime.TENSORRT: "model.plan",
 }
-RUNTIME_SUFFIX: dict[Runtime, str] = {Runtime.ONNXRUNTIME: "onnx", Runtime.TENSORRT: "trt"}
+RUNTIME_SUFFIX: dict[Runtime, str] = {Runtime.ONNXRUNTIME: "onnx", Runtime.TENSORRT: "plan"}
 
 # Tensor names (Triton inputs/outputs and ONNX graph names alike).
 TEXT = "TEXT"
@@ -66,7 +66,7 @@ def tokenizer_model(name: str) -> str:
 
 
 def engine_model(name: str, precision: Precision | str, runtime: Runtime | str = Runtime.ONNXRUNTIME) -> str:
-    """Triton model of one engine, e.g. ``minilm_hybrid_onnx`` or ``gpt2_fp16_trt``."""
+    """Triton model of one engine, e.g. ``minilm_hybrid_onnx`` or ``gpt2_fp16_plan``."""
     return f"{name}_{Precision(precision).value}_{RUNTIME_SUFFIX[Runtime(runtime)]}"
 
 

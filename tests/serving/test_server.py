@@ -1,0 +1,230 @@
+"""The real tritonserver (nvidia-pytriton's binary) serving generated repositories of tiny models."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from click.testing import CliRunner
+from tokenizers import Tokenizer
+from tritonclient.utils import InferenceServerException
+
+from toolkit.artifacts import EngineArtifact, ServedModel
+from toolkit.errors import ServerError
+from toolkit.names import (
+    LAST_HIDDEN_STATE,
+    NEXT_TOKEN_ID,
+    NEXT_TOKEN_LOGITS,
+    SENTENCE_EMBEDDING,
+    TEXT,
+    TRUNCATED,
+    Family,
+    engine_model,
+    ensemble_model,
+    tokenizer_model,
+)
+from toolkit.repository import write_model_repository
+from toolkit.repository.configs import ServingOptions
+from toolkit.serving import Ports, docker_command, free_ports, running_server
+from toolkit.serving.__main__ import main as cli
+from toolkit.serving.server import port_in_use
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
+
+TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "triton"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, bert_model: ServedModel, gpt2_model: ServedModel) -> Iterator[Ports]:
+    """One server for both tiny models; a 20 ms queue delay makes dynamic batches likely."""
+    root = tmp_path_factory.mktemp("serving")
+    options = ServingOptions(max_queue_delay_us=20_000, intra_op_threads=1)
+    for model in (bert_model, gpt2_model):
+        write_model_repository(root / "repository", model, options=options)
+    with running_server(root / "repository", state_dir=root / "server", timeout=180) as handle:
+        yield handle.ports
+    assert not any(port_in_use(port) for port in handle.ports.as_list()), "ports still open after stop"
+
+
+def _text_input(texts: list[bytes], client: ModuleType = grpcclient) -> Any:
+    tensor = client.InferInput(TEXT, [len(texts), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=object).reshape(-1, 1))
+    return tensor
+
+
+def _reference(model: ServedModel, text: str) -> dict[str, np.ndarray]:
+    """Direct onnxruntime run on one unpadded text, post-processed in numpy."""
+    tokenizer = Tokenizer.from_file(str(model.tokenizer_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(model.max_seq_len)
+    encoding = tokenizer.encode(text)
+    feeds = {"input_ids": np.array([encoding.ids]), "attention_mask": np.array([encoding.attention_mask])}
+    if model.family is Family.BERT:
+        feeds["token_type_ids"] = np.array([encoding.type_ids])
+    session = ort.InferenceSession(str(model.engines[0].path), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, feeds)
+    if model.family is Family.BERT:
+        return {LAST_HIDDEN_STATE: output[0], SENTENCE_EMBEDDING: output[0].mean(axis=0)}
+    return {NEXT_TOKEN_LOGITS: output[0, -1], NEXT_TOKEN_ID: np.array([output[0, -1].argmax()])}
+
+
+def _infer(ports: Ports, protocol: str, model_name: str, texts: list[bytes]) -> dict[str, np.ndarray]:
+    if protocol == "grpc":
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{ports.grpc}") as client:
+            result = client.infer(model_name, [_text_input(texts, grpcclient)])
+    else:
+        with httpclient.InferenceServerClient(f"127.0.0.1:{ports.http}") as client:
+            result = client.infer(model_name, [_text_input(texts, httpclient)])
+    outputs = result.get_response()
+    names = [o.name for o in outputs.outputs] if protocol == "grpc" else [o["name"] for o in outputs["outputs"]]
+    return {name: result.as_numpy(name) for name in names}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_bert_ensemble_matches_onnxruntime_when_queried(server: Ports, bert_model: ServedModel, protocol: str) -> None:
+    outputs = _infer(server, protocol, ensemble_model(bert_model.name, "fp32"), [t.encode() for t in TEXTS])
+    assert outputs[SENTENCE_EMBEDDING].shape == (len(TEXTS), bert_model.hidden_size)
+    assert not outputs[TRUNCATED].any()
+    for row, text in enumerate(TEXTS):
+        expected = _reference(bert_model, text)
+        length = expected[LAST_HIDDEN_STATE].shape[0]
+        np.testing.assert_allclose(outputs[LAST_HIDDEN_STATE][row, :length], expected[LAST_HIDDEN_STATE], atol=1e-4)
+        np.testing.assert_allclose(outputs[SENTENCE_EMBEDDING][row], expected[SENTENCE_EMBEDDING], atol=1e-4)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_gpt2_ensemble_matches_onnxruntime_when_queried(server: Ports, gpt2_model: ServedModel, protocol: str) -> None:
+    outputs = _infer(server, protocol, ensemble_model(gpt2_model.name, "fp32"), [t.encode() for t in TEXTS])
+    assert outputs[NEXT_TOKEN_LOGITS].shape == (len(TEXTS), gpt2_model.vocab_size)
+    for row, text in enumerate(TEXTS):
+        expected = _reference(gpt2_model, text)
+        np.testing.assert_allclose(outputs[NEXT_TOKEN_LOGITS][row], expected[NEXT_TOKEN_LOGITS], atol=1e-4)
+        assert outputs[NEXT_TOKEN_ID][row, 0] == expected[NEXT_TOKEN_ID][0]
+
+
+def test_tokenizer_pads_gpt2_with_zero_and_mask_zero_when_rows_differ(server: Ports, gpt2_model: ServedModel) -> None:
+    outputs = _infer(server, "grpc", tokenizer_model(gpt2_model.name), [b"triton", b"the quick brown fox jumps"])
+    ids, mask = outputs["input_ids"], outputs["attention_mask"]
+    short = int(mask[0].sum())
+    assert short < ids.shape[1] and (ids[0, short:] == 0).all() and (mask[0, short:] == 0).all()
+    assert mask[1].all()
+
+
+def test_tokenizer_pads_to_min_seq_len_when_text_is_shorter(server: Ports, gpt2_model: ServedModel) -> None:
+    outputs = _infer(server, "grpc", tokenizer_model(gpt2_model.name), [b"a"])
+    assert outputs["input_ids"].shape == (1, gpt2_model.min_seq_len)
+    assert outputs["attention_mask"][0].tolist() == [1] + [0] * (gpt2_model.min_seq_len - 1)
+
+
+def test_ensemble_flags_truncation_when_text_exceeds_max_seq_len(server: Ports, bert_model: ServedModel) -> None:
+    long_text = " ".join(["word"] * (3 * bert_model.max_seq_len))
+    outputs = _infer(server, "grpc", ensemble_model(bert_model.name, "fp32"), [long_text.encode(), b"short"])
+    assert outputs[TRUNCATED][:, 0].tolist() == [True, False]
+    assert outputs[LAST_HIDDEN_STATE].shape[1] == bert_model.max_seq_len
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (lambda: [_text_input([b""])], "empty"),
+        (lambda: [_text_input([b"ok", b"caf\xe9 \xff"])], "UTF-8"),
+        (lambda: [_text_input([b"x"] * 9)], "batch"),
+        (lambda: [grpcclient.InferInput("TEXTS", [1, 1], "BYTES")], "TEXTS"),
+        (lambda: [grpcclient.InferInput(TEXT, [1, 1], "INT64")], "INT64"),
+    ],
+    ids=["empty-string", "non-utf8", "batch-over-max", "wrong-name", "wrong-type"],
+)
+def test_ensemble_answers_error_and_keeps_serving_when_input_is_bad(
+    server: Ports, bert_model: ServedModel, inputs: object, message: str
+) -> None:
+    name = ensemble_model(bert_model.name, "fp32")
+    tensors = inputs()  # type: ignore[operator]
+    for tensor in tensors:
+        if tensor.name() == "TEXTS":
+            tensor.set_data_from_numpy(np.array([[b"x"]], dtype=object))
+        elif tensor.datatype() == "INT64":
+            tensor.set_data_from_numpy(np.array([[1]], dtype=np.int64))
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}") as client:
+        with pytest.raises(InferenceServerException, match=message):
+            client.infer(name, tensors)
+        assert client.is_server_live() and client.is_model_ready(name)
+    assert _infer(server, "grpc", name, [b"still serving"])[SENTENCE_EMBEDDING].shape == (1, bert_model.hidden_size)
+
+
+def test_server_batches_requests_when_many_clients_query_concurrently(server: Ports, bert_model: ServedModel) -> None:
+    name, engine = ensemble_model(bert_model.name, "fp32"), engine_model(bert_model.name, "fp32")
+    expected = _reference(bert_model, "concurrent clients share batches")[SENTENCE_EMBEDDING]
+
+    def client_loop(_: int) -> int:
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}") as client:
+            for _ in range(20):
+                result = client.infer(name, [_text_input([b"concurrent clients share batches"])], client_timeout=30)
+                np.testing.assert_allclose(result.as_numpy(SENTENCE_EMBEDDING)[0], expected, atol=1e-4)
+        return 20
+
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}") as client:
+        before = client.get_inference_statistics(engine, as_json=True)["model_stats"][0]
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        assert sum(pool.map(client_loop, range(16))) == 320
+    assert time.monotonic() - started < 120
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}") as client:
+        after = client.get_inference_statistics(engine, as_json=True)["model_stats"][0]
+    inferences = int(after["inference_count"]) - int(before.get("inference_count", 0))
+    executions = int(after["execution_count"]) - int(before.get("execution_count", 0))
+    assert inferences == 320
+    assert executions < inferences, f"no dynamic batching: {executions} executions for {inferences} inferences"
+    assert max(int(stats["batch_size"]) for stats in after["batch_stats"]) > 1
+
+
+def test_start_server_raises_with_log_tail_and_frees_ports_when_a_model_fails(tmp_path: Path, bert_model: ServedModel) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx graph")
+    engine = bert_model.engines[0]
+    model = ServedModel(**{**vars(bert_model), "engines": [EngineArtifact(engine.precision, engine.runtime, broken, engine.outputs)]})
+    write_model_repository(tmp_path / "repository", model)
+    ports = free_ports()
+    repository, state_dir = tmp_path / "repository", tmp_path / "server"
+    with (
+        pytest.raises(ServerError, match=f"failed to load '{engine_model(model.name, 'fp32')}'"),
+        running_server(repository, ports, state_dir=state_dir, timeout=120),
+    ):
+        pass
+    assert not any(port_in_use(port) for port in ports.as_list())
+
+
+def test_cli_starts_reports_and_stops_server_when_run_by_hand(tmp_path: Path, gpt2_model: ServedModel) -> None:
+    write_model_repository(tmp_path / "repository", gpt2_model)
+    ports = free_ports()
+    flags = ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics),
+             "--state-dir", str(tmp_path / "server")]  # fmt: skip
+    runner = CliRunner()
+    started = runner.invoke(cli, ["start", "--repository", str(tmp_path / "repository"), "--timeout", "120", *flags])
+    try:
+        assert started.exit_code == 0, started.output
+        assert runner.invoke(cli, ["status", *flags]).exit_code == 0
+    finally:
+        stopped = runner.invoke(cli, ["stop", *flags])
+    assert stopped.exit_code == 0, stopped.output
+    assert runner.invoke(cli, ["status", *flags]).exit_code == 1
+    assert not any(port_in_use(port) for port in ports.as_list())
+
+
+def test_docker_command_mounts_repository_and_publishes_ports_when_rendered(tmp_path: Path) -> None:
+    command = docker_command(tmp_path, Ports(9000, 9001, 9002), gpus="device=0")
+    assert command[:4] == ["docker", "run", "--rm", "--gpus=device=0"]
+    assert {"-p9000:9000", "-p9001:9001", "-p9002:9002"} <= set(command)
+    assert f"{tmp_path.resolve()}:/models:ro" in command
+    assert "nvcr.io/nvidia/tritonserver:24.10-py3" in command
+    assert command[-1].endswith("tritonserver --model-repository=/models --http-port=9000 --grpc-port=9001 "
+                                "--metrics-port=9002 --log-verbose=0")  # fmt: skip
+    assert "pip install --quiet tokenizers==" in command[-1]

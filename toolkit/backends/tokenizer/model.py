@@ -1,0 +1,91 @@
+"""Triton Python backend: TEXT -> token tensors, with a per-row ``truncated`` flag.
+
+Copied into ``<name>_tokenizer/1/model.py``; the tokenizer files sit beside it in ``tokenizer/``.
+Self-contained on purpose (numpy, tokenizers, triton_python_backend_utils): it runs inside
+Triton's Python stub, where the toolkit itself may not be installed.
+
+Behaviour per request (one response each): every TEXT row must be non-empty UTF-8, otherwise
+the request gets an error naming the row. Rows are truncated to ``max_seq_len`` tokens
+(special tokens included) and padded to the longest row of the request, and at least to
+``min_seq_len`` (a TensorRT profile's minimum); padding uses the
+tokenizer's pad id, or 0 for tokenizers without one (GPT-2), always with mask 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
+
+
+class InputError(ValueError):
+    """A request's text that the tokenizer refuses; becomes that request's TritonError."""
+
+
+class TritonPythonModel:
+    """Tokenizes every request of a batch in one ``encode_batch`` call."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        self.max_seq_len = int(parameters["max_seq_len"])
+        # Engines may refuse shorter sequences (a TensorRT profile's minimum): pad up to it.
+        self.min_seq_len = int(parameters.get("min_seq_len", "1"))
+        self.output_names = [output["name"] for output in config["output"]]
+        self.input_name = config["input"][0]["name"]
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer", "tokenizer.json"))
+        padding = self.tokenizer.padding
+        self.pad_id = int(padding["pad_id"]) if padding else 0
+        # We pad ourselves (to the request's longest row) and detect truncation from `overflowing`.
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_seq_len)
+
+    def _texts(self, request: Any) -> list[str]:
+        rows = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy().reshape(-1)
+        texts = []
+        for index, row in enumerate(rows):
+            raw = row if isinstance(row, bytes) else str(row).encode()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise InputError(f"TEXT row {index} is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+            if not text.strip():
+                raise InputError(f"TEXT row {index} is empty or blank: send at least one non-space character")
+            texts.append(text)
+        return texts
+
+    def _tensors(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(texts)
+        width = max(self.min_seq_len, *(len(encoding.ids) for encoding in encodings))
+        ids = np.full((len(texts), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        types = np.zeros((len(texts), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            length = len(encoding.ids)
+            ids[row, :length] = encoding.ids
+            mask[row, :length] = encoding.attention_mask
+            types[row, :length] = encoding.type_ids
+        truncated = np.array([[bool(encoding.overflowing)] for encoding in encodings], dtype=bool)
+        tensors = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "truncated": truncated}
+        return {name: tensors[name] for name in self.output_names}
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses = []
+        for request in requests:
+            try:
+                tensors = self._tensors(self._texts(request))
+            except InputError as error:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error))))
+                continue
+            except Exception as error:  # one bad request must not take the model down
+                message = f"tokenizer failed: {type(error).__name__}: {error}"
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
+                continue
+            outputs = [pb_utils.Tensor(name, array) for name, array in tensors.items()]
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+        return responses

@@ -1,0 +1,233 @@
+"""Triton model configs built as ``ModelConfig`` protobuf messages, one function per model kind.
+
+Each ``config_for_*`` turns a plain dict into a message with ``json_format.ParseDict``, so a
+misspelled field or enum fails here, when generating, never when the server loads the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from toolkit.artifacts import EngineArtifact, ServedModel
+from toolkit.errors import BadInputError
+from toolkit.names import (
+    ATTENTION_MASK,
+    ENGINE_INPUTS,
+    LAST_HIDDEN_STATE,
+    LOGITS,
+    MODEL_FILE_OF_RUNTIME,
+    NEXT_TOKEN_ID,
+    NEXT_TOKEN_LOGITS,
+    PLATFORM_OF_RUNTIME,
+    SENTENCE_EMBEDDING,
+    TEXT,
+    TRUNCATED,
+    Family,
+    Precision,
+    Runtime,
+    engine_model,
+    ensemble_model,
+    postprocess_model,
+    tokenizer_model,
+)
+
+ModelConfig = model_config_pb2.ModelConfig
+
+# The engine tensor each family's postprocess consumes.
+ENGINE_STATE_OF_FAMILY: dict[Family, str] = {Family.BERT: LAST_HIDDEN_STATE, Family.GPT2: LOGITS}
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Scheduling knobs shared by every generated model.
+
+    ``max_queue_delay_us`` lets the dynamic batcher wait that long to group requests;
+    ``intra_op_threads`` = 0 keeps ONNX Runtime's default; ``cuda_graphs`` applies to GPU engines.
+    """
+
+    gpu: bool = False
+    engine_instances: int = 1
+    max_queue_delay_us: int = 1000
+    intra_op_threads: int = 0
+    cuda_graphs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.engine_instances < 1:
+            raise BadInputError(f"engine_instances={self.engine_instances}: must be >= 1 (--engine-instances)")
+        if self.max_queue_delay_us < 0:
+            raise BadInputError(f"max_queue_delay_us={self.max_queue_delay_us}: must be >= 0 (--max-queue-delay-us)")
+        if self.intra_op_threads < 0:
+            raise BadInputError(f"intra_op_threads={self.intra_op_threads}: must be >= 0, 0 means ORT's default")
+        if self.cuda_graphs and not self.gpu:
+            raise BadInputError("cuda_graphs=True needs gpu=True: CUDA graphs only exist on the CUDA provider (--gpu)")
+
+
+def _tensor(name: str, data_type: str, dims: list[int] | tuple[int, ...]) -> dict[str, Any]:
+    return {"name": name, "data_type": data_type, "dims": list(dims)}
+
+
+def _parameters(values: dict[str, object]) -> dict[str, Any]:
+    return {key: {"string_value": str(value)} for key, value in values.items()}
+
+
+def _message(spec: dict[str, Any]) -> model_config_pb2.ModelConfig:
+    """ParseDict rejects unknown fields and enum values: the whole point of building messages."""
+    return json_format.ParseDict(spec, ModelConfig())
+
+
+def _batching(model: ServedModel, options: ServingOptions) -> dict[str, Any]:
+    return {
+        "max_batch_size": model.max_batch_size,
+        "dynamic_batching": {"max_queue_delay_microseconds": options.max_queue_delay_us},
+    }
+
+
+def config_for_tokenizer(model: ServedModel, options: ServingOptions = ServingOptions()) -> model_config_pb2.ModelConfig:
+    """Python-backend model: TEXT -> token tensors of the family's engine plus a ``truncated`` flag.
+
+    Rows are padded to the request's longest row, and at least to ``model.min_seq_len``.
+    """
+    outputs = [_tensor(name, "TYPE_INT64", [-1]) for name in ENGINE_INPUTS[model.family]]
+    return _message(
+        {
+            "name": tokenizer_model(model.name),
+            "backend": "python",
+            **_batching(model, options),
+            "input": [_tensor(TEXT, "TYPE_STRING", [1])],
+            "output": [*outputs, _tensor(TRUNCATED, "TYPE_BOOL", [1])],
+            "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+            "parameters": _parameters({"max_seq_len": model.max_seq_len, "min_seq_len": model.min_seq_len, "family": model.family.value}),
+        }
+    )
+
+
+def config_for_engine(
+    model: ServedModel, engine: EngineArtifact, options: ServingOptions = ServingOptions()
+) -> model_config_pb2.ModelConfig:
+    """One ONNX Runtime or TensorRT engine: token tensors in, the engine's FP32 outputs out."""
+    runtime = Runtime(engine.runtime)
+    needed = ENGINE_STATE_OF_FAMILY[model.family]
+    if needed not in {spec.name for spec in engine.outputs}:
+        raise BadInputError(
+            f"engine {engine.path} outputs {[s.name for s in engine.outputs]}: a {model.family.value} engine "
+            f"must output {needed!r} for the postprocess model; re-export the model"
+        )
+    parameters: dict[str, object] = {}
+    if options.intra_op_threads:
+        parameters["intra_op_threads"] = options.intra_op_threads
+    if options.cuda_graphs:
+        parameters["enable_cuda_graph"] = 1
+    return _message(
+        {
+            "name": engine_model(model.name, engine.precision, runtime),
+            "platform": PLATFORM_OF_RUNTIME[runtime],
+            "default_model_filename": MODEL_FILE_OF_RUNTIME[runtime],
+            **_batching(model, options),
+            "input": [_tensor(name, "TYPE_INT64", [-1]) for name in ENGINE_INPUTS[model.family]],
+            "output": [_tensor(spec.name, "TYPE_FP32", spec.dims) for spec in engine.outputs],
+            "instance_group": [{"kind": "KIND_GPU" if options.gpu else "KIND_CPU", "count": options.engine_instances}],
+            "parameters": _parameters(parameters),
+        }
+    )
+
+
+def config_for_postprocess(model: ServedModel, options: ServingOptions = ServingOptions()) -> model_config_pb2.ModelConfig:
+    """Python-backend model: BERT mean pooling, or GPT-2's logits at the last unmasked position."""
+    if model.family is Family.BERT:
+        inputs = [_tensor(LAST_HIDDEN_STATE, "TYPE_FP32", [-1, model.hidden_size])]
+        outputs = [_tensor(SENTENCE_EMBEDDING, "TYPE_FP32", [model.hidden_size])]
+    else:
+        inputs = [_tensor(LOGITS, "TYPE_FP32", [-1, model.vocab_size])]
+        outputs = [
+            _tensor(NEXT_TOKEN_LOGITS, "TYPE_FP32", [model.vocab_size]),
+            _tensor(NEXT_TOKEN_ID, "TYPE_INT64", [1]),
+        ]
+    return _message(
+        {
+            "name": postprocess_model(model.name),
+            "backend": "python",
+            **_batching(model, options),
+            "input": [*inputs, _tensor(ATTENTION_MASK, "TYPE_INT64", [-1])],
+            "output": outputs,
+            "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+            "parameters": _parameters({"family": model.family.value}),
+        }
+    )
+
+
+def _step(model_name: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:
+    """One ensemble step; maps are {model tensor: ensemble tensor} and we keep both names equal."""
+    return {"model_name": model_name, "model_version": -1, "input_map": inputs, "output_map": outputs}
+
+
+def config_for_ensemble(
+    model: ServedModel, precision: Precision | str, runtime: Runtime | str = Runtime.ONNXRUNTIME
+) -> model_config_pb2.ModelConfig:
+    """Text-in ensemble: tokenizer -> engine of (precision, runtime) -> postprocess."""
+    family = model.family
+    state = ENGINE_STATE_OF_FAMILY[family]
+    token_tensors = {name: name for name in ENGINE_INPUTS[family]}
+    steps = [
+        _step(tokenizer_model(model.name), {TEXT: TEXT}, {**token_tensors, TRUNCATED: TRUNCATED}),
+        _step(engine_model(model.name, precision, runtime), token_tensors, {state: state}),
+    ]
+    if family is Family.BERT:
+        steps.append(
+            _step(
+                postprocess_model(model.name),
+                {LAST_HIDDEN_STATE: LAST_HIDDEN_STATE, ATTENTION_MASK: ATTENTION_MASK},
+                {SENTENCE_EMBEDDING: SENTENCE_EMBEDDING},
+            )
+        )
+        outputs = [
+            _tensor(SENTENCE_EMBEDDING, "TYPE_FP32", [model.hidden_size]),
+            _tensor(LAST_HIDDEN_STATE, "TYPE_FP32", [-1, model.hidden_size]),
+        ]
+    else:
+        steps.append(
+            _step(
+                postprocess_model(model.name),
+                {LOGITS: LOGITS, ATTENTION_MASK: ATTENTION_MASK},
+                {NEXT_TOKEN_LOGITS: NEXT_TOKEN_LOGITS, NEXT_TOKEN_ID: NEXT_TOKEN_ID},
+            )
+        )
+        outputs = [
+            _tensor(NEXT_TOKEN_LOGITS, "TYPE_FP32", [model.vocab_size]),
+            _tensor(NEXT_TOKEN_ID, "TYPE_INT64", [1]),
+        ]
+    return _message(
+        {
+            "name": ensemble_model(model.name, precision, runtime),
+            "platform": "ensemble",
+            "max_batch_size": model.max_batch_size,
+            "input": [_tensor(TEXT, "TYPE_STRING", [1])],
+            "output": [*outputs, _tensor(TRUNCATED, "TYPE_BOOL", [1])],
+            "ensemble_scheduling": {"step": steps},
+        }
+    )
+
+
+def config_text(config: model_config_pb2.ModelConfig) -> str:
+    """The ``config.pbtxt`` text of a message."""
+    return text_format.MessageToString(config)
+
+
+def config_from_text(text: str) -> model_config_pb2.ModelConfig:
+    """Parse ``config.pbtxt`` text back into a message; raises ``text_format.ParseError`` on bad text."""
+    return text_format.Parse(text, ModelConfig())
+
+
+__all__ = [
+    "ENGINE_STATE_OF_FAMILY",
+    "ServingOptions",
+    "config_for_engine",
+    "config_for_ensemble",
+    "config_for_postprocess",
+    "config_for_tokenizer",
+    "config_from_text",
+    "config_text",
+]

@@ -1,0 +1,27 @@
+"""Start, check and stop a Triton server on a generated model repository."""
+
+from toolkit.serving.server import (
+    Ports,
+    ServerHandle,
+    docker_command,
+    free_ports,
+    prepare_backend_dir,
+    read_handle,
+    running_server,
+    server_command,
+    start_server,
+    stop_server,
+)
+
+__all__ = [
+    "Ports",
+    "ServerHandle",
+    "docker_command",
+    "free_ports",
+    "prepare_backend_dir",
+    "read_handle",
+    "running_server",
+    "server_command",
+    "start_server",
+    "stop_server",
+]
