@@ -1,0 +1,283 @@
+"""``python -m client``: send text to a served model, list models, or measure fidelity.
+
+Commands only parse, validate and call library functions; every toolkit error ends the
+process with one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from toolkit.errors import BadInputError, ToolkitError
+from toolkit.names import (
+    NEXT_TOKEN_ID,
+    SENTENCE_EMBEDDING,
+    TRUNCATED,
+    Precision,
+    Runtime,
+    ensemble_model,
+)
+
+PRECISIONS = [p.value for p in Precision]
+RUNTIMES = [r.value for r in Runtime]
+DEFAULT_REPOSITORY = Path("model_repository")
+
+
+def _split(value: str, allowed: list[str] | tuple[str, ...] | None, flag: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise BadInputError(f"{flag} {value!r} is empty; give a comma-separated list")
+    bad = [item for item in items if allowed is not None and item not in allowed]
+    if bad:
+        raise BadInputError(f"{flag} {','.join(bad)} not allowed; choose from {','.join(allowed or [])}")
+    return items
+
+
+def _ints(value: str, flag: str) -> list[int]:
+    try:
+        numbers = [int(item) for item in _split(value, None, flag)]
+    except ValueError as error:
+        raise BadInputError(f"{flag} {value!r} must be comma-separated integers, e.g. 1,8") from error
+    if any(n < 1 for n in numbers):
+        raise BadInputError(f"{flag} {value!r} must be positive integers")
+    return numbers
+
+
+def _client(url: str | None, protocol: str, timeout: float, retries: int) -> Any:
+    from client.api import TritonTextClient
+
+    return TritonTextClient(url, protocol, timeout_s=timeout, retries=retries)  # type: ignore[arg-type]
+
+
+def server_options(command: Any) -> Any:
+    """The connection flags shared by every command that talks to a server."""
+    for option in reversed(
+        [
+            click.option("--url", default=None, help="host:port (default localhost:8001 for grpc, :8000 for http)."),
+            click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True),
+            click.option("--timeout", type=float, default=60.0, show_default=True, help="Per-request timeout, s."),
+            click.option("--retries", type=int, default=3, show_default=True, help="Retries when UNAVAILABLE."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Client of the toolkit's Triton repository: text in, embeddings/next tokens out; fidelity."""
+
+
+@cli.command()
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--model", required=True, help="Short model name, e.g. minilm or gpt2.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="onnxruntime", show_default=True)
+@click.option(
+    "--repository",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_REPOSITORY,
+    show_default=True,
+    help="Where to find the tokenizer to decode GPT-2 tokens.",
+)
+@server_options
+def infer(
+    texts: tuple[str, ...],
+    model: str,
+    precision: str,
+    runtime: str,
+    repository: Path,
+    url: str | None,
+    protocol: str,
+    timeout: float,
+    retries: int,
+) -> None:
+    """Send TEXTS to the MODEL's text ensemble and print what comes back."""
+    client = _client(url, protocol, timeout, retries)
+    out = client.infer_text(ensemble_model(model, precision, runtime), list(texts))
+    click.echo(format_infer(texts, out, _decoder(repository, model)))
+
+
+def _decoder(repository: Path, model: str) -> Any:
+    """``ids -> text`` from the repository's tokenizer, or None when there is none."""
+    from client.inputs import find_tokenizer_file, load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(find_tokenizer_file(repository, model))
+    except BadInputError:
+        return None
+    return lambda ids: tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def format_infer(texts: tuple[str, ...] | list[str], out: dict[str, Any], decode: Any = None) -> str:
+    """Human-readable lines for an ensemble's answer (BERT embedding or GPT-2 next token)."""
+    import numpy as np
+
+    lines = []
+    for i, text in enumerate(texts):
+        truncated = bool(out[TRUNCATED][i].item()) if TRUNCATED in out else False
+        head = f"[{i}] {text[:60]!r}" + (" (truncated)" if truncated else "")
+        if SENTENCE_EMBEDDING in out:
+            vector = out[SENTENCE_EMBEDDING][i]
+            first = ", ".join(f"{v:+.4f}" for v in vector[:5])
+            norm = np.linalg.norm(vector)
+            lines.append(f"{head}: embedding dim {vector.shape[-1]}, norm {norm:.4f}, first [{first}]")
+        elif NEXT_TOKEN_ID in out:
+            token = int(np.asarray(out[NEXT_TOKEN_ID][i]).reshape(-1)[0])
+            shown = f" {decode([token])!r}" if decode is not None else ""
+            lines.append(f"{head}: next token id {token}{shown}")
+        else:
+            lines.append(f"{head}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in out.items()))
+    return "\n".join(lines)
+
+
+@cli.command()
+@server_options
+def models(url: str | None, protocol: str, timeout: float, retries: int) -> None:
+    """List the models the server has loaded."""
+    client = _client(url, protocol, timeout, retries)
+    client.require_ready()
+    click.echo("\n".join(client.list_models()))
+
+
+@cli.command()
+@click.option("--model", required=True, help="Short model name, e.g. minilm.")
+@click.option("--precisions", default="fp32,fp16,hybrid", show_default=True)
+@click.option("--batch-sizes", default="1,8", show_default=True)
+@click.option("--seq-lens", default="32,128", show_default=True)
+@click.option(
+    "--inputs",
+    "input_kinds",
+    default="random,text",
+    show_default=True,
+    help="Comma list of random, text (corpus / WikiText-2), sentences (sentiment / SST-2).",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["shipped", "hub"]),
+    default="shipped",
+    show_default=True,
+    help="shipped: data/ files; hub: WikiText-2 and SST-2 via `datasets`.",
+)
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="onnxruntime", show_default=True)
+@click.option("--requests", type=int, default=2, show_default=True, help="Requests per case.")
+@click.option("--concurrency", type=int, default=2, show_default=True)
+@click.option("--repository", type=click.Path(path_type=Path), default=DEFAULT_REPOSITORY, show_default=True)
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="fp32 ONNX file (default: the repository's fp32 ONNX engine).",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="tokenizer.json (default: the repository's tokenizer model).",
+)
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--min-cosine", type=float, default=None, help="Cosine floor for all precisions (default per precision).")
+@click.option("--min-top1", type=float, default=None, help="Top-1 agreement floor for logits outputs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-check", is_flag=True, help="Record only; do not fail on mismatches.")
+@click.option("--serve", is_flag=True, help="Start a server on --repository (free ports) for this run, stop it after.")
+@server_options
+def fidelity(
+    model: str,
+    precisions: str,
+    batch_sizes: str,
+    seq_lens: str,
+    input_kinds: str,
+    dataset: str,
+    runtime: str,
+    requests: int,
+    concurrency: int,
+    repository: Path,
+    reference: Path | None,
+    tokenizer: Path | None,
+    results_dir: Path,
+    min_cosine: float | None,
+    min_top1: float | None,
+    seed: int,
+    no_check: bool,
+    serve: bool,
+    url: str | None,
+    protocol: str,
+    timeout: float,
+    retries: int,
+) -> None:
+    """Compare served engines of MODEL with the fp32 reference; write results/<gpu-or-host>/fidelity.json."""
+    from client import fidelity as fid
+    from client.inputs import INPUT_KINDS, find_tokenizer_file, load_tokenizer
+    from client.reference import OnnxReference, reference_onnx_path
+
+    chosen = _split(precisions, PRECISIONS, "--precisions")
+    kinds = _split(input_kinds, INPUT_KINDS, "--inputs")
+    batches, seqs = _ints(batch_sizes, "--batch-sizes"), _ints(seq_lens, "--seq-lens")
+    with _server(serve, repository, protocol) as served_url:
+        client = _client(served_url or url, protocol, timeout, retries)
+        client.require_ready()
+        ref = OnnxReference(reference or reference_onnx_path(repository, model))
+        tok = load_tokenizer(tokenizer or find_tokenizer_file(repository, model))
+        records = fid.run_fidelity(
+            client,
+            ref,
+            tok,
+            model,
+            chosen,
+            batches,
+            seqs,
+            kinds,
+            dataset,  # type: ignore[arg-type]
+            runtime,
+            requests,
+            concurrency,
+            seed,
+        )
+    env = fid.environment()
+    path = fid.write_results(records, fid.results_dir(results_dir, env) / "fidelity.json", env)
+    click.echo(fid.format_table(records))
+    gaps = fid.random_vs_text(records)
+    if gaps:
+        click.echo("\nRandom ids vs real text (NaN/Inf rates)\n" + fid.format_random_vs_text(gaps))
+    click.echo(f"\nwrote {path}")
+    if not no_check:
+        fid.raise_on_mismatch(records, fid.Tolerances(min_cosine=min_cosine, min_top1=min_top1))
+
+
+@contextmanager
+def _server(serve: bool, repository: Path, protocol: str) -> Iterator[str | None]:
+    """With ``serve``, a server on ``repository`` for the block (its URL for ``protocol``); else None."""
+    if not serve:
+        yield None
+        return
+    from toolkit.serving import running_server
+
+    with running_server(repository, state_dir=Path("build/client_server"), timeout=300) as handle:
+        yield f"127.0.0.1:{handle.ports.grpc if protocol == 'grpc' else handle.ports.http}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; toolkit and usage errors become one line on stderr and exit status 1 or 2."""
+    try:
+        result = cli.main(args=argv, prog_name="python -m client", standalone_mode=False)
+    except ToolkitError as error:
+        click.echo(f"error: {error}", err=True)
+        return 1
+    except click.ClickException as error:
+        click.echo(f"error: {error.format_message()}", err=True)
+        return error.exit_code
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

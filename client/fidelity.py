@@ -1,0 +1,445 @@
+"""Numerical fidelity of served engines against an FP32 reference, Polygraphy-comparator style.
+
+Per output: cosine similarity (mean, min over token vectors), absolute and relative error
+(max, mean, median), NaN and Inf rates of the candidate, and top-1 agreement for logits.
+Every case is measured and recorded first; :func:`check_records` then collects every mismatch
+and :class:`FidelityError` reports them all at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+import shutil
+import socket
+import subprocess
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from toolkit.errors import BadInputError, ToolkitError
+from toolkit.names import LOGITS, NEXT_TOKEN_LOGITS, Precision, Runtime, engine_model
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from client.api import TritonTextClient
+    from client.inputs import Dataset
+    from client.reference import OnnxReference
+
+TOP1_OUTPUTS: frozenset[str] = frozenset({LOGITS, NEXT_TOKEN_LOGITS})
+DEFAULT_MIN_COSINE: dict[str, float] = {
+    Precision.FP32.value: 0.99999,
+    Precision.FP16.value: 0.999,
+    Precision.HYBRID.value: 0.9998,
+}
+REL_EPS = 1e-6
+PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tritonclient", "tokenizers", "torch", "transformers")
+
+
+class FidelityError(ToolkitError):
+    """One or more outputs broke their tolerance; ``mismatches`` holds every one of them."""
+
+    def __init__(self, mismatches: Sequence[Mismatch]) -> None:
+        self.mismatches = list(mismatches)
+        shown = "; ".join(str(m) for m in self.mismatches[:20])
+        more = f"; ... {len(self.mismatches) - 20} more" if len(self.mismatches) > 20 else ""
+        super().__init__(f"{len(self.mismatches)} fidelity mismatch(es): {shown}{more}")
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputMetrics:
+    """How one candidate output differs from its reference (NaN where nothing finite was left)."""
+
+    elements: int
+    cosine_mean: float
+    cosine_min: float
+    max_abs: float
+    mean_abs: float
+    median_abs: float
+    max_rel: float
+    mean_rel: float
+    median_rel: float
+    nan_rate: float
+    inf_rate: float
+    top1_agreement: float | None = None
+
+
+def _rows(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``array`` as float64 ``[rows, features]``: token rows selected by ``mask`` ([batch, seq]) if it applies."""
+    values = np.asarray(array, dtype=np.float64)
+    if mask is not None and values.ndim >= 3 and values.shape[:2] == mask.shape:
+        values = values[mask.astype(bool)]
+    if values.ndim == 0:
+        return values.reshape(1, 1)
+    if values.ndim == 1:
+        return values.reshape(1, -1)
+    return values.reshape(-1, values.shape[-1])
+
+
+def cosine_rows(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row pair; 1 when both rows are zero, 0 when only one is, NaN if non-finite."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        dot = np.sum(reference * candidate, axis=-1)
+        norm_r2 = np.sum(reference * reference, axis=-1)
+        norm_c2 = np.sum(candidate * candidate, axis=-1)
+        cosine = dot / np.sqrt(norm_r2 * norm_c2)  # one square root: parallel vectors give exactly 1
+    zero_r, zero_c = norm_r2 == 0, norm_c2 == 0
+    cosine = np.where(zero_r & zero_c, 1.0, np.where(zero_r | zero_c, 0.0, cosine))
+    cosine = np.where(np.isfinite(candidate).all(axis=-1) & np.isfinite(reference).all(axis=-1), cosine, np.nan)
+    return np.clip(cosine, -1.0, 1.0)
+
+
+def _stat(values: np.ndarray, reduce: Any) -> float:
+    return float(reduce(values)) if values.size else math.nan
+
+
+def compare_arrays(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    mask: np.ndarray | None = None,
+    top1: bool = False,
+    rel_eps: float = REL_EPS,
+) -> OutputMetrics:
+    """Metrics of ``candidate`` against ``reference`` (same shape).
+
+    ``mask`` ([batch, seq]) keeps only attended token rows of per-token outputs. Cosine is taken
+    over last-axis vectors; errors over elements finite in both; relative error is
+    ``|c - r| / (|r| + rel_eps)``. ``top1`` adds the fraction of rows whose argmax agrees.
+    """
+    if np.shape(reference) != np.shape(candidate):
+        raise BadInputError(f"shapes differ: reference {np.shape(reference)}, candidate {np.shape(candidate)}")
+    ref, cand = _rows(reference, mask), _rows(candidate, mask)
+    elements = cand.size
+    nan_rate = float(np.isnan(cand).sum() / elements) if elements else 0.0
+    inf_rate = float(np.isinf(cand).sum() / elements) if elements else 0.0
+    cosine = cosine_rows(ref, cand)
+    finite_cosine = cosine[np.isfinite(cosine)]
+    both = np.isfinite(ref) & np.isfinite(cand)
+    abs_err = np.abs(cand[both] - ref[both])
+    rel_err = abs_err / (np.abs(ref[both]) + rel_eps)
+    agreement = None
+    if top1 and ref.shape[0]:
+        agreement = float(np.mean(np.argmax(ref, axis=-1) == np.argmax(cand, axis=-1)))
+    return OutputMetrics(
+        elements=int(elements),
+        cosine_mean=_stat(finite_cosine, np.mean),
+        cosine_min=_stat(finite_cosine, np.min),
+        max_abs=_stat(abs_err, np.max),
+        mean_abs=_stat(abs_err, np.mean),
+        median_abs=_stat(abs_err, np.median),
+        max_rel=_stat(rel_err, np.max),
+        mean_rel=_stat(rel_err, np.mean),
+        median_rel=_stat(rel_err, np.median),
+        nan_rate=nan_rate,
+        inf_rate=inf_rate,
+        top1_agreement=agreement,
+    )
+
+
+# -- records and checks ---------------------------------------------------------------------------
+
+
+@dataclass
+class FidelityRecord:
+    """One measured case: a model variant on one kind of input at one shape."""
+
+    model: str
+    precision: str
+    runtime: str
+    batch: int
+    seq: int
+    inputs: str
+    dataset: str
+    requests: int
+    outputs: dict[str, OutputMetrics] = field(default_factory=dict)
+
+    @property
+    def case(self) -> str:
+        """Short name of the case for tables and mismatch messages."""
+        return f"{self.model}/{self.precision}/{self.runtime} {self.inputs} b{self.batch} s{self.seq}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON-ready data (NaN becomes null)."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Limits per output; ``min_cosine`` None means the precision's default in ``DEFAULT_MIN_COSINE``."""
+
+    min_cosine: float | None = None
+    max_nan_rate: float = 0.0
+    max_inf_rate: float = 0.0
+    min_top1: float | None = None
+    max_abs: float | None = None
+    cosine_on_random: bool = False
+
+    def cosine_limit(self, precision: str) -> float:
+        """The cosine floor of ``precision``."""
+        return self.min_cosine if self.min_cosine is not None else DEFAULT_MIN_COSINE.get(precision, 0.999)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One metric of one output of one case outside its limit."""
+
+    case: str
+    output: str
+    metric: str
+    value: float | None
+    limit: float
+
+    def __str__(self) -> str:
+        shown = "nan" if self.value is None or math.isnan(self.value) else f"{self.value:.6g}"
+        return f"{self.case} {self.output}: {self.metric}={shown} (limit {self.limit:g})"
+
+
+def _below(value: float | None, limit: float) -> bool:
+    return value is None or math.isnan(value) or value < limit
+
+
+def _above(value: float | None, limit: float) -> bool:
+    return value is None or math.isnan(value) or value > limit
+
+
+def check_records(records: Iterable[FidelityRecord], tolerances: Tolerances = Tolerances()) -> list[Mismatch]:
+    """Every metric outside its limit across all records (cosine is not judged on random ids by default).
+
+    Random ids are far from any real distribution, so their cosine says little; their NaN/Inf
+    rates are still judged.
+    """
+    found: list[Mismatch] = []
+    for record in records:
+        cosine_limit = tolerances.cosine_limit(record.precision)
+        judge_cosine = record.inputs != "random" or tolerances.cosine_on_random
+        for name, m in record.outputs.items():
+            checks: list[tuple[str, float | None, float, bool]] = [
+                ("nan_rate", m.nan_rate, tolerances.max_nan_rate, m.nan_rate > tolerances.max_nan_rate),
+                ("inf_rate", m.inf_rate, tolerances.max_inf_rate, m.inf_rate > tolerances.max_inf_rate),
+            ]
+            if judge_cosine:
+                checks.append(("cosine_min", m.cosine_min, cosine_limit, _below(m.cosine_min, cosine_limit)))
+            if tolerances.max_abs is not None:
+                checks.append(("max_abs", m.max_abs, tolerances.max_abs, _above(m.max_abs, tolerances.max_abs)))
+            if tolerances.min_top1 is not None and m.top1_agreement is not None:
+                top1_low = _below(m.top1_agreement, tolerances.min_top1)
+                checks.append(("top1_agreement", m.top1_agreement, tolerances.min_top1, top1_low))
+            found += [Mismatch(record.case, name, metric, value, limit) for metric, value, limit, bad in checks if bad]
+    return found
+
+
+def raise_on_mismatch(records: Iterable[FidelityRecord], tolerances: Tolerances = Tolerances()) -> None:
+    """Raise one :class:`FidelityError` holding every mismatch, if there is any."""
+    mismatches = check_records(records, tolerances)
+    if mismatches:
+        raise FidelityError(mismatches)
+
+
+def random_vs_text(records: Iterable[FidelityRecord]) -> list[dict[str, Any]]:
+    """How random ids under/over-estimate NaN and Inf rates compared with real text, per case and output.
+
+    Pairs each ``random`` record with the real-text records (``text``, ``sentences``) of the same
+    model, precision, runtime, batch and seq.
+    """
+    by_key: dict[tuple[str, str, str, int, int], dict[str, FidelityRecord]] = {}
+    for r in records:
+        by_key.setdefault((r.model, r.precision, r.runtime, r.batch, r.seq), {})[r.inputs] = r
+    rows: list[dict[str, Any]] = []
+    for (model, precision, runtime, batch, seq), kinds in sorted(by_key.items()):
+        random = kinds.get("random")
+        if random is None:
+            continue
+        for kind, real in sorted(kinds.items()):
+            if kind == "random":
+                continue
+            for output in sorted(set(random.outputs) & set(real.outputs)):
+                row: dict[str, Any] = {
+                    "model": model,
+                    "precision": precision,
+                    "runtime": runtime,
+                    "batch": batch,
+                    "seq": seq,
+                    "real_inputs": kind,
+                    "output": output,
+                }
+                for metric in ("nan_rate", "inf_rate"):
+                    r_value = getattr(random.outputs[output], metric)
+                    t_value = getattr(real.outputs[output], metric)
+                    row[f"random_{metric}"], row[f"real_{metric}"] = r_value, t_value
+                    row[f"{metric}_verdict"] = (
+                        "agrees" if r_value == t_value else "underestimates" if r_value < t_value else "overestimates"
+                    )
+                rows.append(row)
+    return rows
+
+
+# -- environment and results ------------------------------------------------------------------------
+
+
+def gpu_info() -> list[dict[str, str]]:
+    """Name and driver of each NVIDIA GPU via ``nvidia-smi``; empty without one."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [
+        {"name": name.strip(), "driver": driver.strip()}
+        for name, _, driver in (line.partition(",") for line in out.splitlines() if line.strip())
+    ]
+
+
+def environment() -> dict[str, Any]:
+    """Host, Python, GPUs and installed versions of the packages that shape the numbers."""
+    versions: dict[str, str] = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpus": gpu_info(),
+        "packages": versions,
+    }
+
+
+def results_dir(root: Path, env: Mapping[str, Any] | None = None) -> Path:
+    """``<root>/<gpu-or-host>``: the first GPU's name as a slug, else the host name."""
+    env = env if env is not None else environment()
+    gpus = env.get("gpus") or []
+    label = gpus[0]["name"] if gpus else str(env.get("host", "unknown"))
+    return root / (re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "unknown")
+
+
+def write_results(records: Sequence[FidelityRecord], path: Path, env: Mapping[str, Any] | None = None) -> Path:
+    """Write ``{"environment", "records", "random_vs_text"}`` as JSON to ``path``; returns it."""
+    payload = {
+        "environment": dict(env) if env is not None else environment(),
+        "records": [r.to_json() for r in records],
+        "random_vs_text": _json_safe(random_vs_text(records)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def format_table(records: Sequence[FidelityRecord]) -> str:
+    """A fixed-width table: one line per case and output."""
+    header = (
+        "case", "output", "cos_mean", "cos_min", "max_abs", "mean_abs", "max_rel", "med_rel", "nan%", "inf%", "top1",
+    )  # fmt: skip
+    rows = [header]
+    for r in records:
+        for name, m in r.outputs.items():
+            rows.append((
+                r.case, name, _fmt(m.cosine_mean, ".6f"), _fmt(m.cosine_min, ".6f"), _fmt(m.max_abs, ".3g"),
+                _fmt(m.mean_abs, ".3g"), _fmt(m.max_rel, ".3g"), _fmt(m.median_rel, ".3g"),
+                _fmt(100 * m.nan_rate, ".2f"), _fmt(100 * m.inf_rate, ".2f"), _fmt(m.top1_agreement, ".4f"),
+            ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def format_random_vs_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Counts of verdicts per metric, then one line per pairing where random ids and real text differ."""
+    lines = []
+    for metric in ("nan_rate", "inf_rate"):
+        verdicts = Counter(r[f"{metric}_verdict"] for r in rows)
+        counts = ", ".join(f"{v} {verdicts[v]}" for v in ("underestimates", "overestimates", "agrees"))
+        lines.append(f"{metric}: random ids vs real text over {len(rows)} pairings: {counts}")
+    lines += [
+        f"  {r['model']}/{r['precision']} b{r['batch']} s{r['seq']} {r['output']} random vs {r['real_inputs']}: "
+        f"NaN {r['random_nan_rate']:.4%} vs {r['real_nan_rate']:.4%}, Inf {r['random_inf_rate']:.4%} vs "
+        f"{r['real_inf_rate']:.4%}"
+        for r in rows
+        if r["nan_rate_verdict"] != "agrees" or r["inf_rate_verdict"] != "agrees"
+    ]
+    return "\n".join(lines)
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+def _concat(parts: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([p[name] for p in parts], axis=0) for name in names}
+
+
+def run_fidelity(
+    client: TritonTextClient,
+    reference: OnnxReference,
+    tokenizer: Tokenizer,
+    name: str,
+    precisions: Sequence[str],
+    batch_sizes: Sequence[int],
+    seq_lens: Sequence[int],
+    input_kinds: Sequence[str],
+    dataset: Dataset = "shipped",
+    runtime: str = Runtime.ONNXRUNTIME.value,
+    requests: int = 2,
+    concurrency: int = 2,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[FidelityRecord]:
+    """Measure each served engine of ``name`` against the reference on every (inputs, batch, seq) case.
+
+    Inputs are made once per case and shared by every precision; outputs compared are those the
+    engine and the reference both have. Nothing is judged here: see :func:`check_records`.
+    """
+    from client.inputs import make_batches
+
+    engines = {p: engine_model(name, Precision(p), Runtime(runtime)) for p in precisions}
+    for engine in engines.values():
+        client.require_model(engine)
+    records: list[FidelityRecord] = []
+    for kind in input_kinds:
+        for batch in batch_sizes:
+            for seq in seq_lens:
+                token_batches = make_batches(kind, batch, seq, requests, tokenizer, dataset, seed)
+                masks = np.concatenate([b.attention_mask for b in token_batches], axis=0)
+                ref_parts = [reference.run(b.inputs(reference.input_names)) for b in token_batches]
+                for precision, engine in engines.items():
+                    names = [n for n in client.output_names(engine) if n in reference.output_names]
+                    inputs = [b.inputs(client.input_names(engine)) for b in token_batches]
+                    got = _concat(client.infer_many(engine, inputs, concurrency, names, progress=progress), names)
+                    want = _concat(ref_parts, names)
+                    record = FidelityRecord(name, precision, runtime, batch, seq, kind, dataset, requests)
+                    for output in names:
+                        top1 = output in TOP1_OUTPUTS
+                        record.outputs[output] = compare_arrays(want[output], got[output], masks, top1)
+                    records.append(record)
+    return records

@@ -1,0 +1,52 @@
+"""The FP32 reference for fidelity: the fp32 ONNX graph run by ONNX Runtime on the CPU.
+
+On the CPU there is no TF32, so this reference is true FP32 by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import BadInputError, DependencyMissingError
+from toolkit.names import MODEL_FILE_OF_RUNTIME, Precision, Runtime, engine_model
+
+
+def reference_onnx_path(repository: Path, name: str) -> Path:
+    """The fp32 ONNX Runtime engine file of ``name`` inside a built repository."""
+    folder = repository / engine_model(name, Precision.FP32, Runtime.ONNXRUNTIME)
+    found = sorted(folder.glob(f"*/{MODEL_FILE_OF_RUNTIME[Runtime.ONNXRUNTIME]}"))
+    if not found:
+        raise BadInputError(f"no fp32 ONNX file under {folder}; build the fp32 variant or pass --reference PATH")
+    return found[0]
+
+
+class OnnxReference:
+    """ONNX Runtime CPU session on an fp32 graph; ``run`` feeds only the inputs the graph declares."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        if not path.is_file():
+            raise BadInputError(f"reference ONNX file {path} does not exist; pass --reference with an fp32 .onnx")
+        try:
+            import onnxruntime as ort
+        except ImportError as error:
+            raise DependencyMissingError("the fp32 reference needs onnxruntime: pip install onnxruntime") from error
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.path = path
+        self._session: Any = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names: list[str] = [i.name for i in self._session.get_inputs()]
+        self.output_names: list[str] = [o.name for o in self._session.get_outputs()]
+
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Outputs (all by default) of the graph on ``inputs``; extra inputs are ignored, missing ones refused."""
+        missing = [name for name in self.input_names if name not in inputs]
+        if missing:
+            raise BadInputError(f"reference {self.path.name} needs inputs {missing}; got {sorted(inputs)}")
+        names = list(outputs) if outputs is not None else self.output_names
+        values = self._session.run(names, {name: inputs[name] for name in self.input_names})
+        return dict(zip(names, values, strict=True))

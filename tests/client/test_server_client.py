@@ -1,0 +1,243 @@
+"""The client and fidelity against the real tritonserver serving tiny BERT/GPT-2 in three precisions.
+
+The tiny models come from the serving tests' fixtures (``tests/serving/conftest.py``); their fp16 and
+hybrid variants from ``toolkit.precision``. A second module-scoped server serves the built MiniLM
+repository when ``model_repository/`` holds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+
+from client.api import TritonTextClient
+from client.cli import main
+from client.fidelity import FidelityRecord, Tolerances, check_records, run_fidelity
+from client.inputs import find_tokenizer_file, load_tokenizer, make_batches
+from client.reference import OnnxReference, reference_onnx_path
+from toolkit.artifacts import EngineArtifact, ServedModel
+from toolkit.errors import BadInputError
+from toolkit.names import (
+    LAST_HIDDEN_STATE,
+    LOGITS,
+    NEXT_TOKEN_ID,
+    SENTENCE_EMBEDDING,
+    Precision,
+    Runtime,
+    engine_model,
+    ensemble_model,
+)
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILT_REPOSITORY = ROOT / "model_repository"
+
+
+BROKEN_VARIANTS: dict[str, str] = {}  # "model/precision" -> why ONNX Runtime refused the graph
+
+
+def _with_variants(model: ServedModel, folder: Path) -> ServedModel:
+    """``model`` plus the fp16 and hybrid engines the precision policy makes that ONNX Runtime loads.
+
+    A variant ONNX Runtime refuses is left out (and noted in ``BROKEN_VARIANTS``) so one broken
+    graph cannot keep the server from starting; tests that need it skip and say why.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from toolkit.precision import save_onnx, variant_from_fp32
+
+    fp32 = model.engines[0]
+    engines = [fp32]
+    for precision in (Precision.FP16, Precision.HYBRID):
+        graph = variant_from_fp32(onnx.load(str(fp32.path)), precision)
+        path = save_onnx(graph, folder / f"{model.name}_{precision.value}.onnx")
+        try:
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as error:
+            BROKEN_VARIANTS[f"{model.name}/{precision.value}"] = str(error).splitlines()[0][:300]
+            continue
+        engines.append(EngineArtifact(precision, Runtime.ONNXRUNTIME, path, fp32.outputs))
+    return dataclasses.replace(model, engines=engines)
+
+
+def _served_precisions(name: str, wanted: list[str]) -> list[str]:
+    """``wanted`` minus the variants left out; skips when a non-fp32 one is missing, saying why."""
+    broken = {p: BROKEN_VARIANTS[f"{name}/{p}"] for p in wanted if f"{name}/{p}" in BROKEN_VARIANTS}
+    if broken:
+        pytest.skip(f"toolkit.precision made graphs ONNX Runtime refuses for {name}: {broken}")
+    return wanted
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, bert_model: ServedModel, gpt2_model: ServedModel) -> Iterator[tuple[str, Path]]:
+    """(grpc url, repository) of a server with tinybert and tinygpt2 in fp32, fp16 and hybrid."""
+    from toolkit.repository import write_model_repository
+    from toolkit.repository.configs import ServingOptions
+    from toolkit.serving import running_server
+
+    root = tmp_path_factory.mktemp("client_server")
+    repository = root / "repository"
+    for model in (bert_model, gpt2_model):
+        full = _with_variants(model, root / "variants")
+        write_model_repository(repository, full, options=ServingOptions(intra_op_threads=1))
+    with running_server(repository, state_dir=root / "server", timeout=240) as handle:
+        yield f"127.0.0.1:{handle.ports.grpc}", repository
+
+
+@pytest.fixture(scope="module")
+def client(served: tuple[str, Path]) -> TritonTextClient:
+    return TritonTextClient(served[0], retries=2)
+
+
+def _fidelity(client: TritonTextClient, repository: Path, name: str, **kwargs: object) -> list[FidelityRecord]:
+    reference = OnnxReference(reference_onnx_path(repository, name))
+    tokenizer = load_tokenizer(find_tokenizer_file(repository, name))
+    options: dict[str, object] = {
+        "batch_sizes": [1, 4], "seq_lens": [8, 24], "input_kinds": ["random", "text", "sentences"], "progress": False,
+    }  # fmt: skip
+    options.update(kwargs)
+    if "precisions" not in options:  # every variant the server has
+        options["precisions"] = [p.value for p in Precision if f"{name}/{p.value}" not in BROKEN_VARIANTS]
+    return run_fidelity(client, reference, tokenizer, name, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_infer_text_returns_embeddings_when_bert_ensemble(
+    served: tuple[str, Path], bert_model: ServedModel, protocol: Literal["grpc", "http"]
+) -> None:
+    url = served[0]
+    if protocol == "http":
+        from toolkit.serving.server import read_handle
+
+        handle = read_handle(served[1].parent / "server")
+        assert handle is not None
+        url = f"127.0.0.1:{handle.ports.http}"
+    out = TritonTextClient(url, protocol=protocol).infer_text(ensemble_model("tinybert", "fp32"), ["hi", "a b c"])
+    assert out[SENTENCE_EMBEDDING].shape == (2, bert_model.hidden_size)
+    assert np.isfinite(out[SENTENCE_EMBEDDING]).all()
+
+
+def test_infer_text_returns_next_token_when_gpt2_ensemble(client: TritonTextClient, gpt2_model: ServedModel) -> None:
+    out = client.infer_text(ensemble_model("tinygpt2", "fp32"), ["the quick brown"])
+    assert 0 <= int(out[NEXT_TOKEN_ID][0, 0]) < gpt2_model.vocab_size
+
+
+def test_infer_lists_available_models_when_model_unknown(client: TritonTextClient) -> None:
+    with pytest.raises(BadInputError, match=r"'nomodel_fp32' is not ready.*available: .*tinybert_fp32") as caught:
+        client.infer_text("nomodel_fp32", ["x"])
+    assert "\n" not in str(caught.value)
+
+
+def test_infer_ids_same_when_system_shared_memory(client: TritonTextClient, served: tuple[str, Path]) -> None:
+    tokenizer = load_tokenizer(find_tokenizer_file(served[1], "tinybert"))
+    batch = make_batches("text", 2, 16, 1, tokenizer)[0]
+    engine = engine_model("tinybert", "fp32")
+    plain = client.infer_ids(engine, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    shared = client.infer_ids(engine, batch.input_ids, batch.attention_mask, batch.token_type_ids,
+                              shared_memory="system")  # fmt: skip
+    np.testing.assert_array_equal(plain[LAST_HIDDEN_STATE], shared[LAST_HIDDEN_STATE])
+
+
+def test_infer_many_keeps_request_order_when_concurrent(client: TritonTextClient, served: tuple[str, Path]) -> None:
+    tokenizer = load_tokenizer(find_tokenizer_file(served[1], "tinybert"))
+    engine = engine_model("tinybert", "fp32")
+    requests = [b.inputs(client.input_names(engine)) for b in make_batches("random", 2, 8, 6, tokenizer)]
+    many = client.infer_many(engine, requests, concurrency=3, progress=False)
+    for request, result in zip(requests, many, strict=True):
+        np.testing.assert_array_equal(client.infer(engine, request)[LAST_HIDDEN_STATE], result[LAST_HIDDEN_STATE])
+
+
+def test_every_served_precision_within_tolerance_when_bert(client: TritonTextClient, served: tuple[str, Path]) -> None:
+    records = _fidelity(client, served[1], "tinybert")
+    assert len(records) == len({r.precision for r in records}) * 2 * 2 * 3
+    assert {"fp32", "fp16"} <= {r.precision for r in records}
+    for record in records:
+        metrics = record.outputs[LAST_HIDDEN_STATE]
+        assert metrics.nan_rate == 0.0 and metrics.inf_rate == 0.0
+        if record.precision == "fp32":
+            assert metrics.cosine_min > 0.999999 and metrics.max_abs < 1e-4, record.case
+    assert check_records(records, Tolerances()) == []
+
+
+def test_hybrid_served_when_bert(served: tuple[str, Path]) -> None:
+    _served_precisions("tinybert", ["hybrid"])
+    assert (served[1] / engine_model("tinybert", "hybrid")).is_dir()
+
+
+def test_fp32_top1_agrees_fully_when_gpt2(client: TritonTextClient, served: tuple[str, Path]) -> None:
+    records = _fidelity(client, served[1], "tinygpt2", input_kinds=["random", "text"])
+    for record in records:
+        if record.precision == "fp32":
+            assert record.outputs[LOGITS].top1_agreement == 1.0, record.case
+        assert record.outputs[LOGITS].top1_agreement is not None
+    assert check_records(records, Tolerances()) == []
+
+
+def test_cli_infer_and_fidelity_succeed_when_server_up(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, repository = served
+    assert main(["infer", "hello world", "--model", "tinygpt2", "--url", url, "--repository", str(repository)]) == 0
+    assert "next token id" in capsys.readouterr().out
+    assert main(["infer", "hello", "--model", "tinybert", "--precision", "fp32", "--url", url]) == 0
+    assert "norm" in capsys.readouterr().out
+    precisions = ",".join(_served_precisions("tinybert", ["fp32", "fp16"]))
+    code = main([
+        "fidelity", "--model", "tinybert", "--precisions", precisions, "--batch-sizes", "2", "--seq-lens", "16",
+        "--inputs", "random,text", "--url", url, "--repository", str(repository), "--results-dir", str(tmp_path),
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Random ids vs real text" in out
+    (written,) = tmp_path.glob("*/fidelity.json")
+    payload = json.loads(written.read_text())
+    assert len(payload["records"]) == 4 and payload["environment"]["packages"]["tritonclient"]
+
+
+def test_cli_fails_with_one_line_when_model_unknown(served: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["infer", "hello", "--model", "nomodel", "--url", served[0]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "available:" in err
+
+
+# -- the built MiniLM repository (the lead's build) --------------------------------------------------
+
+MINILM_MODELS = [engine_model("minilm", p) for p in ("fp32", "hybrid")]
+
+
+@pytest.fixture(scope="module")
+def minilm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    missing = [m for m in MINILM_MODELS if not (BUILT_REPOSITORY / m).is_dir()]
+    if missing:
+        pytest.skip(f"{BUILT_REPOSITORY} lacks {missing}: build MiniLM first (make build)")
+    from toolkit.serving import running_server
+
+    with running_server(BUILT_REPOSITORY, state_dir=tmp_path_factory.mktemp("minilm_server"), timeout=300) as handle:
+        yield f"127.0.0.1:{handle.ports.grpc}"
+
+
+def test_minilm_hybrid_cosine_at_least_0_9998_when_real_text(minilm_url: str) -> None:
+    client = TritonTextClient(minilm_url, retries=2)
+    records = _fidelity(client, BUILT_REPOSITORY, "minilm", precisions=["fp32", "hybrid"], batch_sizes=[8],
+                        seq_lens=[128], input_kinds=["text", "sentences"])  # fmt: skip
+    for record in records:
+        metrics = record.outputs[LAST_HIDDEN_STATE]
+        limit = 0.99999 if record.precision == "fp32" else 0.9998
+        assert metrics.cosine_min >= limit, record.case
+        assert metrics.nan_rate == 0.0 and metrics.inf_rate == 0.0
+
+
+def test_infer_raises_one_line_server_error_when_input_missing(client: TritonTextClient) -> None:
+    from toolkit.errors import ServerError
+
+    with pytest.raises(ServerError, match=r"inference on 'tinybert_fp32_onnx' at .* failed: .*missing") as caught:
+        client.infer(engine_model("tinybert", "fp32"), {"input_ids": np.ones((1, 4), dtype=np.int64)})
+    assert "\n" not in str(caught.value)
