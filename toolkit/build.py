@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
+from toolkit.models.loading import LoadedModel
 from toolkit.errors import BadInputError
 from toolkit.names import (
     LAST_HIDDEN_STATE,
@@ -53,6 +54,7 @@ class BuildRequest:
     opt_seq: int = 128
     max_seq: int = 512
     gpu: bool = False
+    outlier: float = 0.0
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,9 +132,8 @@ def build_model(
     """Build ``request`` into ``repository``; returns the served model, or None when already up to date."""
     from tqdm import tqdm
 
-    from toolkit.engines import onnxrt, tensorrt
-    from toolkit.models.export import onnx_from_hf, verify_export
     from toolkit.models.loading import load_model, short_name
+    from toolkit.models.stress import add_outlier_channel
 
     name = request.name or short_name(request.model)
     build_fingerprint = fingerprint(request)
@@ -141,20 +142,38 @@ def build_model(
         log(f"{name}: up to date in {repository} (fingerprint {build_fingerprint})")
         return None
 
-    steps = tqdm(total=3 + 2 * len(request.precisions), desc=f"build {name}", unit="step", leave=False)
-    outer_log = log
-
-    def log(message: str) -> None:
-        with steps.external_write_mode():
-            outer_log(message)
-
     model = load_model(request.model, request.random_weights, name, request.config_overrides)
+    if request.outlier:
+        add_outlier_channel(model, request.outlier)
     if request.max_seq > model.max_positions:
         raise BadInputError(f"--max-seq {request.max_seq} exceeds {name}'s {model.max_positions} positions: pass --max-seq <= {model.max_positions}")
     parameters = sum(p.numel() for p in model.module.parameters())
     _check_disk(repository, work_dir, parameters)
-    steps.update()
+    with tqdm(total=2 + 2 * len(request.precisions), desc=f"build {name}", unit="step", leave=False) as steps:
 
+        def log_above_bar(message: str) -> None:
+            with steps.external_write_mode():
+                log(message)
+
+        return _build_loaded(request, model, build_fingerprint, parameters, repository, work_dir, runtimes, steps, log_above_bar)
+
+
+def _build_loaded(
+    request: BuildRequest,
+    model: LoadedModel,
+    build_fingerprint: str,
+    parameters: int,
+    repository: Path,
+    work_dir: Path,
+    runtimes: tuple[Runtime, ...],
+    steps: Any,
+    log: Callable[[str], None],
+) -> ServedModel:
+    """The steps after loading: export, variants, engines, repository swap."""
+    from toolkit.engines import onnxrt, tensorrt
+    from toolkit.models.export import onnx_from_hf, verify_export
+
+    name = model.name
     stage = work_dir / name
     shutil.rmtree(stage, ignore_errors=True)
     fp32_path = onnx_from_hf(model, stage / "export" / "fp32.onnx")
@@ -220,7 +239,6 @@ def build_model(
     )
     install_into_repository(served, repository, stage / "repository", gpu=request.gpu)
     steps.update()
-    steps.close()
     log(f"{name}: wrote {len(engines)} engines ({', '.join(p.value for p in request.precisions)}) into {repository}")
     return served
 

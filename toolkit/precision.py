@@ -25,11 +25,12 @@ from toolkit.names import Precision
 if TYPE_CHECKING:
     import onnx
 
-# Op types kept in FP32 by the hybrid policy: Softmax, LayerNormalization and the pieces of their
-# decomposed forms (the reductions and square roots of a hand-written LayerNorm).
-DEFAULT_KEEP_FP32: tuple[str, ...] = ("Softmax", "LayerNormalization", "ReduceMean", "Pow", "Sqrt")
-# Ops that join an FP32 island when they feed one (walked back from each kept op).
-ISLAND_OPS: frozenset[str] = frozenset({"Add", "Sub", "Mul", "Div", "Gather", "Where", "Cast", "Reciprocal"})
+# Op types kept in FP32 by the hybrid policy: Softmax, LayerNormalization, and ReduceMean, the reduction
+# at the heart of a decomposed (hand-written) LayerNorm.
+DEFAULT_KEEP_FP32: tuple[str, ...] = ("Softmax", "LayerNormalization", "ReduceMean")
+# Ops that join an FP32 island when they feed one (walked back from each kept op): the residual adds and
+# embeddings before a LayerNorm, the scale and mask before a Softmax, the square of a decomposed variance.
+ISLAND_OPS: frozenset[str] = frozenset({"Add", "Sub", "Mul", "Div", "Gather", "Where", "Cast", "Reciprocal", "Pow", "Sqrt"})
 # The true FP16 limit: the converter's default (1e4) would silently clamp weights and hide overflow.
 FP16_MAX = 65504.0
 
@@ -73,11 +74,26 @@ def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
     """Unique node names (the block list and the census name nodes), and graph outputs read by no node.
 
     The converter's ``keep_io_types`` mistypes a graph output that other nodes also consume (BERT's pooler
-    reads ``last_hidden_state``), so such outputs get an Identity of their own.
+    reads ``last_hidden_state``), so such outputs get an Identity of their own; Identity nodes that only
+    alias a weight become weights of their own.
     """
     import onnx as onnx_module
 
     graph = model.graph
+    # Identity nodes over weights (the exporter's de-duplicated equal parameters) become weights of their
+    # own: one shared initializer cannot be FP32 for a kept node and FP16 for a converted one.
+    weights = {init.name: init for init in graph.initializer}
+    outputs = {output.name for output in graph.output}
+    aliases = [node for node in graph.node if node.op_type == "Identity" and node.input[0] in weights and node.output[0] not in outputs]
+    for node in aliases:
+        copy = onnx_module.TensorProto()
+        copy.CopyFrom(weights[node.input[0]])
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+    if aliases:
+        kept = [node for node in graph.node if all(node is not alias for alias in aliases)]
+        del graph.node[:]
+        graph.node.extend(kept)
     consumed = {name for node in graph.node for name in node.input}
     for output in graph.output:
         if output.name in consumed:

@@ -111,7 +111,7 @@ def load_model(
         module = _pretrained(model_class, source, config)
         weights_id = _weights_hash(source)
     module.eval()
-    tokenizer = load_tokenizer(spec, source, family)
+    tokenizer = load_tokenizer(spec, source, family, offline=random_weights and str(source) == spec and (CONFIG_DIR / f"{spec}.json").is_file())
     provenance = {
         "spec": spec,
         "source": str(source),
@@ -191,16 +191,17 @@ def _weights_hash(source: str | Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def load_tokenizer(spec: str, source: str | Path, family: Family) -> PreTrainedTokenizerBase:
+def load_tokenizer(spec: str, source: str | Path, family: Family, offline: bool = False) -> PreTrainedTokenizerBase:
     """The model's own tokenizer; offline stand-ins when a random-weight build has none.
 
     bert-base-uncased shares MiniLM's uncased WordPiece vocabulary, so that one is used; GPT-2 gets a
-    byte-level BPE tokenizer trained reproducibly on the project's shipped corpus.
+    byte-level BPE tokenizer trained reproducibly on the project's shipped corpus. ``offline`` looks only in
+    the local Hugging Face cache (random-weight builds from shipped configs never touch the network).
     """
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, local_files_only=offline)
     except (OSError, ValueError, TypeError):
         pass
     if family is Family.BERT:

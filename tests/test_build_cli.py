@@ -1,0 +1,90 @@
+"""build_engines.py: a real build into a temporary repository, idempotence, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from build_engines import main
+from toolkit.build import BuildRequest, build_model, existing_manifest, parse_precisions
+from toolkit.errors import BadInputError
+from toolkit.names import Precision, Runtime
+
+TINY = ["--model", "gpt2", "--random-weights", "--layers", "1", "--name", "gpt2-cli", "--max-seq", "64", "--min-seq", "1", "--opt-seq", "32"]
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model", "/no/such/folder"], "does not exist"),
+        (["--model", "minilm", "--precisions", "fp8"], "unknown precision 'fp8'"),
+        (["--model", "minilm", "--max-batch", "0"], "--max-batch must be >= 1"),
+        (["--model", "minilm", "--max-seq", "4096"], "exceeds minilm's 512 positions"),
+        (["--model", "minilm", "--runtimes", "tvm"], "unknown runtime"),
+        (["--model", "minilm", "--keep-fp32", "Softmaxx"], "unknown ONNX op types"),
+        (["--model", "no-such-org/no-such-model-xyz"], "cannot load model"),
+    ],
+)
+def test_build_cli_fails_with_one_line_error_when_input_is_bad(args: list[str], expected: str, tmp_path: Path) -> None:
+    code, output = _run(*args, "--repository", str(tmp_path / "repo"), "--work-dir", str(tmp_path / "work"))
+    assert code == 2
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], output
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+def test_build_cli_rejects_unsupported_architecture(tmp_path: Path) -> None:
+    folder = tmp_path / "t5"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 64}))
+    code, output = _run("--model", str(folder), "--repository", str(tmp_path / "repo"))
+    assert code == 2 and "supported: bert, gpt2" in output
+
+
+def test_build_writes_engines_manifest_and_is_idempotent(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    code, output = _run(*TINY, "--repository", str(repo), "--work-dir", str(tmp_path / "work"))
+    assert code == 0, output
+    names = sorted(p.name for p in repo.iterdir())
+    for precision in ("fp32", "fp16", "hybrid"):
+        assert f"gpt2-cli_{precision}_onnx" in names and f"gpt2-cli_{precision}" in names
+        assert (repo / f"gpt2-cli_{precision}_onnx" / "1" / "model.onnx").is_file()
+    manifest = existing_manifest(repo, "gpt2-cli")
+    assert manifest is not None
+    assert manifest["variants"]["hybrid"]["node_precisions"]["Softmax"] == {"fp32": 1}
+    assert manifest["source"]["weights"].startswith("random")
+    assert "TensorRT is not installed" in output
+    before = (repo / "gpt2-cli_fp32_onnx" / "1" / "model.onnx").stat().st_mtime_ns
+    code, output = _run(*TINY, "--repository", str(repo), "--work-dir", str(tmp_path / "work"))
+    assert code == 0 and "up to date" in output
+    assert (repo / "gpt2-cli_fp32_onnx" / "1" / "model.onnx").stat().st_mtime_ns == before
+
+
+def test_failed_build_leaves_previous_repository_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    request = BuildRequest(model="gpt2", name="gpt2-keep", random_weights=True, precisions=(Precision.FP32,), max_seq=64, min_seq=1, opt_seq=32, config_overrides={"n_layer": 1})
+    assert build_model(request, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None) is not None
+    snapshot = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+
+    def explode(*_: object, **__: object) -> None:
+        raise BadInputError("simulated failure while writing")
+
+    monkeypatch.setattr("toolkit.repository.layout.write_model_repository", explode)
+    changed = BuildRequest(**{**request.__dict__, "precisions": (Precision.FP32, Precision.FP16)})
+    with pytest.raises(BadInputError, match="simulated"):
+        build_model(changed, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
+    assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == snapshot
+    shutil.rmtree(tmp_path / "work")
+
+
+def test_parse_precisions_keeps_order_and_drops_duplicates() -> None:
+    assert parse_precisions("hybrid,fp32,hybrid") == (Precision.HYBRID, Precision.FP32)

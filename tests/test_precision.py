@@ -1,0 +1,102 @@
+"""Precision variants: per-node precisions, fidelity of hybrid, and the FP16 overflow that hybrid avoids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from toolkit.engines.onnxrt import run_onnx
+from toolkit.errors import BadInputError
+from toolkit.models.export import cosine_rows, onnx_from_hf
+from toolkit.models.loading import LoadedModel, load_model
+from toolkit.models.stress import add_outlier_channel
+from toolkit.names import Precision
+from toolkit.precision import node_precisions, parse_keep_fp32, precision_census, save_onnx, variant_from_fp32
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Triton serves models over gRPC and HTTP.",
+    "A cup of tea on a rainy afternoon is hard to beat.",
+    "The committee postponed its decision until the next meeting in March.",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_graphs(minilm: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> dict[Precision, Path]:
+    folder = tmp_path_factory.mktemp("minilm_variants")
+    exported = onnx.load(str(onnx_from_hf(minilm, folder / "export.onnx")))
+    return {p: save_onnx(variant_from_fp32(exported, p), folder / f"{p.value}.onnx") for p in Precision}
+
+
+def _ops(path: Path, op_type: str) -> set[str]:
+    graph = onnx.load(str(path))
+    precisions = node_precisions(graph)
+    return {precisions[node.name] for node in graph.graph.node if node.op_type == op_type}
+
+
+def test_hybrid_keeps_softmax_and_layernorm_fp32_and_matmul_fp16(minilm_graphs: dict[Precision, Path]) -> None:
+    hybrid = minilm_graphs[Precision.HYBRID]
+    assert _ops(hybrid, "Softmax") == {"fp32"}
+    assert _ops(hybrid, "LayerNormalization") == {"fp32"}
+    assert _ops(hybrid, "MatMul") == {"fp16"}
+
+
+def test_fp16_runs_every_compute_op_in_fp16(minilm_graphs: dict[Precision, Path]) -> None:
+    census = precision_census(onnx.load(str(minilm_graphs[Precision.FP16])))
+    for op in ("MatMul", "Softmax", "LayerNormalization", "Add"):
+        assert set(census[op]) == {"fp16"}, (op, census[op])
+
+
+def test_fp32_has_no_fp16_node(minilm_graphs: dict[Precision, Path]) -> None:
+    census = precision_census(onnx.load(str(minilm_graphs[Precision.FP32])))
+    assert all("fp16" not in counts for counts in census.values())
+
+
+def test_variants_keep_fp32_inputs_and_outputs(minilm_graphs: dict[Precision, Path]) -> None:
+    for path in minilm_graphs.values():
+        graph = onnx.load(str(path)).graph
+        assert [o.type.tensor_type.elem_type for o in graph.output] == [onnx.TensorProto.FLOAT] * len(graph.output)
+
+
+def _encode(model: LoadedModel, texts: list[str]) -> dict[str, np.ndarray]:
+    batch = model.tokenizer(texts, padding=True, return_tensors="np")
+    return {name: np.asarray(value, dtype=np.int64) for name, value in batch.items()}
+
+
+def test_hybrid_cosine_at_least_0_9998_on_real_sentences(minilm: LoadedModel, minilm_graphs: dict[Precision, Path]) -> None:
+    inputs = _encode(minilm, SENTENCES)
+    valid = inputs["attention_mask"].astype(bool)
+    reference = run_onnx(minilm_graphs[Precision.FP32], inputs)["last_hidden_state"][valid]
+    hybrid = run_onnx(minilm_graphs[Precision.HYBRID], inputs)["last_hidden_state"][valid]
+    assert cosine_rows(reference, hybrid).min() >= 0.9998
+
+
+def test_fp16_overflows_and_hybrid_does_not_when_residual_channel_is_large(tmp_path: Path) -> None:
+    model = add_outlier_channel(load_model("minilm"), 30000.0)
+    exported = onnx.load(str(onnx_from_hf(model, tmp_path / "outlier.onnx")))
+    inputs = _encode(model, SENTENCES)
+    outputs = {}
+    for precision in Precision:
+        path = save_onnx(variant_from_fp32(exported, precision), tmp_path / f"{precision.value}.onnx")
+        outputs[precision] = run_onnx(path, inputs)["last_hidden_state"]
+    assert np.isfinite(outputs[Precision.FP32]).all()
+    assert not np.isfinite(outputs[Precision.FP16]).all(), "fp16 should overflow on the planted channel"
+    assert np.isfinite(outputs[Precision.HYBRID]).all()
+    valid = inputs["attention_mask"].astype(bool)
+    assert cosine_rows(outputs[Precision.FP32][valid], outputs[Precision.HYBRID][valid]).min() >= 0.999
+
+
+def test_parse_keep_fp32_rejects_unknown_op_type() -> None:
+    with pytest.raises(BadInputError, match="Softmx"):
+        parse_keep_fp32("Softmx,LayerNormalization")
+    assert parse_keep_fp32("Softmax, LayerNormalization") == ("Softmax", "LayerNormalization")
+
+
+def test_custom_keep_list_changes_hybrid_policy(minilm: LoadedModel, minilm_graphs: dict[Precision, Path], tmp_path: Path) -> None:
+    exported = onnx.load(str(minilm_graphs[Precision.FP32]))
+    only_softmax = save_onnx(variant_from_fp32(exported, Precision.HYBRID, ("Softmax",)), tmp_path / "h.onnx")
+    assert _ops(only_softmax, "Softmax") == {"fp32"}
+    assert _ops(only_softmax, "LayerNormalization") == {"fp16"}
