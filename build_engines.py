@@ -36,9 +36,10 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--max-seq", type=int, default=512, help="Longest sequence: texts are truncated to it (must not exceed the model's positions).")
 @click.option("--runtimes", default="onnxruntime,tensorrt", help="Engine runtimes to build; tensorrt is skipped with a one-line note where TensorRT is not installed.")
 @click.option("--gpu/--cpu", "gpu", default=None, help="Instance groups on GPU or CPU (default: GPU when nvidia-smi finds one).")
+@click.option("--fuse/--no-fuse", default=None, help="Give ONNX Runtime graphs with its fused transformer ops (Attention, SkipLayerNormalization...) for its GPU kernels and CUDA graphs (default: with --gpu).")
 @click.option("--repository", type=click.Path(file_okay=False, path_type=Path), default=Path("model_repository"), help="Triton model repository to write into.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), help="Where engines are built before being swapped into the repository.")
-def main(models: tuple[str, ...], name: str | None, precisions: str, keep_fp32: str | None, random_weights: bool, layers: int | None, outlier: float, max_batch: int, opt_batch: int, min_seq: int, opt_seq: int, max_seq: int, runtimes: str, gpu: bool | None, repository: Path, work_dir: Path) -> None:
+def main(models: tuple[str, ...], name: str | None, precisions: str, keep_fp32: str | None, random_weights: bool, layers: int | None, outlier: float, max_batch: int, opt_batch: int, min_seq: int, opt_seq: int, max_seq: int, runtimes: str, gpu: bool | None, fuse: bool | None, repository: Path, work_dir: Path) -> None:
     """Turn Hugging Face models into a Triton model repository of engines in three precisions."""
     from toolkit.build import BuildRequest, build_model, gpu_name, parse_precisions
     from toolkit.errors import BadInputError
@@ -67,6 +68,7 @@ def main(models: tuple[str, ...], name: str | None, precisions: str, keep_fp32: 
                 opt_seq=opt_seq,
                 max_seq=max_seq,
                 gpu=on_gpu,
+                fuse=on_gpu if fuse is None else fuse,
                 outlier=outlier,
                 config_overrides=overrides,
             )

@@ -54,6 +54,7 @@ class BuildRequest:
     opt_seq: int = 128
     max_seq: int = 512
     gpu: bool = False
+    fuse: bool = False
     outlier: float = 0.0
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -193,11 +194,18 @@ def _build_loaded(
     if Runtime.TENSORRT in runtimes and not trt_ok:
         log(f"{name}: TensorRT is not installed: building ONNX Runtime engines only ({tensorrt.INSTALL_HINT})")
     outputs = _output_specs(model)
+    fused = _fused_fp32(model, fp32_path, stage, log) if request.fuse else None
     for precision in request.precisions:
         graph = variant_from_fp32(exported, precision, request.keep_fp32)
         raw = save_onnx(graph, stage / "variants" / f"{precision.value}.raw.onnx")
-        shipped, optimisation = onnxrt.optimized_onnx(raw, stage / "variants" / f"{precision.value}.onnx")
-        census = precision_census(graph)
+        if fused is None:
+            shipped, optimisation = onnxrt.optimized_onnx(raw, stage / "variants" / f"{precision.value}.onnx")
+            census = precision_census(graph)
+        else:
+            # ONNX Runtime gets the fused graph; TensorRT keeps the standard-op graph (raw) it can parse.
+            fused_graph = variant_from_fp32(fused, precision, request.keep_fp32)
+            shipped = save_onnx(fused_graph, stage / "variants" / f"{precision.value}.fused.onnx")
+            optimisation, census = "ONNX Runtime transformer fusions (GPU)", precision_census(fused_graph)
         steps.update()
         engines.append(EngineArtifact(precision, Runtime.ONNXRUNTIME, shipped, outputs))
         record: dict[str, Any] = {"onnx": {"file": shipped.name, "sha256": sha256_of(shipped), "bytes": shipped.stat().st_size, "optimisation": optimisation}, "node_precisions": census}
@@ -241,6 +249,27 @@ def _build_loaded(
     steps.update()
     log(f"{name}: wrote {len(engines)} engines ({', '.join(p.value for p in request.precisions)}) into {repository}")
     return served
+
+
+def _fused_fp32(model: LoadedModel, fp32_path: Path, stage: Path, log: Callable[[str], None]) -> Any:
+    """Fuse the FP32 export for ONNX Runtime's GPU kernels and check it still matches the export."""
+    import onnx
+
+    from toolkit.engines.onnxrt import fused_onnx, run_onnx
+    from toolkit.errors import ExportMismatchError
+    from toolkit.models.export import cosine_rows, example_inputs
+
+    heads = int(getattr(model.config, "num_attention_heads", None) or model.config.n_head)
+    path, stats = fused_onnx(fp32_path, stage / "export" / "fused.onnx", model.family.value, heads, model.hidden_size)
+    inputs = example_inputs(model, 3, 40)
+    valid = inputs["attention_mask"].astype(bool)
+    name = _output_specs(model)[0].name
+    expected, got = run_onnx(fp32_path, inputs)[name], run_onnx(path, inputs)[name]
+    cosine = float(cosine_rows(expected[valid], got[valid]).min())
+    if not cosine >= 0.99999:
+        raise ExportMismatchError(f"fused graph of {model.name} disagrees with the export: cosine {cosine:.6f}")
+    log(f"{model.name}: fused {stats} (cosine vs export {cosine:.7f})")
+    return onnx.load(str(path))
 
 
 def _output_specs(model: Any) -> tuple[TensorSpec, ...]:

@@ -31,6 +31,10 @@ DEFAULT_KEEP_FP32: tuple[str, ...] = ("Softmax", "LayerNormalization", "ReduceMe
 # Ops that join an FP32 island when they feed one (walked back from each kept op): the residual adds and
 # embeddings before a LayerNorm, the scale and mask before a Softmax, the square of a decomposed variance.
 ISLAND_OPS: frozenset[str] = frozenset({"Add", "Sub", "Mul", "Div", "Gather", "Where", "Cast", "Reciprocal", "Pow", "Sqrt"})
+# ONNX Runtime's fused ops that contain a kept op: keeping LayerNormalization keeps these too.
+FUSED_FORMS: dict[str, tuple[str, ...]] = {
+    "LayerNormalization": ("SkipLayerNormalization", "EmbedLayerNormalization", "SkipSimplifiedLayerNormalization"),
+}
 # The true FP16 limit: the converter's default (1e4) would silently clamp weights and hide overflow.
 FP16_MAX = 65504.0
 
@@ -54,6 +58,7 @@ def parse_keep_fp32(value: str | Iterable[str] | None) -> tuple[str, ...]:
 def hybrid_fp32_nodes(model: onnx.ModelProto, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32) -> set[str]:
     """Names of the nodes the hybrid policy keeps in FP32: the kept op types and the islands feeding them."""
     keep = set(keep_fp32)
+    keep |= {fused for op in keep_fp32 for fused in FUSED_FORMS.get(op, ())}
     nodes = list(model.graph.node)
     producer = {output: node for node in nodes for output in node.output}
     selected: set[str] = set()

@@ -83,3 +83,17 @@ def optimized_onnx(source: Path, target: Path) -> tuple[Path, str]:
 
 # Ops whose precision the policy fixes; an optimisation must leave their counts per precision unchanged.
 PRECISION_CRITICAL_OPS = ("MatMul", "Gemm", "Softmax", "LayerNormalization")
+
+
+def fused_onnx(source: Path, target: Path, model_type: str, num_heads: int, hidden_size: int) -> tuple[Path, dict[str, int]]:
+    """ONNX Runtime's transformer fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu).
+
+    The fused graph uses ``com.microsoft`` ops that only ONNX Runtime runs, and it is what lets every node
+    stay on the CUDA provider and be captured in a CUDA graph. Returns the file and the fused-op counts.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(source), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=True)
+    optimized.save_model_to_file(str(target))
+    stats = {op: int(count) for op, count in optimized.get_fused_operator_statistics().items() if count}
+    return target, stats

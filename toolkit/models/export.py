@@ -46,7 +46,8 @@ def output_names(model: LoadedModel) -> tuple[str, ...]:
     return (LAST_HIDDEN_STATE, POOLER_OUTPUT, LOGITS) if model.has_classifier else (LAST_HIDDEN_STATE, POOLER_OUTPUT)
 
 
-def _wrapper(model: LoadedModel) -> torch.nn.Module:
+def torch_module(model: LoadedModel) -> torch.nn.Module:
+    """The module that is exported: takes the engine's inputs (keyword or positional), returns its outputs."""
     import torch
 
     causal = model.family is Family.GPT2
@@ -58,7 +59,7 @@ def _wrapper(model: LoadedModel) -> torch.nn.Module:
             super().__init__()
             self.module = module
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
             keep = attention_mask[:, None, None, :].to(torch.float32)
             if causal:
                 length = input_ids.shape[1]
@@ -67,7 +68,7 @@ def _wrapper(model: LoadedModel) -> torch.nn.Module:
             if causal:
                 out = self.module(input_ids=input_ids, attention_mask=mask, use_cache=False)
                 return (out.logits,)
-            kwargs = {"token_type_ids": rest[0]} if rest else {}
+            kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
             if model.has_classifier:
                 base = self.module.bert(input_ids=input_ids, attention_mask=mask, **kwargs)
                 logits = self.module.classifier(base.pooler_output)
@@ -96,7 +97,7 @@ def onnx_from_hf(model: LoadedModel, path: Path) -> Path:
     """Export ``model`` to an FP32 ONNX file at ``path`` with dynamic batch and sequence axes."""
     import torch
 
-    wrapper = _wrapper(model)
+    wrapper = torch_module(model)
     names = ENGINE_INPUTS[model.family]
     example = example_inputs(model, *EXPORT_EXAMPLE_SHAPE)
     args = tuple(torch.from_numpy(example[name]) for name in names)
@@ -135,7 +136,7 @@ def torch_outputs(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    wrapper = _wrapper(model)
+    wrapper = torch_module(model)
     args = tuple(torch.from_numpy(inputs[name]) for name in ENGINE_INPUTS[model.family])
     with torch.no_grad():
         values = wrapper(*args)

@@ -1,0 +1,293 @@
+"""Engine-only timings outside Triton: ONNX Runtime (CPU, or CUDA with I/O binding and CUDA graphs)
+and PyTorch eager, plus GPU memory (NVML or nvidia-smi) and engine file sizes.
+
+The paper's baseline is the same model in FP32 on the CPU: ``cpu_baseline`` times the FP32 ONNX
+file with the CPU execution provider on the same inputs as every other measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from toolkit.errors import BadInputError, DependencyMissingError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+Device = Literal["cpu", "cuda"]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock statistics of ``runs`` calls after ``warmup`` discarded calls, in milliseconds."""
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    runs: int
+    warmup: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain dict for JSON records."""
+        return asdict(self)
+
+
+def time_callable(fn: Callable[[], object], runs: int = 50, warmup: int = 5) -> Timing:
+    """Call ``fn`` ``warmup`` times, then time ``runs`` calls; ``fn`` must block until done."""
+    if runs < 1 or warmup < 0:
+        raise BadInputError(f"runs={runs}, warmup={warmup}: need runs >= 1 and warmup >= 0; fix --runs/--warmup")
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    ordered = sorted(samples)
+    return Timing(
+        median_ms=statistics.median(ordered),
+        p90_ms=ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
+        mean_ms=statistics.fmean(ordered),
+        min_ms=ordered[0],
+        runs=runs,
+        warmup=warmup,
+    )
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise DependencyMissingError("onnxruntime is not installed; `pip install onnxruntime`") from error
+    return onnxruntime
+
+
+def cuda_ep_available() -> bool:
+    """Whether ONNX Runtime offers the CUDA execution provider here."""
+    try:
+        return "CUDAExecutionProvider" in _onnxruntime().get_available_providers()
+    except DependencyMissingError:
+        return False
+
+
+def onnx_session(
+    path: Path, device: Device = "cpu", cuda_graph: bool = False, threads: int | None = None
+) -> Any:
+    """An ONNX Runtime session for ``path`` on ``device`` (CUDA: TF32 off, optional CUDA graphs)."""
+    ort = _onnxruntime()
+    if not Path(path).is_file():
+        raise BadInputError(f"no ONNX file at {path}; build the repository first (make build)")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # a failing shape is reported by the caller's record, not ORT's log
+    if threads:
+        options.intra_op_num_threads = threads
+    if device == "cuda":
+        if not cuda_ep_available():
+            raise DependencyMissingError(
+                "ONNX Runtime has no CUDAExecutionProvider here; install onnxruntime-gpu or pass --device cpu"
+            )
+        cuda_options = {"use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
+        providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
+    else:
+        if cuda_graph:
+            raise BadInputError("CUDA graphs need --device cuda; drop --cuda-graph for CPU timing")
+        providers = ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def time_onnx(
+    path: Path,
+    inputs: Mapping[str, np.ndarray],
+    device: Device = "cpu",
+    runs: int = 50,
+    warmup: int = 5,
+    cuda_graph: bool = False,
+    threads: int | None = None,
+) -> Timing:
+    """Time ``path`` on ``inputs``. On CUDA, inputs and outputs stay on the device (I/O binding)."""
+    session = onnx_session(path, device, cuda_graph=cuda_graph, threads=threads)
+    feed = {i.name: inputs[i.name] for i in session.get_inputs()}
+    if device == "cpu":
+        return time_callable(lambda: session.run(None, feed), runs=runs, warmup=warmup)
+    ort = _onnxruntime()
+    binding = session.io_binding()
+    device_inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for n, a in feed.items()}
+    for name, value in device_inputs.items():
+        binding.bind_ortvalue_input(name, value)
+    # Bind outputs to preallocated device buffers: CUDA graphs replay into fixed addresses.
+    first = session.run(None, feed)
+    for output, array in zip(session.get_outputs(), first, strict=True):
+        binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
+
+    def call() -> None:
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    return time_callable(call, runs=runs, warmup=warmup)
+
+
+def cpu_baseline(
+    fp32_onnx: Path, inputs: Mapping[str, np.ndarray], runs: int = 20, warmup: int = 3, threads: int | None = None
+) -> Timing:
+    """The paper's baseline: the FP32 ONNX file on the CPU execution provider."""
+    return time_onnx(fp32_onnx, inputs, device="cpu", runs=runs, warmup=warmup, threads=threads)
+
+
+def time_torch(
+    module: torch.nn.Module,
+    inputs: Mapping[str, np.ndarray | torch.Tensor],
+    device: Device = "cpu",
+    runs: int = 50,
+    warmup: int = 5,
+    dtype: torch.dtype | None = None,
+) -> Timing:
+    """Time PyTorch eager ``module(**inputs)`` under ``inference_mode`` on ``device``."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DependencyMissingError("PyTorch sees no CUDA device; pass --device cpu")
+    module = module.eval().to(device)
+    if dtype is not None:
+        module = module.to(dtype)
+    tensors = {n: torch.as_tensor(v).to(device) for n, v in inputs.items()}
+
+    def call() -> None:
+        with torch.inference_mode():
+            module(**tensors)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return time_callable(call, runs=runs, warmup=warmup)
+
+
+def file_size_mib(path: Path) -> float:
+    """Size of an engine file plus its ``.data`` external-weights file, if any, in MiB."""
+    path = Path(path)
+    total = path.stat().st_size
+    for extra in path.parent.glob(path.name + "*.data"):
+        total += extra.stat().st_size
+    return total / (1024 * 1024)
+
+
+def gpu_memory_used_mib(index: int = 0) -> float | None:
+    """Memory in use on GPU ``index`` (NVML through pynvml, else nvidia-smi); None without a GPU."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
+            return float(info.used) / (1024 * 1024)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as error:  # no pynvml or no driver: fall through to nvidia-smi
+        log.debug("NVML unavailable (%s); trying nvidia-smi", error)
+    rows = nvidia_smi_query("memory.used")
+    if rows is None or len(rows) <= index:
+        return None
+    try:
+        return float(rows[index][0])
+    except ValueError:
+        return None
+
+
+def nvidia_smi_query(fields: str) -> list[list[str]] | None:
+    """``nvidia-smi --query-gpu=<fields>`` rows (no header, no units), or None without nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [[cell.strip() for cell in line.split(",")] for line in done.stdout.splitlines() if line.strip()]
+
+
+def session_memory_mib(path: Path, inputs: Mapping[str, np.ndarray], device: Device = "cuda") -> float | None:
+    """GPU memory one engine adds once loaded and run once (None on CPU or without a GPU)."""
+    if device != "cuda":
+        return None
+    before = gpu_memory_used_mib()
+    if before is None:
+        return None
+    session = onnx_session(path, device)
+    session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})
+    after = gpu_memory_used_mib()
+    del session
+    return None if after is None else max(0.0, after - before)
+
+
+def time_engines(
+    model: str,
+    repository: Path,
+    out: Path,
+    precisions: tuple[str, ...] = ("fp32", "fp16", "hybrid"),
+    batch_size: int = 1,
+    seq_len: int = 128,
+    device: Device = "cpu",
+    cuda_graph: bool = False,
+    runs: int = 50,
+    warmup: int = 5,
+    tokenizer: Path | None = None,
+    torch_factory: Callable[[], torch.nn.Module] | None = None,
+) -> tuple[list[dict[str, Any]], Path]:
+    """Time each precision's ONNX engine of ``model`` on ``device``, the CPU FP32 baseline, and
+    optionally PyTorch eager (``torch_factory()``) on ``device``; append records to
+    ``out/<device>/engine.jsonl`` and return them with that path. A failing engine is recorded.
+    """
+    from perf import results as rf
+    from perf.environment import device_info
+    from perf.inputs import batch_arrays
+    from perf.repository import engine_file, engine_input_names, find_tokenizer
+
+    info = device_info()
+    path = Path(out) / info["name"] / "engine.jsonl"
+    token_file = find_tokenizer(repository, model, tokenizer)
+    common = {"model": model, "batch_size": batch_size, "seq_len": seq_len, "device": info["name"],
+              "gpu": info["gpu"], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    jobs: list[tuple[str, str, Callable[[], Timing]]] = []
+
+    def onnx_job(precision: str, on: Device, graph: bool) -> Callable[[], Timing]:
+        def run() -> Timing:
+            engine = engine_file(repository, model, precision, "onnxruntime")
+            if engine is None:
+                raise BadInputError(f"no ONNX engine for {model} {precision} in {repository}; build it first")
+            names = engine_input_names(repository, model, precision, "onnxruntime")
+            inputs = batch_arrays(token_file, names, batch_size, seq_len)
+            return time_onnx(engine, inputs, on, runs=runs, warmup=warmup, cuda_graph=graph)
+        return run
+
+    for precision in precisions:
+        jobs.append((f"onnxruntime_{device}_{precision}", precision, onnx_job(precision, device, cuda_graph)))
+    if device != "cpu" or "fp32" not in precisions:
+        jobs.append(("cpu_baseline_fp32", "fp32", onnx_job("fp32", "cpu", False)))
+    if torch_factory is not None:
+        def torch_job() -> Timing:
+            names = engine_input_names(repository, model, "fp32", "onnxruntime")
+            return time_torch(torch_factory(), batch_arrays(token_file, names, batch_size, seq_len), device,
+                              runs=runs, warmup=warmup)
+        jobs.append((f"torch_eager_{device}_fp32", "fp32", torch_job))
+    records = []
+    for name, precision, job in jobs:
+        record: dict[str, Any] = {"key": f"{model}|{name}|b{batch_size}|s{seq_len}", "runner": name,
+                                  "precision": precision, **common}
+        try:
+            record.update(status="ok", **job().as_dict())
+        except Exception as error:  # one failing engine must not stop the others
+            record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+        rf.append_jsonl(path, record)
+        records.append(record)
+    return records, path

@@ -1,0 +1,380 @@
+"""Sweeps over models x precisions x batch sizes x sequence lengths x concurrency, through Triton.
+
+Each configuration is one perf_analyzer run whose raw CSV is kept under ``raw/`` and whose parsed
+record is appended to ``<out>/<device>/perf.jsonl``. A configuration already in that file is
+skipped (the sweep resumes), and one that fails is recorded with its error while the sweep goes on.
+The same folder gets the CPU FP32 baseline of each (model, batch, sequence), engine sizes and
+memory, and ``derived.jsonl``: speedups and memory reductions, each computed from this folder's runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from perf import results as rf
+from perf.analyzer import (
+    PerfAnalyzerArgs,
+    PerfAnalyzerError,
+    perf_analyzer_version,
+    run_perf_analyzer,
+)
+from perf.environment import device_info, manifest_hash, package_versions, slug
+from perf.repository import engine_file, engine_input_names, find_tokenizer
+from toolkit.errors import BadInputError, ToolkitError
+from toolkit.names import TEXT, Precision, Runtime, engine_model, ensemble_model
+
+Target = Literal["engine", "ensemble"]
+Runner = Callable[[PerfAnalyzerArgs], list[dict[str, float]]]
+log = logging.getLogger(__name__)
+UNSTABLE = "Failed to obtain stable measurement"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One measured point: a Triton model (engine or text-in ensemble) at one load."""
+
+    model: str
+    precision: str
+    runtime: str
+    target: Target
+    batch_size: int
+    seq_len: int
+    concurrency: int
+
+    @property
+    def triton_model(self) -> str:
+        """The Triton model perf_analyzer drives, named by ``toolkit.names``."""
+        if self.target == "engine":
+            return engine_model(self.model, self.precision, self.runtime)
+        return ensemble_model(self.model, self.precision, self.runtime)
+
+    @property
+    def key(self) -> str:
+        """Stable identity used for resuming, e.g. ``minilm_fp16_onnx|b4|s128|c1``."""
+        return f"{self.triton_model}|b{self.batch_size}|s{self.seq_len}|c{self.concurrency}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A named grid plus how carefully each point is measured."""
+
+    name: str
+    models: tuple[str, ...]
+    precisions: tuple[str, ...] = tuple(p.value for p in Precision)
+    batch_sizes: tuple[int, ...] = (1,)
+    seq_lens: tuple[int, ...] = (128,)
+    concurrencies: tuple[int, ...] = (1,)
+    targets: tuple[Target, ...] = ("engine",)
+    runtimes: tuple[str, ...] = (Runtime.ONNXRUNTIME.value, Runtime.TENSORRT.value)
+    measurement_request_count: int = 50
+    stability_percentage: float = 25.0
+    max_trials: int = 10
+    baseline_runs: int = 10
+    baseline_warmup: int = 2
+
+    def __post_init__(self) -> None:
+        for precision in self.precisions:
+            Precision(precision)
+        for runtime in self.runtimes:
+            Runtime(runtime)
+        if not self.models or min(self.batch_sizes + self.seq_lens + self.concurrencies) < 1:
+            raise BadInputError(f"sweep {self.name!r}: needs models, and batch/seq/concurrency values >= 1")
+        bad = set(self.targets) - {"engine", "ensemble"}
+        if bad:
+            raise BadInputError(f"targets {sorted(bad)} unknown; pass --targets engine,ensemble")
+
+    def configs(self) -> list[SweepConfig]:
+        """Every configuration of the grid, cheapest first within each model."""
+        grid = itertools.product(
+            self.models, self.runtimes, self.targets, self.seq_lens, self.batch_sizes, self.precisions,
+            self.concurrencies,
+        )
+        return [SweepConfig(m, p, r, t, b, s, c) for m, r, t, s, b, p, c in grid]
+
+
+SWEEPS: dict[str, Sweep] = {
+    # A few minutes on a laptop CPU: 3 precisions x 2 batches x 2 lengths, engines and ensembles.
+    "default": Sweep(
+        name="default", models=("minilm",), batch_sizes=(1, 4), seq_lens=(32, 128), concurrencies=(1,),
+        targets=("engine", "ensemble"), measurement_request_count=10, max_trials=6, baseline_runs=10,
+    ),
+    # The paper's grid: 2 models x 3 precisions x 6 batches x 5 lengths x 2 concurrencies = 360 per runtime.
+    "paper": Sweep(
+        name="paper", models=("bert-base-uncased", "gpt2"), batch_sizes=(1, 2, 4, 8, 16, 32),
+        seq_lens=(32, 64, 128, 256, 512), concurrencies=(1, 2), targets=("engine",),
+        measurement_request_count=100, stability_percentage=10.0, baseline_runs=10,
+    ),
+}
+
+
+def get_sweep(name: str, **overrides: Any) -> Sweep:
+    """A named sweep from ``SWEEPS`` with fields replaced by the non-None ``overrides``."""
+    if name not in SWEEPS:
+        raise BadInputError(f"unknown sweep {name!r}; pass --sweep one of {', '.join(SWEEPS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(SWEEPS[name], **changes)
+
+
+def input_names(repository: Path | None, config: SweepConfig) -> tuple[str, ...]:
+    """Input names of the Triton model a configuration drives (``TEXT`` for an ensemble)."""
+    if config.target == "ensemble":
+        return (TEXT,)
+    return engine_input_names(repository, config.model, config.precision, config.runtime)
+
+
+@dataclass
+class SweepContext:
+    """What every record of one sweep run shares."""
+
+    out_dir: Path
+    run_id: str
+    device: dict[str, Any]
+    manifest_hash: str | None
+    url: str
+    repository: Path | None
+    tokenizer: Path | None = None
+    metrics_url: str | None = None
+    inputs_cache: dict[tuple[str, int, str], Path] = field(default_factory=dict)
+
+    def stamp(self) -> dict[str, Any]:
+        """Fields attached to each record: provenance of the number."""
+        return {"run_id": self.run_id, "device": self.device["name"], "gpu": self.device["gpu"],
+                "manifest_hash": self.manifest_hash, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _input_data(ctx: SweepContext, config: SweepConfig, names: tuple[str, ...]) -> Path:
+    from perf.inputs import perf_analyzer_data, write_perf_analyzer_data
+
+    cache_key = (config.model, config.seq_len, ",".join(names))
+    if cache_key not in ctx.inputs_cache:
+        tokenizer = find_tokenizer(ctx.repository, config.model, ctx.tokenizer)
+        kind = "text" if names == (TEXT,) else "ids"
+        path = ctx.out_dir / "inputs" / f"{slug(config.model)}_s{config.seq_len}_{kind}.json"
+        ctx.inputs_cache[cache_key] = write_perf_analyzer_data(path, perf_analyzer_data(tokenizer, names, config.seq_len))
+    return ctx.inputs_cache[cache_key]
+
+
+def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner = run_perf_analyzer) -> dict[str, Any]:
+    """Run perf_analyzer on one configuration and return its record (status ``ok`` or ``error``)."""
+    record: dict[str, Any] = {"key": config.key, "triton_model": config.triton_model, **asdict(config), **ctx.stamp()}
+    csv_path = ctx.out_dir / rf.RAW_DIR / (slug(config.key) + ".csv")
+    try:
+        names = input_names(ctx.repository, config)
+        shapes: dict[str, tuple[int, ...]] = {} if names == (TEXT,) else {n: (config.seq_len,) for n in names}
+        args = PerfAnalyzerArgs(
+            model=config.triton_model, csv_path=csv_path, url=ctx.url, batch_size=config.batch_size,
+            concurrency=(config.concurrency, config.concurrency), input_data=_input_data(ctx, config, names),
+            shapes=shapes, measurement_request_count=sweep.measurement_request_count,
+            stability_percentage=sweep.stability_percentage, max_trials=sweep.max_trials,
+            collect_metrics=ctx.device["gpu"] is not None, metrics_url=ctx.metrics_url,
+        )
+        record["argv"] = args.argv()
+        try:
+            rows = runner(args)
+        except PerfAnalyzerError as error:
+            if UNSTABLE not in str(error):
+                raise
+            # A busy host (laptop, shared CI) misses the stability bar: measure once more with half the rigour.
+            args = replace(args, stability_percentage=2 * args.stability_percentage)
+            record.update(argv=args.argv(), stability_relaxed_to=args.stability_percentage)
+            rows = runner(args)
+        row = next((r for r in rows if r.get("concurrency") == config.concurrency), rows[0])
+        record.update(status="ok", metrics=row, raw_csv=str(csv_path.relative_to(ctx.out_dir)))
+    except (ToolkitError, OSError) as error:
+        record.update(status="error", error=f"{type(error).__name__}: {error}")
+    return record
+
+
+def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int, seq: int) -> dict[str, Any]:
+    """The FP32 ONNX engine of ``model`` on the CPU execution provider at one batch and length."""
+    from perf.engine_timing import cpu_baseline
+    from perf.inputs import batch_arrays
+
+    record: dict[str, Any] = {"key": f"{model}|b{batch}|s{seq}", "model": model, "batch_size": batch,
+                              "seq_len": seq, **ctx.stamp()}
+    try:
+        if ctx.repository is None:
+            raise BadInputError("the CPU baseline needs --repository with the FP32 ONNX engine")
+        path = engine_file(ctx.repository, model, Precision.FP32.value, Runtime.ONNXRUNTIME.value)
+        if path is None:
+            raise BadInputError(f"no FP32 ONNX engine for {model} in {ctx.repository}; build it or pass --no-cpu-baseline")
+        inputs = batch_arrays(find_tokenizer(ctx.repository, model, ctx.tokenizer),
+                              engine_input_names(ctx.repository, model, "fp32", "onnxruntime"), batch, seq)
+        timing = cpu_baseline(path, inputs, runs=sweep.baseline_runs, warmup=sweep.baseline_warmup)
+        record.update(status="ok", engine=str(path), **timing.as_dict())
+    except Exception as error:  # any ONNX Runtime failure is this point's result
+        record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+    return record
+
+
+def measure_engine(ctx: SweepContext, model: str, precision: str, runtime: str, seq: int) -> dict[str, Any]:
+    """Engine file size, and on a GPU the memory an ONNX engine takes once loaded."""
+    from perf.engine_timing import file_size_mib, session_memory_mib
+    from perf.inputs import batch_arrays
+
+    triton_model = engine_model(model, precision, runtime)
+    record: dict[str, Any] = {"key": triton_model, "model": model, "precision": precision, "runtime": runtime,
+                              **ctx.stamp()}
+    path = engine_file(ctx.repository, model, precision, runtime) if ctx.repository else None
+    if path is None:
+        record.update(status="error", error=f"no engine file for {triton_model}")
+        return record
+    record.update(status="ok", engine=str(path), file_size_mib=file_size_mib(path), gpu_memory_mib=None)
+    if ctx.device["gpu"] is not None and runtime == Runtime.ONNXRUNTIME.value:
+        try:
+            inputs = batch_arrays(find_tokenizer(ctx.repository, model, ctx.tokenizer),
+                                  engine_input_names(ctx.repository, model, precision, runtime), 1, seq)
+            record["gpu_memory_mib"] = session_memory_mib(path, inputs, "cuda")
+        except Exception as error:  # memory is optional; the size stays
+            record["gpu_memory_error"] = f"{type(error).__name__}: {error}"[:500]
+    return record
+
+
+def _present(repository: Path | None, configs: Iterable[SweepConfig]) -> tuple[list[SweepConfig], set[str]]:
+    """Configurations whose Triton model exists in the repository, and the missing model names."""
+    if repository is None:
+        return list(configs), set()
+    kept, missing = [], set()
+    for config in configs:
+        if (repository / config.triton_model).is_dir():
+            kept.append(config)
+        else:
+            missing.add(config.triton_model)
+    return kept, missing
+
+
+def run_sweep(
+    sweep: Sweep,
+    url: str = "localhost:8001",
+    repository: Path | None = Path("model_repository"),
+    out: Path = Path("results"),
+    tokenizer: Path | None = None,
+    cpu_baseline: bool = True,
+    retry_errors: bool = False,
+    progress: bool = True,
+    runner: Runner = run_perf_analyzer,
+    metrics_url: str | None = None,
+) -> Path:
+    """Run (or resume) ``sweep`` against the server at ``url``; return ``out/<device>/``.
+
+    Configurations whose Triton model is not in ``repository`` are left out (logged); pass
+    ``repository=None`` to keep them all. On a GPU machine perf_analyzer also collects the server's
+    GPU metrics from ``metrics_url`` (its default: localhost:8002/metrics). Finished configurations are skipped unless they ended in
+    an error and ``retry_errors`` is set.
+    """
+    from tqdm import tqdm
+
+    device = device_info()
+    out_dir = Path(out) / device["name"]
+    ctx = SweepContext(out_dir=out_dir, run_id=uuid.uuid4().hex[:12], device=device,
+                       manifest_hash=manifest_hash(repository), url=url, repository=repository, tokenizer=tokenizer,
+                       metrics_url=metrics_url)
+    rf.append_jsonl(out_dir / rf.ENVIRONMENT_FILE, {
+        **ctx.stamp(), "sweep": asdict(sweep), "device_info": device, "packages": package_versions(),
+        "perf_analyzer": perf_analyzer_version(), "manifest_hash": ctx.manifest_hash, "url": url,
+        "repository": str(repository) if repository else None,
+    })
+    configs, missing = _present(repository, sweep.configs())
+    if missing:
+        log.warning("left out %d Triton models absent from %s: %s", len(missing), repository, ", ".join(sorted(missing)))
+
+    def done_keys(file: str) -> set[str]:
+        latest = rf.latest_by_key(rf.read_jsonl(out_dir / file))
+        return {k for k, r in latest.items() if r.get("status") == "ok" or not retry_errors}
+
+    finished = done_keys(rf.PERF_FILE)
+    todo = [c for c in configs if c.key not in finished]
+    log.info("sweep %s: %d configurations, %d already done, %d to run", sweep.name, len(configs),
+             len(configs) - len(todo), len(todo))
+    for config in tqdm(todo, desc=f"sweep {sweep.name}", unit="config", disable=not progress):
+        rf.append_jsonl(out_dir / rf.PERF_FILE, measure(ctx, sweep, config, runner))
+
+    engines_done = done_keys(rf.ENGINES_FILE)
+    for model, precision, runtime in sorted({(c.model, c.precision, c.runtime) for c in configs}):
+        if engine_model(model, precision, runtime) not in engines_done:
+            rf.append_jsonl(out_dir / rf.ENGINES_FILE,
+                            measure_engine(ctx, model, precision, runtime, min(sweep.seq_lens)))
+
+    if cpu_baseline:
+        baselines_done = done_keys(rf.BASELINE_FILE)
+        points = sorted({(c.model, c.batch_size, c.seq_len) for c in configs})
+        todo_points = [p for p in points if f"{p[0]}|b{p[1]}|s{p[2]}" not in baselines_done]
+        for model, batch, seq in tqdm(todo_points, desc="cpu fp32 baseline", unit="point", disable=not progress):
+            rf.append_jsonl(out_dir / rf.BASELINE_FILE, measure_cpu_baseline(ctx, sweep, model, batch, seq))
+
+    rf.write_jsonl(out_dir / rf.DERIVED_FILE, derive(out_dir))
+    return out_dir
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator in (None, 0):
+        return None
+    return numerator / denominator
+
+
+def derive(out_dir: Path) -> list[dict[str, Any]]:
+    """Speedups and memory reductions from one device folder's latest records.
+
+    ``speedup_vs_cpu`` = CPU FP32 baseline median / Triton p50 latency at the same model, batch and
+    length; ``speedup_vs_fp32`` = FP32 p50 / this p50 at the same point otherwise;
+    ``memory_reduction_*`` = 1 - this engine's size (or GPU memory) / the FP32 engine's. Each row
+    says whether both sides come from the same sweep run (``same_run``).
+    """
+    perf = [r for r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.PERF_FILE)).values() if r.get("status") == "ok"]
+    baselines = {k: r for k, r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.BASELINE_FILE)).items()
+                 if r.get("status") == "ok"}
+    engines = {k: r for k, r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.ENGINES_FILE)).items()
+               if r.get("status") == "ok"}
+    by_point = {(r["model"], r["runtime"], r["target"], r["batch_size"], r["seq_len"], r["concurrency"],
+                 r["precision"]): r for r in perf}
+    rows = []
+    for record in perf:
+        p50 = record["metrics"].get("latency_p50")
+        point = (record["model"], record["runtime"], record["target"], record["batch_size"], record["seq_len"],
+                 record["concurrency"])
+        fp32 = by_point.get((*point, Precision.FP32.value))
+        base = baselines.get(f"{record['model']}|b{record['batch_size']}|s{record['seq_len']}")
+        engine = engines.get(engine_model(record["model"], record["precision"], record["runtime"]))
+        fp32_engine = engines.get(engine_model(record["model"], Precision.FP32.value, record["runtime"]))
+        row = {
+            "key": record["key"], "model": record["model"], "precision": record["precision"],
+            "runtime": record["runtime"], "target": record["target"], "batch_size": record["batch_size"],
+            "seq_len": record["seq_len"], "concurrency": record["concurrency"], "latency_p50_ms": p50,
+            "throughput": record["metrics"].get("throughput"),
+            "cpu_baseline_ms": base["median_ms"] if base else None,
+            "speedup_vs_cpu": _ratio(base["median_ms"] if base else None, p50),
+            "speedup_vs_fp32": _ratio(fp32["metrics"].get("latency_p50") if fp32 else None, p50),
+            "throughput_vs_fp32": _ratio(record["metrics"].get("throughput"),
+                                         fp32["metrics"].get("throughput") if fp32 else None),
+            "file_size_mib": engine.get("file_size_mib") if engine else None,
+            "gpu_memory_mib": engine.get("gpu_memory_mib") if engine else None,
+            "same_run": all(o is None or o.get("run_id") == record["run_id"] for o in (fp32, base)),
+        }
+        for kind in ("file_size_mib", "gpu_memory_mib"):
+            size = _ratio(engine.get(kind) if engine else None, fp32_engine.get(kind) if fp32_engine else None)
+            row[f"memory_reduction_{kind.removesuffix('_mib')}"] = None if size is None else 1.0 - size
+        rows.append(row)
+    return rows
+
+
+def summary(out_dir: Path) -> dict[str, int]:
+    """Counts of ok and error records per results file (for the CLI's last line)."""
+    counts: dict[str, int] = {}
+    for file in (rf.PERF_FILE, rf.BASELINE_FILE, rf.ENGINES_FILE):
+        for record in rf.latest_by_key(rf.read_jsonl(out_dir / file)).values():
+            name = f"{file.split('.')[0]}_{record.get('status', 'unknown')}"
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def dump(records: Iterable[dict[str, Any]]) -> str:
+    """Records as indented JSON (debugging aid for the CLI)."""
+    return json.dumps(list(records), indent=2, sort_keys=True)

@@ -1,0 +1,64 @@
+"""Report: REPORT.md and PNGs from results folders, fidelity records, the cross-device table, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+from test_perf_sweep import FakeAnalyzer
+
+from perf import results as rf
+from perf.cli import main
+from perf.report import write_report
+from perf.sweep import Sweep, derive, run_sweep
+
+
+def _results(out: Path, tokenizer: Path) -> Path:
+    sweep = Sweep(name="t", models=("m",), precisions=("fp32", "fp16", "hybrid"), batch_sizes=(1, 4),
+                  seq_lens=(32, 128), runtimes=("onnxruntime",))
+    device_dir = run_sweep(sweep, repository=None, out=out, tokenizer=tokenizer, cpu_baseline=False,
+                           progress=False, runner=FakeAnalyzer(failing="m_hybrid_onnx"))
+    for batch, seq in itertools.product(sweep.batch_sizes, sweep.seq_lens):
+        rf.append_jsonl(device_dir / rf.BASELINE_FILE, {"key": f"m|b{batch}|s{seq}", "status": "ok",
+                                                        "median_ms": 2.0 * batch * seq, "run_id": "x"})
+    for precision, size in (("fp32", 90.0), ("fp16", 45.0), ("hybrid", 50.0)):
+        rf.append_jsonl(device_dir / rf.ENGINES_FILE, {"key": f"m_{precision}_onnx", "status": "ok", "model": "m",
+                                                       "precision": precision, "runtime": "onnxruntime",
+                                                       "file_size_mib": size, "gpu_memory_mib": None})
+    return device_dir
+
+
+def test_write_report_makes_markdown_and_pngs_when_results_exist(tmp_path: Path, tokenizer_json: Path) -> None:
+    device_dir = _results(tmp_path, tokenizer_json)
+    (device_dir / "fidelity.json").write_text(json.dumps([
+        {"model": "m", "precision": "fp16", "metrics": {"cosine_min": 0.99, "cosine_mean": 0.999, "nan_rate": 0.0}},
+        {"model": "m", "precision": "fp32", "metrics": {"cosine_min": 1.0}},
+    ]))
+    shutil.copytree(device_dir, tmp_path / "other-gpu")
+    report = write_report(tmp_path)
+    text = report.read_text()
+    pngs = {p.name for p in (tmp_path / "plots" / device_dir.name).glob("*.png")}
+    assert {"latency_vs_batch_m_onnxruntime_engine.png", "latency_vs_seq_m_onnxruntime_engine.png",
+            "throughput_vs_concurrency_m_onnxruntime_engine.png", "speedup_vs_cpu_m_onnxruntime_engine_fp16.png",
+            "memory.png", "fidelity.png"} <= pngs
+    assert "## Across devices" in text and "### Fidelity" in text and "### Failed configurations" in text
+    derived = {r["key"]: r for r in derive(device_dir)}
+    assert derived["m_fp16_onnx|b1|s32|c1"]["memory_reduction_file_size"] == 0.5
+    assert derived["m_fp16_onnx|b1|s32|c1"]["speedup_vs_cpu"] > 0
+    for line in text.splitlines():
+        if line.startswith("!["):
+            assert (tmp_path / line.split("](")[1].rstrip(")")).is_file()
+
+
+def test_cli_report_says_run_sweep_when_no_results(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["report", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "python -m perf sweep" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_cli_sweep_reports_unknown_sweep_name(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["sweep", "--sweep", "huge", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--sweep" in result.output
