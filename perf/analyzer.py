@@ -87,9 +87,9 @@ def cuda_runtime_lib_dir() -> Path | None:
 
 def check_libb64() -> None:
     """Fail with the install hint when Debian's libb64 (perf_analyzer needs libb64.so.0d) is absent."""
-    if ctypes.util.find_library("b64") or any(
-        Path(d, "libb64.so.0d").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib", "/lib/x86_64-linux-gnu")
-    ):
+    # LD_LIBRARY_PATH counts too: a machine without apt can carry the .deb unpacked (scripts/gpu_pipeline.sh).
+    folders = ["/usr/lib/x86_64-linux-gnu", "/usr/lib", "/lib/x86_64-linux-gnu", *os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)]
+    if ctypes.util.find_library("b64") or any(folder and Path(folder, "libb64.so.0d").exists() for folder in folders):
         return
     raise DependencyMissingError(
         "perf_analyzer needs libb64.so.0d, which is not installed; run `apt-get install -y libb64-0d`"

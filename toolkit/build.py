@@ -184,7 +184,7 @@ def _build_loaded(
 
     import onnx
 
-    from toolkit.precision import precision_census, save_onnx, variant_from_fp32
+    from toolkit.precision import fused_variant_from_fp32, precision_census, save_onnx, variant_from_fp32
 
     exported = onnx.load(str(fp32_path))
     engines: list[EngineArtifact] = []
@@ -203,7 +203,7 @@ def _build_loaded(
             census = precision_census(graph)
         else:
             # ONNX Runtime gets the fused graph; TensorRT keeps the standard-op graph (raw) it can parse.
-            fused_graph = variant_from_fp32(fused, precision, request.keep_fp32)
+            fused_graph = fused_variant_from_fp32(fused, precision, request.keep_fp32)
             shipped = save_onnx(fused_graph, stage / "variants" / f"{precision.value}.fused.onnx")
             optimisation, census = "ONNX Runtime transformer fusions (GPU)", precision_census(fused_graph)
         steps.update()

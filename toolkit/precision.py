@@ -151,6 +151,31 @@ def variant_from_fp32(model: onnx.ModelProto, precision: Precision, keep_fp32: I
     return hybrid_from_fp32(copy, keep_fp32)
 
 
+def fused_variant_from_fp32(model: onnx.ModelProto, precision: Precision, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32) -> onnx.ModelProto:
+    """Precision variant of a graph fused by ONNX Runtime (``com.microsoft`` ops), via ONNX Runtime's converter.
+
+    onnxconverter-common cannot type the fused ops' outputs and writes invalid graphs for them; ONNX Runtime's
+    own converter infers them symbolically. The fused LayerNorm forms contain their residual add and
+    embedding sum, so blocking them (and Softmax) is the whole hybrid policy here; the fused Attention kernel
+    takes FP16 inputs and accumulates its softmax in FP32 (ONNX Runtime's kernels).
+    """
+    import onnx as onnx_module
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    copy = onnx_module.ModelProto()
+    copy.CopyFrom(model)
+    copy = _prepared(copy)
+    if precision is Precision.FP32:
+        return copy
+    block = list(DEFAULT_OP_BLOCK_LIST)
+    if precision is Precision.HYBRID:
+        block += sorted(set(keep_fp32) | {fused for op in keep_fp32 for fused in FUSED_FORMS.get(op, ())})
+    wrapped = OnnxModel(copy)
+    wrapped.convert_float_to_float16(keep_io_types=True, op_block_list=block)
+    return wrapped.model
+
+
 def node_precisions(model: onnx.ModelProto) -> dict[str, str]:
     """Compute precision of every node that touches floats: ``fp16``/``fp32`` (by its float inputs) or ``cast``."""
     import onnx as onnx_module

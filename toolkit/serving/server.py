@@ -7,6 +7,8 @@ The wheel's server has only the Python backend. We assemble a backend folder whe
 
 from __future__ import annotations
 
+import importlib.util
+
 import contextlib
 import os
 import re
@@ -59,11 +61,11 @@ class ServerHandle:
 
 def pytriton_root() -> Path:
     """The installed ``pytriton`` package folder, or DependencyMissingError naming the wheel."""
-    try:
-        import pytriton
-    except ImportError as error:
-        raise DependencyMissingError("tritonserver comes from nvidia-pytriton: pip install nvidia-pytriton==0.7.0") from error
-    return Path(pytriton.__file__).resolve().parent
+    # Located, not imported: importing pytriton pulls in dependencies the server binary does not need.
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise DependencyMissingError("tritonserver comes from nvidia-pytriton: pip install nvidia-pytriton==0.7.0")
+    return Path(spec.origin).resolve().parent
 
 
 def tritonserver_binary() -> Path:
@@ -103,9 +105,14 @@ def server_environment() -> dict[str, str]:
     if environment.get("LD_LIBRARY_PATH"):
         existing.append(environment["LD_LIBRARY_PATH"])
     environment["LD_LIBRARY_PATH"] = os.pathsep.join(existing)
-    # The Python stub imports model dependencies from the first python on PATH.
-    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")])
+    # The Python stub imports model dependencies from the first python on PATH (it ignores PYTHONPATH);
+    # BACKEND_PYTHON names another environment for the backends (e.g. one with onnxruntime-gpu).
+    backend_python = Path(environment.get(BACKEND_PYTHON_VARIABLE) or sys.executable)
+    environment["PATH"] = os.pathsep.join([str(backend_python.parent), environment.get("PATH", "")])
     return environment
+
+
+BACKEND_PYTHON_VARIABLE = "BACKEND_PYTHON"
 
 
 def server_command(repository: Path, backend_dir: Path, ports: Ports, log_verbose: int = 0) -> list[str]:
