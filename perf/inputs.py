@@ -37,7 +37,7 @@ def load_tokenizer(path: Path) -> Tokenizer:
 def _window_ids(tokenizer: Tokenizer, seq_len: int, offset: int) -> tuple[list[int], list[int]]:
     """Ids and type ids of ``seq_len`` tokens (special tokens included) starting ``offset`` words in."""
     words = SHIPPED_TEXT.split()
-    text = " ".join((words[offset % len(words):] + words) * (1 + seq_len // 200))
+    text = " ".join((words[offset % len(words) :] + words) * (1 + seq_len // 200))
     tokenizer.no_padding()
     # The tokenizer's own truncation keeps its special tokens (BERT's [CLS] ... [SEP]).
     tokenizer.enable_truncation(max_length=seq_len)
@@ -69,9 +69,7 @@ def text_samples(tokenizer_path: Path, seq_len: int, n_samples: int) -> list[str
     return texts
 
 
-def batch_arrays(
-    tokenizer_path: Path, input_names: Sequence[str], batch_size: int, seq_len: int
-) -> dict[str, np.ndarray]:
+def batch_arrays(tokenizer_path: Path, input_names: Sequence[str], batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
     """INT64 arrays ``[batch_size, seq_len]`` per engine input, for engine-only timing."""
     import numpy as np
 
@@ -79,9 +77,7 @@ def batch_arrays(
     return {name: np.array([s[name] for s in samples], dtype=np.int64) for name in input_names}
 
 
-def perf_analyzer_data(
-    tokenizer_path: Path, input_names: Sequence[str], seq_len: int, n_samples: int = 16
-) -> dict[str, Any]:
+def perf_analyzer_data(tokenizer_path: Path, input_names: Sequence[str], seq_len: int, n_samples: int = 16) -> dict[str, Any]:
     """perf_analyzer ``--input-data`` JSON: one entry per sample, each of shape ``[seq_len]``.
 
     ``input_names == ("TEXT",)`` gives strings for a text-in ensemble; any other names give token ids.
@@ -89,9 +85,7 @@ def perf_analyzer_data(
     if tuple(input_names) == (TEXT,):
         return {"data": [{TEXT: [t]} for t in text_samples(tokenizer_path, seq_len, n_samples)]}
     samples = token_samples(tokenizer_path, seq_len, n_samples)
-    return {
-        "data": [{n: {"content": s[n], "shape": [seq_len]} for n in input_names} for s in samples]
-    }
+    return {"data": [{n: {"content": s[n], "shape": [seq_len]} for n in input_names} for s in samples]}
 
 
 def write_perf_analyzer_data(path: Path, data: dict[str, Any]) -> Path:

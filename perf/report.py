@@ -49,8 +49,9 @@ def _pick(values: Iterable[int], preferred: int) -> int:
     return preferred if preferred in ordered else ordered[len(ordered) // 2]
 
 
-def _line_plot(rows: list[dict[str, Any]], x: str, y: str, series: str, title: str, xlabel: str, ylabel: str,
-               path: Path, log_x: bool = False) -> Path | None:
+def _line_plot(
+    rows: list[dict[str, Any]], x: str, y: str, series: str, title: str, xlabel: str, ylabel: str, path: Path, log_x: bool = False
+) -> Path | None:
     groups: dict[Any, list[tuple[float, float]]] = defaultdict(list)
     for row in rows:
         if row.get(y) is not None:
@@ -107,8 +108,7 @@ def _bars(labels: list[str], series: dict[str, list[float | None]], title: str, 
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels) + 2), 4))
     width = 0.8 / max(1, len(series))
     for k, (name, values) in enumerate(series.items()):
-        ax.bar([i + k * width for i in range(len(labels))], [v if v is not None else 0 for v in values],
-               width=width, label=name)
+        ax.bar([i + k * width for i in range(len(labels))], [v if v is not None else 0 for v in values], width=width, label=name)
     ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(labels))], labels, rotation=20)
     ax.set(title=title, ylabel=ylabel)
     ax.legend()
@@ -132,10 +132,13 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     if env:
         last = env[-1]
         device = last.get("device_info") or {}
-        md.append(f"GPU: {device.get('gpu') or 'none'} · driver {device.get('driver') or '–'} · CUDA "
-                  f"{device.get('cuda') or '–'} · CPU {device.get('cpu')} ({device.get('cpu_count')} cores) · "
-                  f"build manifest {last.get('manifest_hash') or '–'} · "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(last.get("packages", {}).items())) + "\n")
+        md.append(
+            f"GPU: {device.get('gpu') or 'none'} · driver {device.get('driver') or '–'} · CUDA "
+            f"{device.get('cuda') or '–'} · CPU {device.get('cpu')} ({device.get('cpu_count')} cores) · "
+            f"build manifest {last.get('manifest_hash') or '–'} · "
+            + ", ".join(f"{k} {v}" for k, v in sorted(last.get("packages", {}).items()))
+            + "\n"
+        )
     md.append(f"{len(perf) - len(errors)} configurations measured, {len(errors)} failed.\n")
     plots.mkdir(parents=True, exist_ok=True)
     for (model, runtime, target), group in sorted(_group(rows, ("model", "runtime", "target")).items()):
@@ -146,45 +149,105 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         conc = min(r["concurrency"] for r in group)
         at_seq = [r for r in group if r["seq_len"] == seq and r["concurrency"] == conc]
         at_batch = [r for r in group if r["batch_size"] == batch and r["concurrency"] == conc]
-        _image(md, _line_plot(at_seq, "batch_size", "latency_p50_ms", "precision",
-                              f"{model} p50 latency vs batch (seq {seq}, concurrency {conc})", "batch size",
-                              "p50 latency (ms)", plots / f"latency_vs_batch_{tag}.png", log_x=True), out)
-        _image(md, _line_plot(at_batch, "seq_len", "latency_p50_ms", "precision",
-                              f"{model} p50 latency vs sequence (batch {batch}, concurrency {conc})",
-                              "sequence length", "p50 latency (ms)", plots / f"latency_vs_seq_{tag}.png",
-                              log_x=True), out)
+        _image(
+            md,
+            _line_plot(
+                at_seq,
+                "batch_size",
+                "latency_p50_ms",
+                "precision",
+                f"{model} p50 latency vs batch (seq {seq}, concurrency {conc})",
+                "batch size",
+                "p50 latency (ms)",
+                plots / f"latency_vs_batch_{tag}.png",
+                log_x=True,
+            ),
+            out,
+        )
+        _image(
+            md,
+            _line_plot(
+                at_batch,
+                "seq_len",
+                "latency_p50_ms",
+                "precision",
+                f"{model} p50 latency vs sequence (batch {batch}, concurrency {conc})",
+                "sequence length",
+                "p50 latency (ms)",
+                plots / f"latency_vs_seq_{tag}.png",
+                log_x=True,
+            ),
+            out,
+        )
         at_point = [r for r in group if r["seq_len"] == seq and r["batch_size"] == batch]
-        _image(md, _line_plot(at_point, "concurrency", "throughput", "precision",
-                              f"{model} throughput vs concurrency (batch {batch}, seq {seq})", "concurrency",
-                              "throughput (infer/s)", plots / f"throughput_vs_concurrency_{tag}.png"), out)
+        _image(
+            md,
+            _line_plot(
+                at_point,
+                "concurrency",
+                "throughput",
+                "precision",
+                f"{model} throughput vs concurrency (batch {batch}, seq {seq})",
+                "concurrency",
+                "throughput (infer/s)",
+                plots / f"throughput_vs_concurrency_{tag}.png",
+            ),
+            out,
+        )
         for precision in PRECISION_ORDER:
             chosen = [r for r in group if r["precision"] == precision and r["concurrency"] == conc]
-            _image(md, _heatmap(chosen, "speedup_vs_cpu", f"{model} {precision}: speedup over CPU FP32",
-                                plots / f"speedup_vs_cpu_{tag}_{precision}.png"), out)
-        md.append(_table(
-            ["precision", "batch", "seq", "conc", "p50 ms", "infer/s", "× CPU fp32", "× fp32", "size MiB",
-             "size saved vs fp32"],
-            ([r["precision"], r["batch_size"], r["seq_len"], r["concurrency"], r["latency_p50_ms"],
-              r["throughput"], r["speedup_vs_cpu"], r["speedup_vs_fp32"], r["file_size_mib"],
-              r["memory_reduction_file_size"]]
-             for r in sorted(group, key=lambda r: (PRECISION_ORDER.index(r["precision"]), r["batch_size"],
-                                                  r["seq_len"], r["concurrency"]))),
-        ) + "\n")
-    engines = [r for r in rf.latest_by_key(rf.read_jsonl(device_dir / rf.ENGINES_FILE)).values()
-               if r.get("status") == "ok"]
+            _image(
+                md,
+                _heatmap(
+                    chosen, "speedup_vs_cpu", f"{model} {precision}: speedup over CPU FP32", plots / f"speedup_vs_cpu_{tag}_{precision}.png"
+                ),
+                out,
+            )
+        md.append(
+            _table(
+                ["precision", "batch", "seq", "conc", "p50 ms", "infer/s", "× CPU fp32", "× fp32", "size MiB", "size saved vs fp32"],
+                (
+                    [
+                        r["precision"],
+                        r["batch_size"],
+                        r["seq_len"],
+                        r["concurrency"],
+                        r["latency_p50_ms"],
+                        r["throughput"],
+                        r["speedup_vs_cpu"],
+                        r["speedup_vs_fp32"],
+                        r["file_size_mib"],
+                        r["memory_reduction_file_size"],
+                    ]
+                    for r in sorted(
+                        group, key=lambda r: (PRECISION_ORDER.index(r["precision"]), r["batch_size"], r["seq_len"], r["concurrency"])
+                    )
+                ),
+            )
+            + "\n"
+        )
+    engines = [r for r in rf.latest_by_key(rf.read_jsonl(device_dir / rf.ENGINES_FILE)).values() if r.get("status") == "ok"]
     if engines:
         engines.sort(key=lambda r: (r["model"], r["runtime"], PRECISION_ORDER.index(r["precision"])))
         labels = [r["key"] for r in engines]
         md.append("### Engine memory\n")
-        _image(md, _bars(labels, {"file MiB": [r.get("file_size_mib") for r in engines],
-                                  "GPU MiB": [r.get("gpu_memory_mib") for r in engines]},
-                         "engine size and GPU memory", "MiB", plots / "memory.png"), out)
-        md.append(_table(["engine", "file MiB", "GPU MiB"],
-                         ([r["key"], r.get("file_size_mib"), r.get("gpu_memory_mib")] for r in engines)) + "\n")
+        _image(
+            md,
+            _bars(
+                labels,
+                {"file MiB": [r.get("file_size_mib") for r in engines], "GPU MiB": [r.get("gpu_memory_mib") for r in engines]},
+                "engine size and GPU memory",
+                "MiB",
+                plots / "memory.png",
+            ),
+            out,
+        )
+        md.append(
+            _table(["engine", "file MiB", "GPU MiB"], ([r["key"], r.get("file_size_mib"), r.get("gpu_memory_mib")] for r in engines)) + "\n"
+        )
     if errors:
         md.append("### Failed configurations\n")
-        md.append(_table(["configuration", "error"],
-                         ([r["key"], str(r.get("error", ""))[-200:]] for r in errors)) + "\n")
+        md.append(_table(["configuration", "error"], ([r["key"], str(r.get("error", ""))[-200:]] for r in errors)) + "\n")
     md.extend(_fidelity_section(device_dir, out, plots))
     return md
 
@@ -216,16 +279,37 @@ def _fidelity_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         value = (record.get("metrics") or {}).get(name, record.get(name))
         return float(value) if isinstance(value, int | float) else None
 
-    records.sort(key=lambda r: (str(r.get("model")), PRECISION_ORDER.index(r["precision"])
-                                if r["precision"] in PRECISION_ORDER else 99))
+    records.sort(key=lambda r: (str(r.get("model")), PRECISION_ORDER.index(r["precision"]) if r["precision"] in PRECISION_ORDER else 99))
     labels = [f"{r.get('model', '?')} {r['precision']}" for r in records]
     md = ["### Fidelity\n"]
-    _image(md, _bars(labels, {"cosine min": [metric(r, "cosine_min") for r in records],
-                              "cosine mean": [metric(r, "cosine_mean") for r in records]},
-                     "fidelity vs precision", "cosine similarity", plots / "fidelity.png"), out)
-    md.append(_table(["model", "precision", "cosine min", "cosine mean", "NaN rate", "Inf rate"],
-                     ([r.get("model"), r["precision"], metric(r, "cosine_min"), metric(r, "cosine_mean"),
-                       metric(r, "nan_rate"), metric(r, "inf_rate")] for r in records)) + "\n")
+    _image(
+        md,
+        _bars(
+            labels,
+            {"cosine min": [metric(r, "cosine_min") for r in records], "cosine mean": [metric(r, "cosine_mean") for r in records]},
+            "fidelity vs precision",
+            "cosine similarity",
+            plots / "fidelity.png",
+        ),
+        out,
+    )
+    md.append(
+        _table(
+            ["model", "precision", "cosine min", "cosine mean", "NaN rate", "Inf rate"],
+            (
+                [
+                    r.get("model"),
+                    r["precision"],
+                    metric(r, "cosine_min"),
+                    metric(r, "cosine_mean"),
+                    metric(r, "nan_rate"),
+                    metric(r, "inf_rate"),
+                ]
+                for r in records
+            ),
+        )
+        + "\n"
+    )
     return md
 
 
@@ -238,19 +322,24 @@ def _cross_device(device_dirs: list[Path]) -> list[str]:
     if not shared:
         return []
     names = [d.name for d in device_dirs]
-    return ["## Across devices (p50 latency, ms)\n",
-            _table(["configuration", *names], ([k, *(v.get(n) for n in names)] for k, v in sorted(shared.items())))
-            + "\n"]
+    return [
+        "## Across devices (p50 latency, ms)\n",
+        _table(["configuration", *names], ([k, *(v.get(n) for n in names)] for k, v in sorted(shared.items()))) + "\n",
+    ]
 
 
 def write_report(out: Path = Path("results")) -> Path:
     """Write ``out/REPORT.md`` and ``out/plots/<device>/*.png``; return the report's path."""
     out = Path(out)
     device_dirs = list(rf.device_dirs(out))
-    md = ["# Performance report\n",
-          ("Latencies are perf_analyzer p50 through Triton (client side); speedups divide the CPU FP32 "
-           "ONNX Runtime baseline (engine only, same inputs) or the FP32 engine's p50 by this p50; "
-           "memory reductions compare engine sizes (and GPU memory when measured) with FP32.\n")]
+    md = [
+        "# Performance report\n",
+        (
+            "Latencies are perf_analyzer p50 through Triton (client side); speedups divide the CPU FP32 "
+            "ONNX Runtime baseline (engine only, same inputs) or the FP32 engine's p50 by this p50; "
+            "memory reductions compare engine sizes (and GPU memory when measured) with FP32.\n"
+        ),
+    ]
     if not device_dirs:
         md.append(f"No measurements under {out}/<device>/ yet: run `python -m perf sweep` first.\n")
     for device_dir in device_dirs:

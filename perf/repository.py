@@ -49,8 +49,7 @@ def find_tokenizer(repository: Path | None, model: str, override: Path | None = 
             if found:
                 return found[0]
     raise BadInputError(
-        f"no tokenizer.json for model {model!r} under {repository}/{tokenizer_model(model)}; "
-        "pass --tokenizer PATH/tokenizer.json"
+        f"no tokenizer.json for model {model!r} under {repository}/{tokenizer_model(model)}; pass --tokenizer PATH/tokenizer.json"
     )
 
 
@@ -58,6 +57,5 @@ def engine_file(repository: Path, model: str, precision: str, runtime: str) -> P
     """The engine file (``model.onnx``/``model.plan``) of one engine model, highest version first."""
     folder = Path(repository) / engine_model(model, precision, runtime)
     name = MODEL_FILE_OF_RUNTIME[Runtime(runtime)]
-    versions = sorted(folder.glob(f"*/{name}"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1,
-                      reverse=True)
+    versions = sorted(folder.glob(f"*/{name}"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1, reverse=True)
     return versions[0] if versions else None

@@ -94,7 +94,12 @@ class Sweep:
     def configs(self) -> list[SweepConfig]:
         """Every configuration of the grid, cheapest first within each model."""
         grid = itertools.product(
-            self.models, self.runtimes, self.targets, self.seq_lens, self.batch_sizes, self.precisions,
+            self.models,
+            self.runtimes,
+            self.targets,
+            self.seq_lens,
+            self.batch_sizes,
+            self.precisions,
             self.concurrencies,
         )
         return [SweepConfig(m, p, r, t, b, s, c) for m, r, t, s, b, p, c in grid]
@@ -103,14 +108,27 @@ class Sweep:
 SWEEPS: dict[str, Sweep] = {
     # A few minutes on a laptop CPU: 3 precisions x 2 batches x 2 lengths, engines and ensembles.
     "default": Sweep(
-        name="default", models=("minilm",), batch_sizes=(1, 4), seq_lens=(32, 128), concurrencies=(1,),
-        targets=("engine", "ensemble"), measurement_request_count=10, max_trials=6, baseline_runs=10,
+        name="default",
+        models=("minilm",),
+        batch_sizes=(1, 4),
+        seq_lens=(32, 128),
+        concurrencies=(1,),
+        targets=("engine", "ensemble"),
+        measurement_request_count=10,
+        max_trials=6,
+        baseline_runs=10,
     ),
     # The paper's grid: 2 models x 3 precisions x 6 batches x 5 lengths x 2 concurrencies = 360 per runtime.
     "paper": Sweep(
-        name="paper", models=("bert-base-uncased", "gpt2"), batch_sizes=(1, 2, 4, 8, 16, 32),
-        seq_lens=(32, 64, 128, 256, 512), concurrencies=(1, 2), targets=("engine",),
-        measurement_request_count=100, stability_percentage=10.0, baseline_runs=10,
+        name="paper",
+        models=("bert-base-uncased", "gpt2"),
+        batch_sizes=(1, 2, 4, 8, 16, 32),
+        seq_lens=(32, 64, 128, 256, 512),
+        concurrencies=(1, 2),
+        targets=("engine",),
+        measurement_request_count=100,
+        stability_percentage=10.0,
+        baseline_runs=10,
     ),
 }
 
@@ -146,8 +164,13 @@ class SweepContext:
 
     def stamp(self) -> dict[str, Any]:
         """Fields attached to each record: provenance of the number."""
-        return {"run_id": self.run_id, "device": self.device["name"], "gpu": self.device["gpu"],
-                "manifest_hash": self.manifest_hash, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        return {
+            "run_id": self.run_id,
+            "device": self.device["name"],
+            "gpu": self.device["gpu"],
+            "manifest_hash": self.manifest_hash,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
 
 
 def _input_data(ctx: SweepContext, config: SweepConfig, names: tuple[str, ...]) -> Path:
@@ -170,11 +193,18 @@ def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner
         names = input_names(ctx.repository, config)
         shapes: dict[str, tuple[int, ...]] = {} if names == (TEXT,) else {n: (config.seq_len,) for n in names}
         args = PerfAnalyzerArgs(
-            model=config.triton_model, csv_path=csv_path, url=ctx.url, batch_size=config.batch_size,
-            concurrency=(config.concurrency, config.concurrency), input_data=_input_data(ctx, config, names),
-            shapes=shapes, measurement_request_count=sweep.measurement_request_count,
-            stability_percentage=sweep.stability_percentage, max_trials=sweep.max_trials,
-            collect_metrics=ctx.device["gpu"] is not None, metrics_url=ctx.metrics_url,
+            model=config.triton_model,
+            csv_path=csv_path,
+            url=ctx.url,
+            batch_size=config.batch_size,
+            concurrency=(config.concurrency, config.concurrency),
+            input_data=_input_data(ctx, config, names),
+            shapes=shapes,
+            measurement_request_count=sweep.measurement_request_count,
+            stability_percentage=sweep.stability_percentage,
+            max_trials=sweep.max_trials,
+            collect_metrics=ctx.device["gpu"] is not None,
+            metrics_url=ctx.metrics_url,
         )
         record["argv"] = args.argv()
         try:
@@ -198,16 +228,19 @@ def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int
     from perf.engine_timing import cpu_baseline
     from perf.inputs import batch_arrays
 
-    record: dict[str, Any] = {"key": f"{model}|b{batch}|s{seq}", "model": model, "batch_size": batch,
-                              "seq_len": seq, **ctx.stamp()}
+    record: dict[str, Any] = {"key": f"{model}|b{batch}|s{seq}", "model": model, "batch_size": batch, "seq_len": seq, **ctx.stamp()}
     try:
         if ctx.repository is None:
             raise BadInputError("the CPU baseline needs --repository with the FP32 ONNX engine")
         path = engine_file(ctx.repository, model, Precision.FP32.value, Runtime.ONNXRUNTIME.value)
         if path is None:
             raise BadInputError(f"no FP32 ONNX engine for {model} in {ctx.repository}; build it or pass --no-cpu-baseline")
-        inputs = batch_arrays(find_tokenizer(ctx.repository, model, ctx.tokenizer),
-                              engine_input_names(ctx.repository, model, "fp32", "onnxruntime"), batch, seq)
+        inputs = batch_arrays(
+            find_tokenizer(ctx.repository, model, ctx.tokenizer),
+            engine_input_names(ctx.repository, model, "fp32", "onnxruntime"),
+            batch,
+            seq,
+        )
         timing = cpu_baseline(path, inputs, runs=sweep.baseline_runs, warmup=sweep.baseline_warmup)
         record.update(status="ok", engine=str(path), **timing.as_dict())
     except Exception as error:  # any ONNX Runtime failure is this point's result
@@ -221,8 +254,7 @@ def measure_engine(ctx: SweepContext, model: str, precision: str, runtime: str, 
     from perf.inputs import batch_arrays
 
     triton_model = engine_model(model, precision, runtime)
-    record: dict[str, Any] = {"key": triton_model, "model": model, "precision": precision, "runtime": runtime,
-                              **ctx.stamp()}
+    record: dict[str, Any] = {"key": triton_model, "model": model, "precision": precision, "runtime": runtime, **ctx.stamp()}
     path = engine_file(ctx.repository, model, precision, runtime) if ctx.repository else None
     if path is None:
         record.update(status="error", error=f"no engine file for {triton_model}")
@@ -230,8 +262,9 @@ def measure_engine(ctx: SweepContext, model: str, precision: str, runtime: str, 
     record.update(status="ok", engine=str(path), file_size_mib=file_size_mib(path), gpu_memory_mib=None)
     if ctx.device["gpu"] is not None and runtime == Runtime.ONNXRUNTIME.value:
         try:
-            inputs = batch_arrays(find_tokenizer(ctx.repository, model, ctx.tokenizer),
-                                  engine_input_names(ctx.repository, model, precision, runtime), 1, seq)
+            inputs = batch_arrays(
+                find_tokenizer(ctx.repository, model, ctx.tokenizer), engine_input_names(ctx.repository, model, precision, runtime), 1, seq
+            )
             record["gpu_memory_mib"] = session_memory_mib(path, inputs, "cuda")
         except Exception as error:  # memory is optional; the size stays
             record["gpu_memory_error"] = f"{type(error).__name__}: {error}"[:500]
@@ -274,14 +307,29 @@ def run_sweep(
 
     device = device_info()
     out_dir = Path(out) / device["name"]
-    ctx = SweepContext(out_dir=out_dir, run_id=uuid.uuid4().hex[:12], device=device,
-                       manifest_hash=manifest_hash(repository), url=url, repository=repository, tokenizer=tokenizer,
-                       metrics_url=metrics_url)
-    rf.append_jsonl(out_dir / rf.ENVIRONMENT_FILE, {
-        **ctx.stamp(), "sweep": asdict(sweep), "device_info": device, "packages": package_versions(),
-        "perf_analyzer": perf_analyzer_version(), "manifest_hash": ctx.manifest_hash, "url": url,
-        "repository": str(repository) if repository else None,
-    })
+    ctx = SweepContext(
+        out_dir=out_dir,
+        run_id=uuid.uuid4().hex[:12],
+        device=device,
+        manifest_hash=manifest_hash(repository),
+        url=url,
+        repository=repository,
+        tokenizer=tokenizer,
+        metrics_url=metrics_url,
+    )
+    rf.append_jsonl(
+        out_dir / rf.ENVIRONMENT_FILE,
+        {
+            **ctx.stamp(),
+            "sweep": asdict(sweep),
+            "device_info": device,
+            "packages": package_versions(),
+            "perf_analyzer": perf_analyzer_version(),
+            "manifest_hash": ctx.manifest_hash,
+            "url": url,
+            "repository": str(repository) if repository else None,
+        },
+    )
     configs, missing = _present(repository, sweep.configs())
     if missing:
         log.warning("left out %d Triton models absent from %s: %s", len(missing), repository, ", ".join(sorted(missing)))
@@ -292,16 +340,14 @@ def run_sweep(
 
     finished = done_keys(rf.PERF_FILE)
     todo = [c for c in configs if c.key not in finished]
-    log.info("sweep %s: %d configurations, %d already done, %d to run", sweep.name, len(configs),
-             len(configs) - len(todo), len(todo))
+    log.info("sweep %s: %d configurations, %d already done, %d to run", sweep.name, len(configs), len(configs) - len(todo), len(todo))
     for config in tqdm(todo, desc=f"sweep {sweep.name}", unit="config", disable=not progress):
         rf.append_jsonl(out_dir / rf.PERF_FILE, measure(ctx, sweep, config, runner))
 
     engines_done = done_keys(rf.ENGINES_FILE)
     for model, precision, runtime in sorted({(c.model, c.precision, c.runtime) for c in configs}):
         if engine_model(model, precision, runtime) not in engines_done:
-            rf.append_jsonl(out_dir / rf.ENGINES_FILE,
-                            measure_engine(ctx, model, precision, runtime, min(sweep.seq_lens)))
+            rf.append_jsonl(out_dir / rf.ENGINES_FILE, measure_engine(ctx, model, precision, runtime, min(sweep.seq_lens)))
 
     if cpu_baseline:
         baselines_done = done_keys(rf.BASELINE_FILE)
@@ -329,31 +375,32 @@ def derive(out_dir: Path) -> list[dict[str, Any]]:
     says whether both sides come from the same sweep run (``same_run``).
     """
     perf = [r for r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.PERF_FILE)).values() if r.get("status") == "ok"]
-    baselines = {k: r for k, r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.BASELINE_FILE)).items()
-                 if r.get("status") == "ok"}
-    engines = {k: r for k, r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.ENGINES_FILE)).items()
-               if r.get("status") == "ok"}
-    by_point = {(r["model"], r["runtime"], r["target"], r["batch_size"], r["seq_len"], r["concurrency"],
-                 r["precision"]): r for r in perf}
+    baselines = {k: r for k, r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.BASELINE_FILE)).items() if r.get("status") == "ok"}
+    engines = {k: r for k, r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.ENGINES_FILE)).items() if r.get("status") == "ok"}
+    by_point = {(r["model"], r["runtime"], r["target"], r["batch_size"], r["seq_len"], r["concurrency"], r["precision"]): r for r in perf}
     rows = []
     for record in perf:
         p50 = record["metrics"].get("latency_p50")
-        point = (record["model"], record["runtime"], record["target"], record["batch_size"], record["seq_len"],
-                 record["concurrency"])
+        point = (record["model"], record["runtime"], record["target"], record["batch_size"], record["seq_len"], record["concurrency"])
         fp32 = by_point.get((*point, Precision.FP32.value))
         base = baselines.get(f"{record['model']}|b{record['batch_size']}|s{record['seq_len']}")
         engine = engines.get(engine_model(record["model"], record["precision"], record["runtime"]))
         fp32_engine = engines.get(engine_model(record["model"], Precision.FP32.value, record["runtime"]))
         row = {
-            "key": record["key"], "model": record["model"], "precision": record["precision"],
-            "runtime": record["runtime"], "target": record["target"], "batch_size": record["batch_size"],
-            "seq_len": record["seq_len"], "concurrency": record["concurrency"], "latency_p50_ms": p50,
+            "key": record["key"],
+            "model": record["model"],
+            "precision": record["precision"],
+            "runtime": record["runtime"],
+            "target": record["target"],
+            "batch_size": record["batch_size"],
+            "seq_len": record["seq_len"],
+            "concurrency": record["concurrency"],
+            "latency_p50_ms": p50,
             "throughput": record["metrics"].get("throughput"),
             "cpu_baseline_ms": base["median_ms"] if base else None,
             "speedup_vs_cpu": _ratio(base["median_ms"] if base else None, p50),
             "speedup_vs_fp32": _ratio(fp32["metrics"].get("latency_p50") if fp32 else None, p50),
-            "throughput_vs_fp32": _ratio(record["metrics"].get("throughput"),
-                                         fp32["metrics"].get("throughput") if fp32 else None),
+            "throughput_vs_fp32": _ratio(record["metrics"].get("throughput"), fp32["metrics"].get("throughput") if fp32 else None),
             "file_size_mib": engine.get("file_size_mib") if engine else None,
             "gpu_memory_mib": engine.get("gpu_memory_mib") if engine else None,
             "same_run": all(o is None or o.get("run_id") == record["run_id"] for o in (fp32, base)),

@@ -43,7 +43,12 @@ for model in MODELS:
         inputs = batch_arrays(find_tokenizer(REPOSITORY, model, None), names, 32, 512)
         try:
             memory = session_memory_mib(engine, inputs, "cuda") if engine else None
-            print(json.dumps({"memory": f"{model}|{precision}", "gpu_memory_mib": memory, "file_mib": file_size_mib(engine) if engine else None}), flush=True)
+            print(
+                json.dumps(
+                    {"memory": f"{model}|{precision}", "gpu_memory_mib": memory, "file_mib": file_size_mib(engine) if engine else None}
+                ),
+                flush=True,
+            )
         except Exception as error:  # a failing engine is reported, the others still measured
             print(json.dumps({"memory": f"{model}|{precision}", "error": str(error)[:300]}), flush=True)
     print(f"# {model} done after {time.time() - started:.0f} s", flush=True)

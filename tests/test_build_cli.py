@@ -14,7 +14,21 @@ from toolkit.build import BuildRequest, build_model, existing_manifest, parse_pr
 from toolkit.errors import BadInputError
 from toolkit.names import Precision, Runtime
 
-TINY = ["--model", "gpt2", "--random-weights", "--layers", "1", "--name", "gpt2-cli", "--max-seq", "64", "--min-seq", "1", "--opt-seq", "32"]
+TINY = [
+    "--model",
+    "gpt2",
+    "--random-weights",
+    "--layers",
+    "1",
+    "--name",
+    "gpt2-cli",
+    "--max-seq",
+    "64",
+    "--min-seq",
+    "1",
+    "--opt-seq",
+    "32",
+]
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -71,7 +85,16 @@ def test_build_writes_engines_manifest_and_is_idempotent(tmp_path: Path) -> None
 
 def test_failed_build_leaves_previous_repository_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = tmp_path / "repo"
-    request = BuildRequest(model="gpt2", name="gpt2-keep", random_weights=True, precisions=(Precision.FP32,), max_seq=64, min_seq=1, opt_seq=32, config_overrides={"n_layer": 1})
+    request = BuildRequest(
+        model="gpt2",
+        name="gpt2-keep",
+        random_weights=True,
+        precisions=(Precision.FP32,),
+        max_seq=64,
+        min_seq=1,
+        opt_seq=32,
+        config_overrides={"n_layer": 1},
+    )
     assert build_model(request, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None) is not None
     snapshot = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
 

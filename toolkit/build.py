@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
-from toolkit.models.loading import LoadedModel
 from toolkit.errors import BadInputError
+from toolkit.models.loading import LoadedModel
 from toolkit.names import (
     LAST_HIDDEN_STATE,
     LOGITS,
@@ -34,7 +34,18 @@ from toolkit.names import (
 from toolkit.precision import DEFAULT_KEEP_FP32
 
 MANIFEST = "manifest.json"
-PACKAGES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common", "tensorrt", "tritonclient", "nvidia-pytriton")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxconverter-common",
+    "tensorrt",
+    "tritonclient",
+    "nvidia-pytriton",
+)
 # Bytes on disk per parameter for fp32 + fp16 + hybrid graphs, staged and installed (4 + 2 + 2, twice).
 DISK_BYTES_PER_PARAMETER = 16
 
@@ -62,7 +73,9 @@ class BuildRequest:
         if self.max_batch < 1:
             raise BadInputError(f"--max-batch must be >= 1, got {self.max_batch}")
         if not 1 <= self.min_seq <= self.opt_seq <= self.max_seq:
-            raise BadInputError(f"sequence lengths need 1 <= min <= opt <= max, got {self.min_seq}/{self.opt_seq}/{self.max_seq}: fix --min-seq/--opt-seq/--max-seq")
+            raise BadInputError(
+                f"sequence lengths need 1 <= min <= opt <= max, got {self.min_seq}/{self.opt_seq}/{self.max_seq}: fix --min-seq/--opt-seq/--max-seq"
+            )
         if not 1 <= self.opt_batch <= self.max_batch:
             raise BadInputError(f"--opt-batch must lie in 1..{self.max_batch}, got {self.opt_batch}")
         if not self.precisions:
@@ -103,7 +116,13 @@ def package_versions() -> dict[str, str]:
 def gpu_name() -> str | None:
     """Name and driver of the first NVIDIA GPU, or None on a machine without one."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
@@ -147,7 +166,9 @@ def build_model(
     if request.outlier:
         add_outlier_channel(model, request.outlier)
     if request.max_seq > model.max_positions:
-        raise BadInputError(f"--max-seq {request.max_seq} exceeds {name}'s {model.max_positions} positions: pass --max-seq <= {model.max_positions}")
+        raise BadInputError(
+            f"--max-seq {request.max_seq} exceeds {name}'s {model.max_positions} positions: pass --max-seq <= {model.max_positions}"
+        )
     parameters = sum(p.numel() for p in model.module.parameters())
     _check_disk(repository, work_dir, parameters)
     with tqdm(total=2 + 2 * len(request.precisions), desc=f"build {name}", unit="step", leave=False) as steps:
@@ -179,7 +200,9 @@ def _build_loaded(
     shutil.rmtree(stage, ignore_errors=True)
     fp32_path = onnx_from_hf(model, stage / "export" / "fp32.onnx")
     checks = verify_export(model, fp32_path)
-    log(f"{name}: export matches PyTorch at {len({(c.batch, c.seq) for c in checks})} shapes (worst cosine {min(c.cosine_min for c in checks):.7f}, max abs {max(c.max_abs_error for c in checks):.2e})")
+    log(
+        f"{name}: export matches PyTorch at {len({(c.batch, c.seq) for c in checks})} shapes (worst cosine {min(c.cosine_min for c in checks):.7f}, max abs {max(c.max_abs_error for c in checks):.2e})"
+    )
     steps.update()
 
     import onnx
@@ -208,9 +231,14 @@ def _build_loaded(
             optimisation, census = "ONNX Runtime transformer fusions (GPU)", precision_census(fused_graph)
         steps.update()
         engines.append(EngineArtifact(precision, Runtime.ONNXRUNTIME, shipped, outputs))
-        record: dict[str, Any] = {"onnx": {"file": shipped.name, "sha256": sha256_of(shipped), "bytes": shipped.stat().st_size, "optimisation": optimisation}, "node_precisions": census}
+        record: dict[str, Any] = {
+            "onnx": {"file": shipped.name, "sha256": sha256_of(shipped), "bytes": shipped.stat().st_size, "optimisation": optimisation},
+            "node_precisions": census,
+        }
         if trt_ok:
-            plan = tensorrt.plan_from_onnx(raw, stage / "plans" / f"{precision.value}.plan", profile, work_dir / "timing.cache", allow_tf32=False)
+            plan = tensorrt.plan_from_onnx(
+                raw, stage / "plans" / f"{precision.value}.plan", profile, work_dir / "timing.cache", allow_tf32=False
+            )
             engines.append(EngineArtifact(precision, Runtime.TENSORRT, plan, outputs))
             record["tensorrt"] = {"file": plan.name, "sha256": sha256_of(plan), "bytes": plan.stat().st_size}
         variants[precision.value] = record
@@ -227,7 +255,11 @@ def _build_loaded(
         "parameters": parameters,
         "packages": package_versions(),
         "policy": {"hybrid_keep_fp32": list(request.keep_fp32), "fp16_io": "fp32"},
-        "shapes": {"max_batch": request.max_batch, "sequence": [request.min_seq, request.opt_seq, request.max_seq], "tensorrt_profile": asdict(profile)},
+        "shapes": {
+            "max_batch": request.max_batch,
+            "sequence": [request.min_seq, request.opt_seq, request.max_seq],
+            "tensorrt_profile": asdict(profile),
+        },
         "export_checks": [asdict(check) for check in checks],
         "variants": variants,
         "host": {"machine": platform.node(), "python": platform.python_version(), "gpu": gpu_name()},
@@ -312,4 +344,3 @@ def install_into_repository(model: ServedModel, repository: Path, staging: Path,
         shutil.move(staging / entry, repository / entry)
     shutil.rmtree(trash, ignore_errors=True)
     return written
-

@@ -171,9 +171,38 @@ def fused_variant_from_fp32(model: onnx.ModelProto, precision: Precision, keep_f
     block = list(DEFAULT_OP_BLOCK_LIST)
     if precision is Precision.HYBRID:
         block += sorted(set(keep_fp32) | {fused for op in keep_fp32 for fused in FUSED_FORMS.get(op, ())})
+    _unshare_small_weights(copy)
     wrapped = OnnxModel(copy)
     wrapped.convert_float_to_float16(keep_io_types=True, op_block_list=block)
-    return wrapped.model
+    # The converter names each inserted Cast after the tensor it casts: a weight read by two kept nodes
+    # gets two Casts of one name, which ONNX Runtime rejects.
+    return _prepared(wrapped.model)
+
+
+def _unshare_small_weights(model: onnx.ModelProto, max_elements: int = 1 << 20) -> None:
+    """Give each extra reader of a small shared weight its own copy (in place).
+
+    ONNX Runtime's converter casts a weight once per reader under one name, so a bias read by two kept
+    nodes would be defined twice. Large shared weights (tied embeddings) stay shared.
+    """
+    import math
+
+    import onnx as onnx_module
+
+    weights = {init.name: init for init in model.graph.initializer}
+    seen: Counter[str] = Counter()
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            init = weights.get(name)
+            if init is None or math.prod(init.dims) > max_elements:
+                continue
+            seen[name] += 1
+            if seen[name] > 1:
+                copy = onnx_module.TensorProto()
+                copy.CopyFrom(init)
+                copy.name = f"{name}__reader{seen[name]}"
+                model.graph.initializer.append(copy)
+                node.input[index] = copy.name
 
 
 def node_precisions(model: onnx.ModelProto) -> dict[str, str]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import pytest
+from onnx import numpy_helper
 
 from toolkit.errors import ExportMismatchError
 from toolkit.models.export import EXPORT_EXAMPLE_SHAPE, MIN_EXPORT_COSINE, onnx_from_hf, verify_export

@@ -39,8 +39,16 @@ def test_csv_metrics_cover_every_column_when_reading_real_csvs(name: str) -> Non
 
 
 def test_argv_renders_count_windows_and_shapes_when_built() -> None:
-    args = PerfAnalyzerArgs(model="m_fp16_onnx", csv_path=Path("o.csv"), url="h:1", batch_size=4, concurrency=(1, 2),
-                            input_data=Path("in.json"), shapes={"input_ids": (128,)}, measurement_request_count=30)
+    args = PerfAnalyzerArgs(
+        model="m_fp16_onnx",
+        csv_path=Path("o.csv"),
+        url="h:1",
+        batch_size=4,
+        concurrency=(1, 2),
+        input_data=Path("in.json"),
+        shapes={"input_ids": (128,)},
+        measurement_request_count=30,
+    )
     argv = args.argv("pa")
     assert argv[:9] == ["pa", "-m", "m_fp16_onnx", "-i", "grpc", "-u", "h:1", "-b", "4"]
     joined = " ".join(argv)
@@ -50,8 +58,9 @@ def test_argv_renders_count_windows_and_shapes_when_built() -> None:
 
 
 def test_argv_uses_interval_when_time_windows() -> None:
-    args = PerfAnalyzerArgs(model="m", csv_path=Path("o.csv"), measurement_mode="time_windows",
-                            measurement_interval_ms=1500, collect_metrics=True)
+    args = PerfAnalyzerArgs(
+        model="m", csv_path=Path("o.csv"), measurement_mode="time_windows", measurement_interval_ms=1500, collect_metrics=True
+    )
     joined = " ".join(args.argv())
     assert "--measurement-interval 1500" in joined and "--collect-metrics" in joined
 

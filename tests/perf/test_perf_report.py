@@ -17,33 +17,60 @@ from perf.sweep import Sweep, derive, run_sweep
 
 
 def _results(out: Path, tokenizer: Path) -> Path:
-    sweep = Sweep(name="t", models=("m",), precisions=("fp32", "fp16", "hybrid"), batch_sizes=(1, 4),
-                  seq_lens=(32, 128), runtimes=("onnxruntime",))
-    device_dir = run_sweep(sweep, repository=None, out=out, tokenizer=tokenizer, cpu_baseline=False,
-                           progress=False, runner=FakeAnalyzer(failing="m_hybrid_onnx"))
+    sweep = Sweep(
+        name="t", models=("m",), precisions=("fp32", "fp16", "hybrid"), batch_sizes=(1, 4), seq_lens=(32, 128), runtimes=("onnxruntime",)
+    )
+    device_dir = run_sweep(
+        sweep,
+        repository=None,
+        out=out,
+        tokenizer=tokenizer,
+        cpu_baseline=False,
+        progress=False,
+        runner=FakeAnalyzer(failing="m_hybrid_onnx"),
+    )
     for batch, seq in itertools.product(sweep.batch_sizes, sweep.seq_lens):
-        rf.append_jsonl(device_dir / rf.BASELINE_FILE, {"key": f"m|b{batch}|s{seq}", "status": "ok",
-                                                        "median_ms": 2.0 * batch * seq, "run_id": "x"})
+        rf.append_jsonl(
+            device_dir / rf.BASELINE_FILE, {"key": f"m|b{batch}|s{seq}", "status": "ok", "median_ms": 2.0 * batch * seq, "run_id": "x"}
+        )
     for precision, size in (("fp32", 90.0), ("fp16", 45.0), ("hybrid", 50.0)):
-        rf.append_jsonl(device_dir / rf.ENGINES_FILE, {"key": f"m_{precision}_onnx", "status": "ok", "model": "m",
-                                                       "precision": precision, "runtime": "onnxruntime",
-                                                       "file_size_mib": size, "gpu_memory_mib": None})
+        rf.append_jsonl(
+            device_dir / rf.ENGINES_FILE,
+            {
+                "key": f"m_{precision}_onnx",
+                "status": "ok",
+                "model": "m",
+                "precision": precision,
+                "runtime": "onnxruntime",
+                "file_size_mib": size,
+                "gpu_memory_mib": None,
+            },
+        )
     return device_dir
 
 
 def test_write_report_makes_markdown_and_pngs_when_results_exist(tmp_path: Path, tokenizer_json: Path) -> None:
     device_dir = _results(tmp_path, tokenizer_json)
-    (device_dir / "fidelity.json").write_text(json.dumps([
-        {"model": "m", "precision": "fp16", "metrics": {"cosine_min": 0.99, "cosine_mean": 0.999, "nan_rate": 0.0}},
-        {"model": "m", "precision": "fp32", "metrics": {"cosine_min": 1.0}},
-    ]))
+    (device_dir / "fidelity.json").write_text(
+        json.dumps(
+            [
+                {"model": "m", "precision": "fp16", "metrics": {"cosine_min": 0.99, "cosine_mean": 0.999, "nan_rate": 0.0}},
+                {"model": "m", "precision": "fp32", "metrics": {"cosine_min": 1.0}},
+            ]
+        )
+    )
     shutil.copytree(device_dir, tmp_path / "other-gpu")
     report = write_report(tmp_path)
     text = report.read_text()
     pngs = {p.name for p in (tmp_path / "plots" / device_dir.name).glob("*.png")}
-    assert {"latency_vs_batch_m_onnxruntime_engine.png", "latency_vs_seq_m_onnxruntime_engine.png",
-            "throughput_vs_concurrency_m_onnxruntime_engine.png", "speedup_vs_cpu_m_onnxruntime_engine_fp16.png",
-            "memory.png", "fidelity.png"} <= pngs
+    assert {
+        "latency_vs_batch_m_onnxruntime_engine.png",
+        "latency_vs_seq_m_onnxruntime_engine.png",
+        "throughput_vs_concurrency_m_onnxruntime_engine.png",
+        "speedup_vs_cpu_m_onnxruntime_engine_fp16.png",
+        "memory.png",
+        "fidelity.png",
+    } <= pngs
     assert "## Across devices" in text and "### Fidelity" in text and "### Failed configurations" in text
     derived = {r["key"]: r for r in derive(device_dir)}
     assert derived["m_fp16_onnx|b1|s32|c1"]["memory_reduction_file_size"] == 0.5

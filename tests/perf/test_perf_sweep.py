@@ -49,11 +49,17 @@ def test_default_sweep_is_short() -> None:
 
 
 def test_run_sweep_skips_finished_configurations_when_run_again(tmp_path: Path, tokenizer_json: Path) -> None:
-    sweep = Sweep(name="t", models=("m",), precisions=("fp32", "fp16"), batch_sizes=(1, 2), seq_lens=(16,),
-                  runtimes=("onnxruntime",), targets=("engine", "ensemble"))
+    sweep = Sweep(
+        name="t",
+        models=("m",),
+        precisions=("fp32", "fp16"),
+        batch_sizes=(1, 2),
+        seq_lens=(16,),
+        runtimes=("onnxruntime",),
+        targets=("engine", "ensemble"),
+    )
     fake = FakeAnalyzer(failing="m_fp16_onnx")
-    out_dir = run_sweep(sweep, repository=None, out=tmp_path, tokenizer=tokenizer_json, cpu_baseline=False,
-                        progress=False, runner=fake)
+    out_dir = run_sweep(sweep, repository=None, out=tmp_path, tokenizer=tokenizer_json, cpu_baseline=False, progress=False, runner=fake)
     assert len(fake.calls) == 8
     records = rf.read_jsonl(out_dir / rf.PERF_FILE)
     errors = [r for r in records if r["status"] == "error"]
@@ -62,11 +68,11 @@ def test_run_sweep_skips_finished_configurations_when_run_again(tmp_path: Path, 
     assert all((out_dir / r["raw_csv"]).is_file() for r in ok)
 
     again = FakeAnalyzer()
-    run_sweep(sweep, repository=None, out=tmp_path, tokenizer=tokenizer_json, cpu_baseline=False, progress=False,
-              runner=again)
+    run_sweep(sweep, repository=None, out=tmp_path, tokenizer=tokenizer_json, cpu_baseline=False, progress=False, runner=again)
     assert again.calls == []
-    run_sweep(sweep, repository=None, out=tmp_path, tokenizer=tokenizer_json, cpu_baseline=False, progress=False,
-              runner=again, retry_errors=True)
+    run_sweep(
+        sweep, repository=None, out=tmp_path, tokenizer=tokenizer_json, cpu_baseline=False, progress=False, runner=again, retry_errors=True
+    )
     assert again.calls == ["m_fp16_onnx", "m_fp16_onnx"]
     derived = {r["key"]: r for r in derive(out_dir)}
     assert derived["m_fp16_onnx|b1|s16|c1"]["speedup_vs_fp32"] == pytest.approx(1.0)
@@ -76,14 +82,21 @@ def test_run_sweep_skips_finished_configurations_when_run_again(tmp_path: Path, 
 
 @pytest.mark.server
 @pytest.mark.timeout(240)
-def test_sweep_records_failure_and_continues_when_sequence_exceeds_engine(
-    grpc_url: str, tiny_repository: Path, tmp_path: Path
-) -> None:
+def test_sweep_records_failure_and_continues_when_sequence_exceeds_engine(grpc_url: str, tiny_repository: Path, tmp_path: Path) -> None:
     too_long = 2 * MAX_SEQ
-    sweep = Sweep(name="tiny", models=(NAME,), precisions=("fp32",), batch_sizes=(1, 2), seq_lens=(too_long, 16),
-                  concurrencies=(1,), targets=("engine", "ensemble"), measurement_request_count=20,
-                  stability_percentage=40.0,
-                  baseline_runs=3, baseline_warmup=1)
+    sweep = Sweep(
+        name="tiny",
+        models=(NAME,),
+        precisions=("fp32",),
+        batch_sizes=(1, 2),
+        seq_lens=(too_long, 16),
+        concurrencies=(1,),
+        targets=("engine", "ensemble"),
+        measurement_request_count=20,
+        stability_percentage=40.0,
+        baseline_runs=3,
+        baseline_warmup=1,
+    )
     out_dir = run_sweep(sweep, url=grpc_url, repository=tiny_repository, out=tmp_path, progress=False)
     latest = rf.latest_by_key(rf.read_jsonl(out_dir / rf.PERF_FILE))
     assert len(latest) == 8  # the TensorRT runtime is absent from the repository and left out

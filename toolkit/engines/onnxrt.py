@@ -46,7 +46,7 @@ def run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     declared = {item.name for item in session.get_inputs()}
     feeds = {name: value for name, value in inputs.items() if name in declared}
     names = [item.name for item in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
+    return dict(zip(names, session.run(names, feeds), strict=True))
 
 
 def optimized_onnx(source: Path, target: Path) -> tuple[Path, str]:

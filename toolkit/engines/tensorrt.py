@@ -41,16 +41,22 @@ class ShapeProfile:
         if self.min_batch < 1:
             raise BadInputError(f"batch size must be >= 1, got min batch {self.min_batch}: set --max-batch >= 1")
         if not self.min_batch <= self.opt_batch <= self.max_batch:
-            raise BadInputError(f"batch profile needs min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}: fix --max-batch/--opt-batch")
+            raise BadInputError(
+                f"batch profile needs min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}: fix --max-batch/--opt-batch"
+            )
         if self.min_seq < 1 or not self.min_seq <= self.opt_seq <= self.max_seq:
-            raise BadInputError(f"sequence profile needs 1 <= min <= opt <= max, got {self.min_seq}/{self.opt_seq}/{self.max_seq}: fix --min-seq/--opt-seq/--max-seq")
+            raise BadInputError(
+                f"sequence profile needs 1 <= min <= opt <= max, got {self.min_seq}/{self.opt_seq}/{self.max_seq}: fix --min-seq/--opt-seq/--max-seq"
+            )
 
     def shapes(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """(min, opt, max) shapes of a [batch, sequence] input."""
         return (self.min_batch, self.min_seq), (self.opt_batch, self.opt_seq), (self.max_batch, self.max_seq)
 
 
-def plan_from_onnx(onnx_path: Path, plan_path: Path, profile: ShapeProfile, timing_cache: Path, allow_tf32: bool = False, workspace_gib: float = 8.0) -> Path:
+def plan_from_onnx(
+    onnx_path: Path, plan_path: Path, profile: ShapeProfile, timing_cache: Path, allow_tf32: bool = False, workspace_gib: float = 8.0
+) -> Path:
     """Build a TensorRT plan from ``onnx_path`` in a child process; returns ``plan_path``.
 
     Raises DependencyMissingError when TensorRT is absent (never writes a fake plan) and BuildError with
@@ -66,7 +72,9 @@ def plan_from_onnx(onnx_path: Path, plan_path: Path, profile: ShapeProfile, timi
     return plan_path
 
 
-def _build_in_child(onnx_path: str, plan_path: str, profile: ShapeProfile, timing_cache: str, allow_tf32: bool, workspace_gib: float) -> str | None:
+def _build_in_child(
+    onnx_path: str, plan_path: str, profile: ShapeProfile, timing_cache: str, allow_tf32: bool, workspace_gib: float
+) -> str | None:
     """The build itself; returns an error message instead of raising across the process boundary."""
     import tensorrt as trt
 

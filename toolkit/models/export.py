@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,7 +59,9 @@ def torch_module(model: LoadedModel) -> torch.nn.Module:
             super().__init__()
             self.module = module
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        ) -> tuple[torch.Tensor, ...]:
             keep = attention_mask[:, None, None, :].to(torch.float32)
             if causal:
                 length = input_ids.shape[1]
@@ -70,8 +72,9 @@ def torch_module(model: LoadedModel) -> torch.nn.Module:
                 return (out.logits,)
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
             if model.has_classifier:
-                base = self.module.bert(input_ids=input_ids, attention_mask=mask, **kwargs)
-                logits = self.module.classifier(base.pooler_output)
+                classifier: Any = self.module  # BertForSequenceClassification: encoder and head called apart
+                base = classifier.bert(input_ids=input_ids, attention_mask=mask, **kwargs)
+                logits = classifier.classifier(base.pooler_output)
                 return base.last_hidden_state, base.pooler_output, logits
             out = self.module(input_ids=input_ids, attention_mask=mask, **kwargs)
             return out.last_hidden_state, out.pooler_output
@@ -140,7 +143,7 @@ def torch_outputs(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str
     args = tuple(torch.from_numpy(inputs[name]) for name in ENGINE_INPUTS[model.family])
     with torch.no_grad():
         values = wrapper(*args)
-    return {name: value.float().numpy() for name, value in zip(output_names(model), values)}
+    return {name: value.float().numpy() for name, value in zip(output_names(model), values, strict=True)}
 
 
 def verify_export(model: LoadedModel, path: Path, shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> list[ShapeCheck]:
@@ -165,7 +168,9 @@ def verify_export(model: LoadedModel, path: Path, shapes: tuple[tuple[int, int],
             )
     failures = [check for check in checks if not check.cosine_min >= MIN_EXPORT_COSINE]
     if failures:
-        detail = "; ".join(f"{c.output} at batch {c.batch} seq {c.seq}: cosine {c.cosine_min:.6f}, max abs {c.max_abs_error:.3g}" for c in failures)
+        detail = "; ".join(
+            f"{c.output} at batch {c.batch} seq {c.seq}: cosine {c.cosine_min:.6f}, max abs {c.max_abs_error:.3g}" for c in failures
+        )
         raise ExportMismatchError(f"exported graph {path.name} disagrees with PyTorch (need cosine >= {MIN_EXPORT_COSINE}): {detail}")
     return checks
 

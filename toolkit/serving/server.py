@@ -7,9 +7,8 @@ The wheel's server has only the Python backend. We assemble a backend folder whe
 
 from __future__ import annotations
 
-import importlib.util
-
 import contextlib
+import importlib.util
 import os
 import re
 import shlex

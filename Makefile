@@ -1,0 +1,72 @@
+# Serve and measure transformer models on Triton. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REPOSITORY ?= model_repository
+SWEEP ?= default
+GRPC_PORT ?= 8001
+export PYTHONPATH := $(CURDIR)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo build build-gpt2 serve stop status infer fidelity perf report test lint typecheck clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	# Type stubs only: their own dependencies are TensorRT placeholders that cannot install here.
+	$(PY) -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
+	@touch $@
+
+setup: $(VENV)/.installed ## create .venv with pinned dependencies, and libb64 for perf_analyzer
+	@if ! ldconfig -p 2>/dev/null | grep -q libb64.so.0d; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then (apt-get update -qq && apt-get install -y -qq libb64-0d) >/dev/null; \
+	  else echo "perf_analyzer needs libb64: sudo apt-get install -y libb64-0d"; fi; fi
+
+demo: build ## the main job offline: build MiniLM, serve it, query it, measure fidelity, stop
+	$(MAKE) --no-print-directory serve && { $(MAKE) --no-print-directory infer fidelity; rc=$$?; $(MAKE) --no-print-directory stop; exit $$rc; }
+
+build: setup ## build the default model (real MiniLM-L6, offline) into model_repository/
+	$(PY) build_engines.py --model minilm --repository $(REPOSITORY)
+
+build-gpt2: setup ## add GPT-2 (124M architecture, random weights, offline) to model_repository/
+	$(PY) build_engines.py --model gpt2 --random-weights --repository $(REPOSITORY)
+
+serve: setup ## start Triton on model_repository/ (SERVER=docker for NVIDIA's container)
+	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT)
+
+stop: ## stop the server started by `make serve`
+	$(PY) -m toolkit.serving stop
+
+status: ## is the server up?
+	$(PY) -m toolkit.serving status
+
+infer: ## send one sentence to every MiniLM precision over gRPC
+	for precision in fp32 fp16 hybrid; do $(PY) -m client infer "Triton serves transformers fast." --model minilm --precision $$precision --url localhost:$(GRPC_PORT); done
+
+fidelity: ## fp16/hybrid vs the FP32 reference on random ids and shipped text (needs `make serve`)
+	$(PY) -m client fidelity --model minilm --precisions fp32,fp16,hybrid --batch-sizes 1,8 --seq-lens 32,128 --inputs random,text --url localhost:$(GRPC_PORT)
+
+perf: setup ## perf_analyzer sweep (SWEEP=default|paper) against a server started and stopped here
+	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT)
+	$(PY) -m perf sweep --sweep $(SWEEP) --url localhost:$(GRPC_PORT) --repository $(REPOSITORY) --out results; rc=$$?; $(PY) -m toolkit.serving stop; exit $$rc
+
+report: ## results/REPORT.md and PNG plots from every results/<device>/ folder
+	$(PY) -m perf report --out results
+
+test: setup ## run the tests (real Triton server, real perf_analyzer; GPU/TensorRT tests skip here)
+	$(PY) -m pytest -q
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check .
+
+typecheck: setup ## mypy, TensorRT calls checked against tensorrt-stubs
+	$(VENV)/bin/mypy
+
+clean: ## remove built engines, staging folders and caches (keeps .venv and results/)
+	-$(PY) -m toolkit.serving stop 2>/dev/null
+	rm -rf build $(REPOSITORY)/*/ .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""ONNX Runtime on the GPU: fused graphs, CUDA graphs and FP16 speed (skipped without a CUDA provider)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from toolkit.engines.onnxrt import available_providers, fused_onnx
+from toolkit.models.export import example_inputs, onnx_from_hf
+from toolkit.models.loading import LoadedModel
+from toolkit.names import Precision
+from toolkit.precision import fused_variant_from_fp32, save_onnx
+
+needs_cuda = pytest.mark.skipif(
+    "CUDAExecutionProvider" not in available_providers(), reason="no CUDA execution provider (needs onnxruntime-gpu and an NVIDIA GPU)"
+)
+
+
+def test_fused_bert_graph_has_attention_and_fp32_layernorms_in_hybrid(tiny_bert: LoadedModel, tmp_path: Path) -> None:
+    import onnx
+
+    from toolkit.precision import precision_census
+
+    fused, stats = fused_onnx(onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx", "bert", 4, 128)
+    assert stats.get("Attention") == 2 and stats.get("SkipLayerNormalization") == 4
+    census = precision_census(fused_variant_from_fp32(onnx.load(str(fused)), Precision.HYBRID))
+    assert census["Attention"] == {"fp16": 2}
+    assert census["SkipLayerNormalization"] == {"fp32": 4} and census["EmbedLayerNormalization"] == {"fp32": 1}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", [Precision.FP16, Precision.HYBRID])
+def test_fused_variant_on_cuda_matches_fp32(precision: Precision, tiny_bert: LoadedModel, tmp_path: Path) -> None:
+    import onnx
+
+    from perf.engine_timing import onnx_session
+    from toolkit.models.export import cosine_rows
+
+    fused, _ = fused_onnx(onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx", "bert", 4, 128)
+    inputs = example_inputs(tiny_bert, 4, 96)
+    outputs = {}
+    for variant in (Precision.FP32, precision):
+        path = save_onnx(fused_variant_from_fp32(onnx.load(str(fused)), variant), tmp_path / f"{variant.value}.onnx")
+        outputs[variant] = onnx_session(path, "cuda").run(["last_hidden_state"], inputs)[0]
+    valid = inputs["attention_mask"].astype(bool)
+    assert cosine_rows(outputs[Precision.FP32][valid], outputs[precision][valid]).min() >= 0.999
