@@ -12,18 +12,16 @@ import json
 import math
 import platform
 import re
-import shutil
 import socket
-import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from toolkit.environment import gpus, package_versions
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import LOGITS, NEXT_TOKEN_LOGITS, Precision, Runtime, engine_model
 
@@ -41,7 +39,6 @@ DEFAULT_MIN_COSINE: dict[str, float] = {
     Precision.HYBRID.value: 0.9998,
 }
 REL_EPS = 1e-6
-PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tritonclient", "tokenizers", "torch", "transformers")
 
 
 class FidelityError(ToolkitError):
@@ -297,40 +294,14 @@ def random_vs_text(records: Iterable[FidelityRecord]) -> list[dict[str, Any]]:
 # -- environment and results ------------------------------------------------------------------------
 
 
-def gpu_info() -> list[dict[str, str]]:
-    """Name and driver of each NVIDIA GPU via ``nvidia-smi``; empty without one."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [
-        {"name": name.strip(), "driver": driver.strip()}
-        for name, _, driver in (line.partition(",") for line in out.splitlines() if line.strip())
-    ]
-
-
 def environment() -> dict[str, Any]:
     """Host, Python, GPUs and installed versions of the packages that shape the numbers."""
-    versions: dict[str, str] = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
     return {
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "gpus": gpu_info(),
-        "packages": versions,
+        "gpus": gpus(),
+        "packages": package_versions(),
     }
 
 

@@ -8,15 +8,14 @@ file with the CPU execution provider on the same inputs as every other measureme
 from __future__ import annotations
 
 import logging
-import shutil
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from toolkit.environment import nvidia_smi_query
 from toolkit.errors import BadInputError, DependencyMissingError
 
 if TYPE_CHECKING:
@@ -195,23 +194,6 @@ def gpu_memory_used_mib(index: int = 0) -> float | None:
         return float(rows[index][0])
     except ValueError:
         return None
-
-
-def nvidia_smi_query(fields: str) -> list[list[str]] | None:
-    """``nvidia-smi --query-gpu=<fields>`` rows (no header, no units), or None without nvidia-smi."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        done = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [[cell.strip() for cell in line.split(",")] for line in done.stdout.splitlines() if line.strip()]
 
 
 def session_memory_mib(path: Path, inputs: Mapping[str, np.ndarray], device: Device = "cuda") -> float | None:

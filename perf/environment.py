@@ -7,24 +7,10 @@ import json
 import platform
 import re
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from perf.engine_timing import nvidia_smi_query
-
-PACKAGES = (
-    "tritonclient",
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "onnx",
-    "torch",
-    "transformers",
-    "tokenizers",
-    "numpy",
-    "nvidia-pytriton",
-    "tensorrt",
-)
+from toolkit.environment import nvidia_smi_query
 
 
 def slug(text: str) -> str:
@@ -70,17 +56,6 @@ def device_info() -> dict[str, Any]:
     }
     info["name"] = slug(info["gpu"] or f"cpu {info['cpu']}")
     return info
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape the numbers (absent ones are left out)."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def build_manifests(repository: Path | None) -> dict[str, str]:

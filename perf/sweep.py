@@ -26,8 +26,9 @@ from perf.analyzer import (
     perf_analyzer_version,
     run_perf_analyzer,
 )
-from perf.environment import device_info, manifest_hash, package_versions, slug
+from perf.environment import device_info, manifest_hash, slug
 from perf.repository import engine_file, engine_input_names, find_tokenizer
+from toolkit.environment import package_versions
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import TEXT, Precision, Runtime, engine_model, ensemble_model
 

@@ -16,12 +16,11 @@ from toolkit.names import Precision, Runtime
 
 TINY = [
     "--model",
-    "gpt2",
-    "--random-weights",
+    "minilm",
     "--layers",
     "1",
     "--name",
-    "gpt2-cli",
+    "minilm-cli",
     "--max-seq",
     "64",
     "--min-seq",
@@ -70,30 +69,30 @@ def test_build_writes_engines_manifest_and_is_idempotent(tmp_path: Path) -> None
     assert code == 0, output
     names = sorted(p.name for p in repo.iterdir())
     for precision in ("fp32", "fp16", "hybrid"):
-        assert f"gpt2-cli_{precision}_onnx" in names and f"gpt2-cli_{precision}" in names
-        assert (repo / f"gpt2-cli_{precision}_onnx" / "1" / "model.onnx").is_file()
-    manifest = existing_manifest(repo, "gpt2-cli")
+        assert f"minilm-cli_{precision}_onnx" in names and f"minilm-cli_{precision}" in names
+        assert (repo / f"minilm-cli_{precision}_onnx" / "1" / "model.onnx").is_file()
+    manifest = existing_manifest(repo, "minilm-cli")
     assert manifest is not None
     assert manifest["variants"]["hybrid"]["node_precisions"]["Softmax"] == {"fp32": 1}
-    assert manifest["source"]["weights"].startswith("random")
+    assert manifest["source"]["weights"].startswith("sha256:")
+    assert manifest["export_checks"] and all(check["cosine_min"] >= 0.99999 for check in manifest["export_checks"])
     assert "TensorRT is not installed" in output
-    before = (repo / "gpt2-cli_fp32_onnx" / "1" / "model.onnx").stat().st_mtime_ns
+    before = (repo / "minilm-cli_fp32_onnx" / "1" / "model.onnx").stat().st_mtime_ns
     code, output = _run(*TINY, "--repository", str(repo), "--work-dir", str(tmp_path / "work"))
     assert code == 0 and "up to date" in output
-    assert (repo / "gpt2-cli_fp32_onnx" / "1" / "model.onnx").stat().st_mtime_ns == before
+    assert (repo / "minilm-cli_fp32_onnx" / "1" / "model.onnx").stat().st_mtime_ns == before
 
 
 def test_failed_build_leaves_previous_repository_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = tmp_path / "repo"
     request = BuildRequest(
-        model="gpt2",
-        name="gpt2-keep",
-        random_weights=True,
+        model="minilm",
+        name="minilm-keep",
         precisions=(Precision.FP32,),
         max_seq=64,
         min_seq=1,
         opt_seq=32,
-        config_overrides={"n_layer": 1},
+        config_overrides={"num_hidden_layers": 1},
     )
     assert build_model(request, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None) is not None
     snapshot = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))

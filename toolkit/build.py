@@ -11,15 +11,14 @@ import hashlib
 import json
 import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
+from toolkit.environment import gpu_name, package_versions
 from toolkit.errors import BadInputError
 from toolkit.models.loading import LoadedModel
 from toolkit.names import (
@@ -100,32 +99,6 @@ def fingerprint(request: BuildRequest) -> str:
             digest.update(module.read_bytes())
     digest.update(json.dumps(package_versions(), sort_keys=True).encode())
     return digest.hexdigest()[:16]
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape a build (absent ones are left out)."""
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def gpu_name() -> str | None:
-    """Name and driver of the first NVIDIA GPU, or None on a machine without one."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
 
 
 def sha256_of(path: Path) -> str:

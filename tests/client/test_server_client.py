@@ -36,44 +36,20 @@ from toolkit.names import (
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILT_REPOSITORY = ROOT / "model_repository"
-
-
-BROKEN_VARIANTS: dict[str, str] = {}  # "model/precision" -> why ONNX Runtime refused the graph
 
 
 def _with_variants(model: ServedModel, folder: Path) -> ServedModel:
-    """``model`` plus the fp16 and hybrid engines the precision policy makes that ONNX Runtime loads.
-
-    A variant ONNX Runtime refuses is left out (and noted in ``BROKEN_VARIANTS``) so one broken
-    graph cannot keep the server from starting; tests that need it skip and say why.
-    """
+    """``model`` plus the fp16 and hybrid engines the precision policy makes from its fp32 graph."""
     import onnx
-    import onnxruntime as ort
 
     from toolkit.precision import save_onnx, variant_from_fp32
 
     fp32 = model.engines[0]
     engines = [fp32]
     for precision in (Precision.FP16, Precision.HYBRID):
-        graph = variant_from_fp32(onnx.load(str(fp32.path)), precision)
-        path = save_onnx(graph, folder / f"{model.name}_{precision.value}.onnx")
-        try:
-            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as error:
-            BROKEN_VARIANTS[f"{model.name}/{precision.value}"] = str(error).splitlines()[0][:300]
-            continue
+        path = save_onnx(variant_from_fp32(onnx.load(str(fp32.path)), precision), folder / f"{model.name}_{precision.value}.onnx")
         engines.append(EngineArtifact(precision, Runtime.ONNXRUNTIME, path, fp32.outputs))
     return dataclasses.replace(model, engines=engines)
-
-
-def _served_precisions(name: str, wanted: list[str]) -> list[str]:
-    """``wanted`` minus the variants left out; skips when a non-fp32 one is missing, saying why."""
-    broken = {p: BROKEN_VARIANTS[f"{name}/{p}"] for p in wanted if f"{name}/{p}" in BROKEN_VARIANTS}
-    if broken:
-        pytest.skip(f"toolkit.precision made graphs ONNX Runtime refuses for {name}: {broken}")
-    return wanted
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +81,7 @@ def _fidelity(client: TritonTextClient, repository: Path, name: str, **kwargs: o
     }  # fmt: skip
     options.update(kwargs)
     if "precisions" not in options:  # every variant the server has
-        options["precisions"] = [p.value for p in Precision if f"{name}/{p.value}" not in BROKEN_VARIANTS]
+        options["precisions"] = [p.value for p in Precision]
     return run_fidelity(client, reference, tokenizer, name, **options)  # type: ignore[arg-type]
 
 
@@ -168,7 +144,6 @@ def test_every_served_precision_within_tolerance_when_bert(client: TritonTextCli
 
 
 def test_hybrid_served_when_bert(served: tuple[str, Path]) -> None:
-    _served_precisions("tinybert", ["hybrid"])
     assert (served[1] / engine_model("tinybert", "hybrid")).is_dir()
 
 
@@ -189,7 +164,7 @@ def test_cli_infer_and_fidelity_succeed_when_server_up(
     assert "next token id" in capsys.readouterr().out
     assert main(["infer", "hello", "--model", "tinybert", "--precision", "fp32", "--url", url]) == 0
     assert "norm" in capsys.readouterr().out
-    precisions = ",".join(_served_precisions("tinybert", ["fp32", "fp16"]))
+    precisions = "fp32,fp16"
     code = main([
         "fidelity", "--model", "tinybert", "--precisions", precisions, "--batch-sizes", "2", "--seq-lens", "16",
         "--inputs", "random,text", "--url", url, "--repository", str(repository), "--results-dir", str(tmp_path),
@@ -210,23 +185,29 @@ def test_cli_fails_with_one_line_when_model_unknown(served: tuple[str, Path], ca
 
 # -- the built MiniLM repository (the lead's build) --------------------------------------------------
 
-MINILM_MODELS = [engine_model("minilm", p) for p in ("fp32", "hybrid")]
+
+@pytest.fixture(scope="module")
+def minilm_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MiniLM built by the project's build into a fresh repository (fp32 and hybrid)."""
+    from toolkit.build import BuildRequest, build_model
+
+    repository = tmp_path_factory.mktemp("minilm_repository")
+    request = BuildRequest(model="minilm", precisions=(Precision.FP32, Precision.HYBRID), max_batch=8, min_seq=1, max_seq=128)
+    build_model(request, repository, tmp_path_factory.mktemp("minilm_work"), (Runtime.ONNXRUNTIME,), log=lambda _: None)
+    return repository
 
 
 @pytest.fixture(scope="module")
-def minilm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    missing = [m for m in MINILM_MODELS if not (BUILT_REPOSITORY / m).is_dir()]
-    if missing:
-        pytest.skip(f"{BUILT_REPOSITORY} lacks {missing}: build MiniLM first (make build)")
+def minilm_url(tmp_path_factory: pytest.TempPathFactory, minilm_repository: Path) -> Iterator[str]:
     from toolkit.serving import running_server
 
-    with running_server(BUILT_REPOSITORY, state_dir=tmp_path_factory.mktemp("minilm_server"), timeout=300) as handle:
+    with running_server(minilm_repository, state_dir=tmp_path_factory.mktemp("minilm_server"), timeout=300) as handle:
         yield f"127.0.0.1:{handle.ports.grpc}"
 
 
-def test_minilm_hybrid_cosine_at_least_0_9998_when_real_text(minilm_url: str) -> None:
+def test_minilm_hybrid_cosine_at_least_0_9998_when_real_text(minilm_url: str, minilm_repository: Path) -> None:
     client = TritonTextClient(minilm_url, retries=2)
-    records = _fidelity(client, BUILT_REPOSITORY, "minilm", precisions=["fp32", "hybrid"], batch_sizes=[8],
+    records = _fidelity(client, minilm_repository, "minilm", precisions=["fp32", "hybrid"], batch_sizes=[8],
                         seq_lens=[128], input_kinds=["text", "sentences"])  # fmt: skip
     for record in records:
         metrics = record.outputs[LAST_HIDDEN_STATE]

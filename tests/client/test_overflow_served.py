@@ -1,0 +1,33 @@
+"""The outlier-channel model through the real server: fp16 overflows, hybrid stays finite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.api import TritonTextClient
+from toolkit.build import BuildRequest, build_model
+from toolkit.names import Precision, Runtime, ensemble_model
+from toolkit.serving.server import running_server
+
+SENTENCES = ["The match was postponed because of heavy rain.", "Stir the sauce until it thickens, then serve it warm."]
+
+
+@pytest.mark.server
+@pytest.mark.timeout(600)
+def test_served_fp16_overflows_and_hybrid_does_not_when_residual_channel_is_large(tmp_path: Path) -> None:
+    request = BuildRequest(
+        model="minilm", name="outlier", outlier=30000.0, max_batch=4, min_seq=1, max_seq=64, config_overrides={"num_hidden_layers": 2}
+    )
+    build_model(request, tmp_path / "repo", tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
+    with running_server(tmp_path / "repo", state_dir=tmp_path / "server") as handle:
+        client = TritonTextClient(f"localhost:{handle.ports.grpc}")
+        embeddings = {p: client.infer_text(ensemble_model("outlier", p), SENTENCES)["sentence_embedding"] for p in Precision}
+    assert np.isfinite(embeddings[Precision.FP32]).all()
+    assert not np.isfinite(embeddings[Precision.FP16]).all()
+    assert np.isfinite(embeddings[Precision.HYBRID]).all()
+    reference, hybrid = embeddings[Precision.FP32], embeddings[Precision.HYBRID]
+    cosine = (reference * hybrid).sum(-1) / np.linalg.norm(reference, axis=-1) / np.linalg.norm(hybrid, axis=-1)
+    assert cosine.min() >= 0.999
