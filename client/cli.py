@@ -251,6 +251,59 @@ def fidelity(
         fid.raise_on_mismatch(records, fid.Tolerances(min_cosine=min_cosine, min_top1=min_top1))
 
 
+@cli.command()
+@click.option("--model", required=True, help="Short model name of a checkpoint with a classification head.")
+@click.option("--precisions", default="fp32,fp16,hybrid", show_default=True)
+@click.option(
+    "--dataset",
+    type=click.Choice(["shipped", "hub"]),
+    default="shipped",
+    show_default=True,
+    help="shipped: data/sentiment.tsv; hub: GLUE SST-2 validation via `datasets`.",
+)
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="onnxruntime", show_default=True)
+@click.option("--seq", type=int, default=128, show_default=True, help="Tokens per sentence (truncated and padded).")
+@click.option("--repository", type=click.Path(path_type=Path), default=DEFAULT_REPOSITORY, show_default=True)
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--serve", is_flag=True, help="Start a server on --repository (free ports) for this run, stop it after.")
+@server_options
+def task(
+    model: str,
+    precisions: str,
+    dataset: str,
+    runtime: str,
+    seq: int,
+    repository: Path,
+    results_dir: Path,
+    serve: bool,
+    url: str | None,
+    protocol: str,
+    timeout: float,
+    retries: int,
+) -> None:
+    """Task accuracy of each precision on a labelled sentiment set, and agreement with fp32."""
+    import json
+
+    from client import fidelity as fid
+    from client.inputs import find_tokenizer_file, load_sentiment, load_tokenizer
+    from client.task import task_accuracy
+
+    chosen = _split(precisions, PRECISIONS, "--precisions")
+    labelled = load_sentiment(dataset)  # type: ignore[arg-type]
+    with _server(serve, repository, protocol) as served_url:
+        client = _client(served_url or url, protocol, timeout, retries)
+        client.require_ready()
+        records = task_accuracy(client, load_tokenizer(find_tokenizer_file(repository, model)), model, labelled, chosen, runtime, seq)
+    path = fid.results_dir(results_dir, fid.environment()) / "task.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([record.as_dict() for record in records], indent=2))
+    for record in records:
+        click.echo(
+            f"{record.model} {record.precision}: accuracy {record.accuracy:.3f}, agreement with fp32 {record.agreement_with_fp32:.3f}, NaN rows {record.nan_rows} ({record.examples} examples)"
+        )
+    click.echo(f"wrote {path}")
+
+
 @contextmanager
 def _server(serve: bool, repository: Path, protocol: str) -> Iterator[str | None]:
     """With ``serve``, a server on ``repository`` for the block (its URL for ``protocol``); else None."""

@@ -19,7 +19,14 @@ SENTENCES = ["The match was postponed because of heavy rain.", "Stir the sauce u
 @pytest.mark.timeout(600)
 def test_served_fp16_overflows_and_hybrid_does_not_when_residual_channel_is_large(tmp_path: Path) -> None:
     request = BuildRequest(
-        model="minilm", name="outlier", outlier=30000.0, max_batch=4, min_seq=1, max_seq=64, config_overrides={"num_hidden_layers": 2}
+        model="minilm",
+        name="outlier",
+        outlier=30000.0,
+        max_batch=4,
+        min_seq=1,
+        opt_seq=32,
+        max_seq=64,
+        config_overrides={"num_hidden_layers": 2},
     )
     build_model(request, tmp_path / "repo", tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
     with running_server(tmp_path / "repo", state_dir=tmp_path / "server") as handle:

@@ -37,7 +37,6 @@ from toolkit.names import (
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
 
-
 def _with_variants(model: ServedModel, folder: Path) -> ServedModel:
     """``model`` plus the fp16 and hybrid engines the precision policy makes from its fp32 graph."""
     import onnx
