@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 
+ALL_PRECISIONS = tuple(precision.value for precision in Precision)
+
+
 @dataclass(frozen=True)
 class TaskRecord:
     """Accuracy of one precision on a labelled set, and how often it agrees with FP32's predictions."""
@@ -54,7 +57,7 @@ def task_accuracy(
     tokenizer: Tokenizer,
     name: str,
     labelled: Sequence[tuple[int, str]],
-    precisions: Sequence[str] = tuple(p.value for p in Precision),
+    precisions: Sequence[str] = ALL_PRECISIONS,
     runtime: str = Runtime.ONNXRUNTIME.value,
     seq: int = 128,
     batch: int = 8,
