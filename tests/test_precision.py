@@ -100,3 +100,25 @@ def test_custom_keep_list_changes_hybrid_policy(minilm: LoadedModel, minilm_grap
     only_softmax = save_onnx(variant_from_fp32(exported, Precision.HYBRID, ("Softmax",)), tmp_path / "h.onnx")
     assert _ops(only_softmax, "Softmax") == {"fp32"}
     assert _ops(only_softmax, "LayerNormalization") == {"fp16"}
+
+
+def test_variant_graphs_define_each_tensor_once_when_converter_duplicates_a_cast() -> None:
+    from onnx import TensorProto, helper
+
+    from toolkit.precision import _prepared
+
+    cast = {"inputs": ["x"], "outputs": ["y"], "to": TensorProto.FLOAT16, "name": "x_cast"}
+    nodes = [
+        helper.make_node("Cast", **cast),
+        helper.make_node("Cast", **cast),
+        helper.make_node("Identity", ["y"], ["z"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT16, [2])],
+    )
+    model = _prepared(helper.make_model(graph))
+    onnx.checker.check_model(model)
+    assert [node.op_type for node in model.graph.node] == ["Cast", "Identity"]

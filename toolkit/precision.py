@@ -75,6 +75,20 @@ def hybrid_fp32_nodes(model: onnx.ModelProto, keep_fp32: Iterable[str] = DEFAULT
     return selected
 
 
+def _same_cast(first: bytes, node: onnx.NodeProto) -> bool:
+    """Whether ``node`` is a Cast with the same input, output and target type as the serialized ``first``."""
+    import onnx as onnx_module
+
+    earlier = onnx_module.NodeProto()
+    earlier.ParseFromString(first)
+    return (
+        earlier.op_type == "Cast"
+        and list(earlier.input) == list(node.input)
+        and list(earlier.output) == list(node.output)
+        and list(earlier.attribute) == list(node.attribute)
+    )
+
+
 def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
     """Unique node names (the block list and the census name nodes), and graph outputs read by no node.
 
@@ -107,6 +121,18 @@ def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.output[:] = [internal if name == output.name else name for name in node.output]
                 node.input[:] = [internal if name == output.name else name for name in node.input]
             graph.node.append(onnx_module.helper.make_node("Identity", [internal], [output.name], name=f"{output.name}__output"))
+    # A converter may insert the same Cast twice under one output name; identical definitions are one node.
+    producers: dict[str, bytes] = {}
+    unique = []
+    for node in graph.node:
+        signature = node.SerializeToString() if node.op_type == "Cast" else b""
+        if signature and node.output[0] in producers and _same_cast(producers[node.output[0]], node):
+            continue
+        producers.update(dict.fromkeys(node.output, signature))
+        unique.append(node)
+    if len(unique) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(unique)
     seen: Counter[str] = Counter()
     for index, node in enumerate(graph.node):
         base = node.name or f"{node.op_type}_{index}"
