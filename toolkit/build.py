@@ -33,18 +33,6 @@ from toolkit.names import (
 from toolkit.precision import DEFAULT_KEEP_FP32
 
 MANIFEST = "manifest.json"
-PACKAGES = (
-    "torch",
-    "transformers",
-    "tokenizers",
-    "onnx",
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "onnxconverter-common",
-    "tensorrt",
-    "tritonclient",
-    "nvidia-pytriton",
-)
 # Bytes on disk per parameter for fp32 + fp16 + hybrid graphs, staged and installed (4 + 2 + 2, twice).
 DISK_BYTES_PER_PARAMETER = 16
 
