@@ -9,7 +9,7 @@ GRPC_PORT ?= 8001
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo build build-gpt2 serve stop status infer fidelity perf report test lint typecheck clean
+.PHONY: help setup demo build build-minilm build-gpt2 serve stop status infer fidelity perf report test lint typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,13 +27,15 @@ setup: $(VENV)/.installed ## create .venv with pinned dependencies, and libb64 f
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then (apt-get update -qq && apt-get install -y -qq libb64-0d) >/dev/null; \
 	  else echo "perf_analyzer needs libb64: sudo apt-get install -y libb64-0d"; fi; fi
 
-demo: build ## the main job offline: build MiniLM, serve it, query it, measure fidelity, stop
+demo: build-minilm ## the main job offline: build MiniLM, serve it, query it, measure fidelity, stop
 	$(MAKE) --no-print-directory serve && { $(MAKE) --no-print-directory infer fidelity; rc=$$?; $(MAKE) --no-print-directory stop; exit $$rc; }
 
-build: setup ## build the default model (real MiniLM-L6, offline) into model_repository/
+build: build-minilm build-gpt2 ## build the default models offline (MiniLM-L6 real weights, GPT-2 random weights)
+
+build-minilm: setup ## build the real MiniLM-L6 (BERT architecture) into model_repository/
 	$(PY) build_engines.py --model minilm --repository $(REPOSITORY)
 
-build-gpt2: setup ## add GPT-2 (124M architecture, random weights, offline) to model_repository/
+build-gpt2: setup ## build GPT-2 (124M architecture, seeded random weights) into model_repository/
 	$(PY) build_engines.py --model gpt2 --random-weights --repository $(REPOSITORY)
 
 serve: setup ## start Triton on model_repository/ (SERVER=docker for NVIDIA's container)
