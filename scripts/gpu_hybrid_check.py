@@ -1,4 +1,7 @@
-"""Rebuild the fused hybrid variant of a built model in place and check it against FP32 on the GPU."""
+"""Rebuild the fused hybrid variant of a built model in place and compare fp16/hybrid with fp32 on the GPU.
+
+Usage (on the GPU machine, after `scripts/gpu_pipeline.sh build`): python3 scripts/gpu_hybrid_check.py MODEL
+"""
 
 import json
 import sys
