@@ -70,10 +70,12 @@ case "$stage" in
     ;;
   build)
     gpu_env
-    for spec in ${BUILD_MODELS:-"bert-base-uncased --random-weights" "gpt2 --random-weights" minilm}; do
+    # One model per line: "--model" value and its flags (BUILD_MODELS overrides the list).
+    while read -r spec; do
+      [ -n "$spec" ] || continue
       # shellcheck disable=SC2086
       python3 build_engines.py --model $spec --gpu 2>&1 | tee -a "$LOGS/build.log" | grep -E "^error|wrote|fused|matches"
-    done
+    done <<< "${BUILD_MODELS:-$'bert-base-uncased --random-weights\ngpt2 --random-weights\nminilm'}"
     ls model_repository
     ;;
   engine)
