@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import BadInputError, DependencyMissingError
+from toolkit.engines.onnxrt import session_for
+from toolkit.errors import BadInputError
 from toolkit.names import MODEL_FILE_OF_RUNTIME, Precision, Runtime, engine_model
 
 
@@ -30,15 +31,8 @@ class OnnxReference:
     def __init__(self, path: Path, threads: int | None = None) -> None:
         if not path.is_file():
             raise BadInputError(f"reference ONNX file {path} does not exist; pass --reference with an fp32 .onnx")
-        try:
-            import onnxruntime as ort
-        except ImportError as error:
-            raise DependencyMissingError("the fp32 reference needs onnxruntime: pip install onnxruntime") from error
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         self.path = path
-        self._session: Any = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session: Any = session_for(path, "cpu", threads=threads)
         self.input_names: list[str] = [i.name for i in self._session.get_inputs()]
         self.output_names: list[str] = [o.name for o in self._session.get_outputs()]
 

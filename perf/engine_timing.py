@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from toolkit.engines.onnxrt import Device, session_for
 from toolkit.environment import nvidia_smi_query
 from toolkit.errors import BadInputError, DependencyMissingError
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-Device = Literal["cpu", "cuda"]
 log = logging.getLogger(__name__)
 
 
@@ -64,43 +64,6 @@ def time_callable(fn: Callable[[], object], runs: int = 50, warmup: int = 5) -> 
     )
 
 
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise DependencyMissingError("onnxruntime is not installed; `pip install onnxruntime`") from error
-    return onnxruntime
-
-
-def cuda_ep_available() -> bool:
-    """Whether ONNX Runtime offers the CUDA execution provider here."""
-    try:
-        return "CUDAExecutionProvider" in _onnxruntime().get_available_providers()
-    except DependencyMissingError:
-        return False
-
-
-def onnx_session(path: Path, device: Device = "cpu", cuda_graph: bool = False, threads: int | None = None) -> Any:
-    """An ONNX Runtime session for ``path`` on ``device`` (CUDA: TF32 off, optional CUDA graphs)."""
-    ort = _onnxruntime()
-    if not Path(path).is_file():
-        raise BadInputError(f"no ONNX file at {path}; build the repository first (make build)")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # a failing shape is reported by the caller's record, not ORT's log
-    if threads:
-        options.intra_op_num_threads = threads
-    if device == "cuda":
-        if not cuda_ep_available():
-            raise DependencyMissingError("ONNX Runtime has no CUDAExecutionProvider here; install onnxruntime-gpu or pass --device cpu")
-        cuda_options = {"use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
-        providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
-    else:
-        if cuda_graph:
-            raise BadInputError("CUDA graphs need --device cuda; drop --cuda-graph for CPU timing")
-        providers = ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), options, providers=providers)
-
-
 def time_onnx(
     path: Path,
     inputs: Mapping[str, np.ndarray],
@@ -111,18 +74,19 @@ def time_onnx(
     threads: int | None = None,
 ) -> Timing:
     """Time ``path`` on ``inputs``. On CUDA, inputs and outputs stay on the device (I/O binding)."""
-    session = onnx_session(path, device, cuda_graph=cuda_graph, threads=threads)
+    session = session_for(path, device, cuda_graph=cuda_graph, threads=threads)
     feed = {i.name: inputs[i.name] for i in session.get_inputs()}
     if device == "cpu":
         return time_callable(lambda: session.run(None, feed), runs=runs, warmup=warmup)
-    ort = _onnxruntime()
+    import onnxruntime as ort
+
     binding = session.io_binding()
     device_inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for n, a in feed.items()}
     for name, value in device_inputs.items():
         binding.bind_ortvalue_input(name, value)
     # Bind outputs to preallocated device buffers: CUDA graphs replay into fixed addresses. A graph-enabled
     # session only runs through I/O binding, so a plain session finds the output shapes.
-    first = (onnx_session(path, device) if cuda_graph else session).run(None, feed)
+    first = (session_for(path, device) if cuda_graph else session).run(None, feed)
     for output, array in zip(session.get_outputs(), first, strict=True):
         binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
 
@@ -203,7 +167,7 @@ def session_memory_mib(path: Path, inputs: Mapping[str, np.ndarray], device: Dev
     before = gpu_memory_used_mib()
     if before is None:
         return None
-    session = onnx_session(path, device)
+    session = session_for(path, device)
     session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})
     after = gpu_memory_used_mib()
     del session

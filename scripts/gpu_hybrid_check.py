@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from perf.engine_timing import onnx_session
 from perf.inputs import batch_arrays
 from perf.repository import find_tokenizer
+from toolkit.engines.onnxrt import session_for
 from toolkit.models.export import cosine_rows
 from toolkit.names import Precision
 from toolkit.precision import fused_variant_from_fp32, precision_census, save_onnx
@@ -33,9 +33,7 @@ save_onnx(graph, repo / f"{name}_hybrid_onnx" / "1" / "model.onnx")
 for batch, seq in ((1, 128), (8, 512)):
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "bert" in name else [])
     inputs = batch_arrays(find_tokenizer(repo, name, None), tuple(names), batch, seq)
-    outs = {
-        p: onnx_session(repo / f"{name}_{p}_onnx" / "1" / "model.onnx", "cuda").run(None, inputs)[0] for p in ("fp32", "fp16", "hybrid")
-    }
+    outs = {p: session_for(repo / f"{name}_{p}_onnx" / "1" / "model.onnx", "cuda").run(None, inputs)[0] for p in ("fp32", "fp16", "hybrid")}
     for p in ("fp16", "hybrid"):
         c = cosine_rows(outs["fp32"], outs[p])
         print(

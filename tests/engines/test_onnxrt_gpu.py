@@ -35,7 +35,7 @@ def test_fused_bert_graph_has_attention_and_fp32_layernorms_in_hybrid(tiny_bert:
 def test_fused_variant_on_cuda_matches_fp32(precision: Precision, tiny_bert: LoadedModel, tmp_path: Path) -> None:
     import onnx
 
-    from perf.engine_timing import onnx_session
+    from toolkit.engines.onnxrt import session_for
     from toolkit.models.export import cosine_rows
 
     fused, _ = fused_onnx(onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx", "bert", 4, 128)
@@ -43,6 +43,6 @@ def test_fused_variant_on_cuda_matches_fp32(precision: Precision, tiny_bert: Loa
     outputs = {}
     for variant in (Precision.FP32, precision):
         path = save_onnx(fused_variant_from_fp32(onnx.load(str(fused)), variant), tmp_path / f"{variant.value}.onnx")
-        outputs[variant] = onnx_session(path, "cuda").run(["last_hidden_state"], inputs)[0]
+        outputs[variant] = session_for(path, "cuda").run(["last_hidden_state"], inputs)[0]
     valid = inputs["attention_mask"].astype(bool)
     assert cosine_rows(outputs[Precision.FP32][valid], outputs[precision][valid]).min() >= 0.999

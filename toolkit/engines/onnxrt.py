@@ -8,31 +8,56 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from toolkit.errors import BuildError
+from toolkit.errors import BadInputError, BuildError, DependencyMissingError
 
 if TYPE_CHECKING:
     import onnxruntime
 
+Device = Literal["cpu", "cuda"]
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise DependencyMissingError("onnxruntime is not installed; `pip install onnxruntime`") from error
+    return onnxruntime
+
 
 def available_providers() -> list[str]:
-    """Execution providers of the installed onnxruntime build."""
-    import onnxruntime as ort
+    """Execution providers of the installed onnxruntime build (empty without onnxruntime)."""
+    try:
+        return list(_onnxruntime().get_available_providers())
+    except DependencyMissingError:
+        return []
 
-    return list(ort.get_available_providers())
 
+def session_for(path: Path, device: Device = "cpu", cuda_graph: bool = False, threads: int | None = None) -> onnxruntime.InferenceSession:
+    """An inference session on ``path`` for ``device`` (CUDA: TF32 off, optional CUDA graphs).
 
-def session_for(path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0) -> onnxruntime.InferenceSession:
-    """An inference session on ``path``; ``threads`` 0 lets ONNX Runtime choose."""
-    import onnxruntime as ort
-
+    ``threads`` None or 0 lets ONNX Runtime choose the CPU threads.
+    """
+    ort = _onnxruntime()
+    if not Path(path).is_file():
+        raise BadInputError(f"no ONNX file at {path}; build the repository first (make build)")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    options.log_severity_level = 3  # callers report failures themselves
+    if threads:
+        options.intra_op_num_threads = threads
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available_providers():
+            raise DependencyMissingError("ONNX Runtime has no CUDAExecutionProvider here; install onnxruntime-gpu or pass --device cpu")
+        cuda_options = {"use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
+        providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
+    else:
+        if cuda_graph:
+            raise BadInputError("CUDA graphs need --device cuda; drop --cuda-graph for CPU timing")
+        providers = ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 @lru_cache(maxsize=8)
