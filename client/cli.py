@@ -106,10 +106,11 @@ def infer(
 
 def _decoder(repository: Path, model: str) -> Any:
     """``ids -> text`` from the repository's tokenizer, or None when there is none."""
-    from client.inputs import find_tokenizer_file, load_tokenizer
+    from client.inputs import load_tokenizer
+    from toolkit.repository.lookup import find_tokenizer
 
     try:
-        tokenizer = load_tokenizer(find_tokenizer_file(repository, model))
+        tokenizer = load_tokenizer(find_tokenizer(repository, model))
     except BadInputError:
         return None
     return lambda ids: tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -214,8 +215,9 @@ def fidelity(
 ) -> None:
     """Compare served engines of MODEL with the fp32 reference; write results/<gpu-or-host>/fidelity.json."""
     from client import fidelity as fid
-    from client.inputs import INPUT_KINDS, find_tokenizer_file, load_tokenizer
+    from client.inputs import INPUT_KINDS, load_tokenizer
     from client.reference import OnnxReference, reference_onnx_path
+    from toolkit.repository.lookup import find_tokenizer
 
     chosen = _split(precisions, PRECISIONS, "--precisions")
     kinds = _split(input_kinds, INPUT_KINDS, "--inputs")
@@ -224,7 +226,7 @@ def fidelity(
         client = _client(served_url or url, protocol, timeout, retries)
         client.require_ready()
         ref = OnnxReference(reference or reference_onnx_path(repository, model))
-        tok = load_tokenizer(tokenizer or find_tokenizer_file(repository, model))
+        tok = load_tokenizer(tokenizer or find_tokenizer(repository, model))
         records = fid.run_fidelity(
             client,
             ref,
@@ -285,15 +287,16 @@ def task(
     import json
 
     from client import fidelity as fid
-    from client.inputs import find_tokenizer_file, load_sentiment, load_tokenizer
+    from client.inputs import load_sentiment, load_tokenizer
     from client.task import task_accuracy
+    from toolkit.repository.lookup import find_tokenizer
 
     chosen = _split(precisions, PRECISIONS, "--precisions")
     labelled = load_sentiment(dataset)  # type: ignore[arg-type]
     with _server(serve, repository, protocol) as served_url:
         client = _client(served_url or url, protocol, timeout, retries)
         client.require_ready()
-        records = task_accuracy(client, load_tokenizer(find_tokenizer_file(repository, model)), model, labelled, chosen, runtime, seq)
+        records = task_accuracy(client, load_tokenizer(find_tokenizer(repository, model)), model, labelled, chosen, runtime, seq)
     path = fid.results_dir(results_dir, fid.environment()) / "task.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([record.as_dict() for record in records], indent=2))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from toolkit.errors import BadInputError, DependencyMissingError, ToolkitError
-from toolkit.names import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS, tokenizer_model
+from toolkit.names import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -93,15 +93,6 @@ def load_sentiment(dataset: Dataset = "shipped") -> list[tuple[int, str]]:
 
 
 # -- tokenizer --------------------------------------------------------------------------------------
-
-
-def find_tokenizer_file(repository: Path, name: str) -> Path:
-    """The ``tokenizer.json`` that the repository's tokenizer model of ``name`` serves."""
-    folder = repository / tokenizer_model(name)
-    found = sorted(folder.glob("**/tokenizer.json"))
-    if not found:
-        raise BadInputError(f"no tokenizer.json under {folder}; build the repository first or pass --tokenizer PATH")
-    return found[0]
 
 
 def load_tokenizer(path: Path) -> Tokenizer:

@@ -13,16 +13,17 @@ import numpy as np
 
 from toolkit.engines.onnxrt import session_for
 from toolkit.errors import BadInputError
-from toolkit.names import MODEL_FILE_OF_RUNTIME, Precision, Runtime, engine_model
+from toolkit.names import Precision, Runtime, engine_model
+from toolkit.repository.lookup import engine_file
 
 
 def reference_onnx_path(repository: Path, name: str) -> Path:
     """The fp32 ONNX Runtime engine file of ``name`` inside a built repository."""
-    folder = repository / engine_model(name, Precision.FP32, Runtime.ONNXRUNTIME)
-    found = sorted(folder.glob(f"*/{MODEL_FILE_OF_RUNTIME[Runtime.ONNXRUNTIME]}"))
-    if not found:
+    found = engine_file(repository, name, Precision.FP32.value, Runtime.ONNXRUNTIME.value)
+    if found is None:
+        folder = repository / engine_model(name, Precision.FP32, Runtime.ONNXRUNTIME)
         raise BadInputError(f"no fp32 ONNX file under {folder}; build the fp32 variant or pass --reference PATH")
-    return found[0]
+    return found
 
 
 class OnnxReference:

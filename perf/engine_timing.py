@@ -197,7 +197,7 @@ def time_engines(
     from perf import results as rf
     from perf.environment import device_info
     from perf.inputs import batch_arrays
-    from perf.repository import engine_file, engine_input_names, find_tokenizer
+    from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
 
     info = device_info()
     path = Path(out) / info["name"] / "engine.jsonl"

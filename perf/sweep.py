@@ -27,10 +27,10 @@ from perf.analyzer import (
     run_perf_analyzer,
 )
 from perf.environment import device_info, manifest_hash, slug
-from perf.repository import engine_file, engine_input_names, find_tokenizer
 from toolkit.environment import package_versions
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import TEXT, Precision, Runtime, engine_model, ensemble_model
+from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
 
 Target = Literal["engine", "ensemble"]
 Runner = Callable[[PerfAnalyzerArgs], list[dict[str, float]]]

@@ -16,7 +16,7 @@ from pathlib import Path
 from perf import torch_models
 from perf.engine_timing import file_size_mib, session_memory_mib, time_engines
 from perf.inputs import batch_arrays
-from perf.repository import engine_file, engine_input_names, find_tokenizer
+from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
 
 REPOSITORY = Path("model_repository")
 OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "results")

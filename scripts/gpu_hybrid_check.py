@@ -11,11 +11,11 @@ import numpy as np
 import onnx
 
 from perf.inputs import batch_arrays
-from perf.repository import find_tokenizer
 from toolkit.engines.onnxrt import session_for
 from toolkit.models.export import cosine_rows
 from toolkit.names import Precision
 from toolkit.precision import fused_variant_from_fp32, precision_census, save_onnx
+from toolkit.repository.lookup import find_tokenizer
 
 name = sys.argv[1]
 repo = Path("model_repository")

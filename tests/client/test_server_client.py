@@ -19,7 +19,7 @@ import pytest
 from client.api import TritonTextClient
 from client.cli import main
 from client.fidelity import FidelityRecord, Tolerances, check_records, run_fidelity
-from client.inputs import find_tokenizer_file, load_tokenizer, make_batches
+from client.inputs import load_tokenizer, make_batches
 from client.reference import OnnxReference, reference_onnx_path
 from toolkit.artifacts import EngineArtifact, ServedModel
 from toolkit.errors import BadInputError
@@ -33,6 +33,7 @@ from toolkit.names import (
     engine_model,
     ensemble_model,
 )
+from toolkit.repository.lookup import find_tokenizer
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
@@ -74,7 +75,7 @@ def client(served: tuple[str, Path]) -> TritonTextClient:
 
 def _fidelity(client: TritonTextClient, repository: Path, name: str, **kwargs: object) -> list[FidelityRecord]:
     reference = OnnxReference(reference_onnx_path(repository, name))
-    tokenizer = load_tokenizer(find_tokenizer_file(repository, name))
+    tokenizer = load_tokenizer(find_tokenizer(repository, name))
     options: dict[str, object] = {
         "batch_sizes": [1, 4], "seq_lens": [8, 24], "input_kinds": ["random", "text", "sentences"], "progress": False,
     }  # fmt: skip
@@ -112,7 +113,7 @@ def test_infer_lists_available_models_when_model_unknown(client: TritonTextClien
 
 
 def test_infer_ids_same_when_system_shared_memory(client: TritonTextClient, served: tuple[str, Path]) -> None:
-    tokenizer = load_tokenizer(find_tokenizer_file(served[1], "tinybert"))
+    tokenizer = load_tokenizer(find_tokenizer(served[1], "tinybert"))
     batch = make_batches("text", 2, 16, 1, tokenizer)[0]
     engine = engine_model("tinybert", "fp32")
     plain = client.infer_ids(engine, batch.input_ids, batch.attention_mask, batch.token_type_ids)
@@ -122,7 +123,7 @@ def test_infer_ids_same_when_system_shared_memory(client: TritonTextClient, serv
 
 
 def test_infer_many_keeps_request_order_when_concurrent(client: TritonTextClient, served: tuple[str, Path]) -> None:
-    tokenizer = load_tokenizer(find_tokenizer_file(served[1], "tinybert"))
+    tokenizer = load_tokenizer(find_tokenizer(served[1], "tinybert"))
     engine = engine_model("tinybert", "fp32")
     requests = [b.inputs(client.input_names(engine)) for b in make_batches("random", 2, 8, 6, tokenizer)]
     many = client.infer_many(engine, requests, concurrency=3, progress=False)

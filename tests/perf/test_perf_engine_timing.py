@@ -16,9 +16,9 @@ from perf.engine_timing import (
     time_torch,
 )
 from perf.inputs import batch_arrays
-from perf.repository import engine_file
 from toolkit.errors import BadInputError
 from toolkit.names import ENGINE_INPUTS, Family
+from toolkit.repository.lookup import engine_file
 
 
 def test_time_callable_orders_statistics_when_timed() -> None:

@@ -1,4 +1,4 @@
-"""What perf reads from a built Triton repository: engine files, input names, the tokenizer."""
+"""What clients and perf read from a built Triton repository: engine files, input names, the tokenizer."""
 
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ from toolkit.names import (
 def model_config(repository: Path, triton_model: str) -> Any | None:
     """The model's ``config.pbtxt`` as a ModelConfig message, or None when absent or unreadable."""
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+
+    from toolkit.repository.configs import config_from_text
 
     path = Path(repository) / triton_model / "config.pbtxt"
     if not path.is_file():
         return None
     try:
-        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        return config_from_text(path.read_text())
     except text_format.ParseError:
         return None
 
