@@ -71,7 +71,7 @@ def _reference(model: ServedModel, text: str) -> dict[str, np.ndarray]:
     if model.family is Family.BERT:
         feeds["token_type_ids"] = np.array([encoding.type_ids])
     session = ort.InferenceSession(str(model.engines[0].path), providers=["CPUExecutionProvider"])
-    (output,) = session.run(None, feeds)
+    output = session.run([model.engines[0].outputs[0].name], feeds)[0]
     if model.family is Family.BERT:
         return {LAST_HIDDEN_STATE: output[0], SENTENCE_EMBEDDING: output[0].mean(axis=0)}
     return {NEXT_TOKEN_LOGITS: output[0, -1], NEXT_TOKEN_ID: np.array([output[0, -1].argmax()])}
