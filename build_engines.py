@@ -13,12 +13,19 @@ from pathlib import Path
 
 import click
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import Runtime
 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _ints(value: str, option: str) -> list[int]:
+    try:
+        return [int(item) for item in _csv(value)]
+    except ValueError:
+        raise BadInputError(f"{option} {value!r}: expected comma-separated integers, e.g. 32,128,512") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -70,6 +77,20 @@ def _csv(value: str) -> tuple[str, ...]:
     default=None,
     help="Give ONNX Runtime graphs with its fused transformer ops (Attention, SkipLayerNormalization...) for its GPU kernels and CUDA graphs (default: with --gpu).",
 )
+@click.option("--engine-instances", type=click.IntRange(min=1), default=1, show_default=True, help="Triton instances of each engine model.")
+@click.option(
+    "--max-queue-delay-us",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Dynamic batcher wait for more requests, per model (0: batch only what queued; raise for throughput under load).",
+)
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Served GPU engines replay one CUDA graph per input shape (default: with --gpu).")
+@click.option(
+    "--seq-buckets",
+    default=None,
+    help="Lengths the tokenizer pads to, e.g. 32,128,512 ('' for none; default: powers of two from 16 with --gpu, none on the CPU).",
+)
 @click.option(
     "--repository",
     type=click.Path(file_okay=False, path_type=Path),
@@ -98,13 +119,17 @@ def main(
     runtimes: str,
     gpu: bool | None,
     fuse: bool | None,
+    engine_instances: int,
+    max_queue_delay_us: int,
+    cuda_graphs: bool | None,
+    seq_buckets: str | None,
     repository: Path,
     work_dir: Path,
 ) -> None:
     """Turn Hugging Face models into a Triton model repository of engines in three precisions."""
     from toolkit.build import BuildRequest, build_model, gpu_name, parse_precisions
-    from toolkit.errors import BadInputError
     from toolkit.precision import parse_keep_fp32
+    from toolkit.repository.configs import ServingOptions
 
     try:
         if name and len(models) > 1:
@@ -115,6 +140,10 @@ def main(
             raise BadInputError(f"unknown runtime {unknown}: choose from {','.join(valid_runtimes)} (--runtimes)")
         chosen_runtimes = tuple(Runtime(item) for item in _csv(runtimes))
         on_gpu = gpu if gpu is not None else gpu_name() is not None
+        buckets = None if seq_buckets is None else tuple(_ints(seq_buckets, "--seq-buckets"))
+        serving = ServingOptions(
+            gpu=on_gpu, engine_instances=engine_instances, max_queue_delay_us=max_queue_delay_us, cuda_graphs=cuda_graphs, seq_buckets=buckets
+        )
         for model in models:
             overrides = {"num_hidden_layers": layers, "n_layer": layers} if layers else {}
             request = BuildRequest(
@@ -132,6 +161,7 @@ def main(
                 fuse=on_gpu if fuse is None else fuse,
                 outlier=outlier,
                 config_overrides=overrides,
+                serving=serving,
             )
             build_model(request, repository, work_dir, chosen_runtimes, log=click.echo)
     except ToolkitError as error:

@@ -45,6 +45,9 @@ def _run(*args: str) -> tuple[int, str]:
         (["--model", "minilm", "--runtimes", "tvm"], "unknown runtime"),
         (["--model", "minilm", "--keep-fp32", "Softmaxx"], "unknown ONNX op types"),
         (["--model", "no-such-org/no-such-model-xyz"], "cannot load model"),
+        (["--model", "minilm", "--cpu", "--cuda-graphs"], "CUDA graphs only exist on the CUDA provider"),
+        (["--model", "minilm", "--seq-buckets", "32,x"], "--seq-buckets '32,x': expected comma-separated integers"),
+        (["--model", "minilm", "--gpu", "--seq-buckets", "128,64"], "need increasing lengths"),
     ],
 )
 def test_build_cli_fails_with_one_line_error_when_input_is_bad(args: list[str], expected: str, tmp_path: Path) -> None:

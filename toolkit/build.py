@@ -7,6 +7,7 @@ finds the same fingerprint in the manifest and does nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -31,6 +32,7 @@ from toolkit.names import (
     tokenizer_model,
 )
 from toolkit.precision import DEFAULT_KEEP_FP32
+from toolkit.repository.configs import ServingOptions
 
 MANIFEST = "manifest.json"
 # Bytes on disk per parameter for fp32 + fp16 + hybrid graphs, staged and installed (4 + 2 + 2, twice).
@@ -55,8 +57,10 @@ class BuildRequest:
     fuse: bool = False
     outlier: float = 0.0
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    serving: ServingOptions = field(default_factory=ServingOptions)  # its ``gpu`` is replaced by ``gpu`` above
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "serving", dataclasses.replace(self.serving, gpu=self.gpu))
         if self.max_batch < 1:
             raise BadInputError(f"--max-batch must be >= 1, got {self.max_batch}")
         if not 1 <= self.min_seq <= self.opt_seq <= self.max_seq:
@@ -238,7 +242,7 @@ def _build_loaded(
         engines=engines,
         manifest=manifest,
     )
-    install_into_repository(served, repository, stage / "repository", gpu=request.gpu)
+    install_into_repository(served, repository, stage / "repository", request.serving)
     steps.update()
     log(f"{name}: wrote {len(engines)} engines ({', '.join(p.value for p in request.precisions)}) into {repository}")
     return served
@@ -282,7 +286,7 @@ def _check_disk(repository: Path, work_dir: Path, parameters: int) -> None:
             raise BadInputError(f"not enough disk space in {folder}: {free / 1e9:.1f} GB free, the build needs about {needed / 1e9:.1f} GB")
 
 
-def install_into_repository(model: ServedModel, repository: Path, staging: Path, gpu: bool = False) -> list[str]:
+def install_into_repository(model: ServedModel, repository: Path, staging: Path, options: ServingOptions | None = None) -> list[str]:
     """Write ``model``'s Triton models into ``staging``, validate them, then swap them into ``repository``.
 
     Folders of the same model name that the new build no longer has are removed; other models stay.
@@ -291,7 +295,7 @@ def install_into_repository(model: ServedModel, repository: Path, staging: Path,
 
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    written = write_model_repository(staging, model, gpu=gpu)
+    written = write_model_repository(staging, model, options=options)
     (staging / tokenizer_model(model.name) / MANIFEST).write_text(json.dumps(model.manifest, indent=2, default=str))
     validate_repository(staging)
     repository.mkdir(parents=True, exist_ok=True)

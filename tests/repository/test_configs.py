@@ -115,6 +115,32 @@ def test_config_for_engine_rejects_engine_when_family_output_is_missing(tmp_path
         config_for_engine(model, engine)
 
 
+@pytest.mark.parametrize(
+    ("options", "graphs", "buckets", "delay"),
+    [
+        (ServingOptions(), None, "", 0),  # CPU: pad to the longest row, no graphs, no waiting
+        (ServingOptions(gpu=True), "1", "16,32", 0),  # GPU: graphs and power-of-two buckets from 16
+        (ServingOptions(gpu=True, cuda_graphs=False, seq_buckets=(4, 12, 64), max_queue_delay_us=50), None, "12,32", 50),
+        (ServingOptions(gpu=True, seq_buckets=()), "1", "", 0),
+    ],
+)
+def test_serving_defaults_follow_the_device_when_options_are_left_out(
+    tmp_path: Path, options: ServingOptions, graphs: str | None, buckets: str, delay: int
+) -> None:
+    model = _served(tmp_path, Family.BERT)  # min_seq_len 8, max_seq_len 32
+    engine = _roundtrip(config_for_engine(model, model.engines[0], options))
+    tokenizer = _roundtrip(config_for_tokenizer(model, options))
+    assert (engine.parameters["enable_cuda_graph"].string_value if "enable_cuda_graph" in engine.parameters else None) == graphs
+    assert tokenizer.parameters["seq_buckets"].string_value == buckets
+    assert engine.dynamic_batching.max_queue_delay_microseconds == tokenizer.dynamic_batching.max_queue_delay_microseconds == delay
+
+
+@pytest.mark.parametrize("buckets", [(0, 8), (16, 8), (8, 8)])
+def test_serving_options_rejects_buckets_when_not_increasing_positive(buckets: tuple[int, ...]) -> None:
+    with pytest.raises(BadInputError, match="--seq-buckets"):
+        ServingOptions(gpu=True, seq_buckets=buckets)
+
+
 def test_serving_options_rejects_cuda_graphs_when_not_on_gpu() -> None:
     with pytest.raises(BadInputError, match="--gpu"):
         ServingOptions(cuda_graphs=True)

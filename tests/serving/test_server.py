@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,15 +42,19 @@ from toolkit.serving.server import port_in_use
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
 
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "triton"]
+BERT_BUCKETS = (8, 16)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, bert_model: ServedModel, gpt2_model: ServedModel) -> Iterator[Ports]:
-    """One server for both tiny models; a 20 ms queue delay makes dynamic batches likely."""
+    """One server for both tiny models; a 20 ms queue delay makes dynamic batches likely.
+
+    BERT's tokenizer pads to the buckets 8, 16 (and its max, 24); GPT-2's to the longest row.
+    """
     root = tmp_path_factory.mktemp("serving")
     options = ServingOptions(max_queue_delay_us=20_000, intra_op_threads=1)
-    for model in (bert_model, gpt2_model):
-        write_model_repository(root / "repository", model, options=options)
+    write_model_repository(root / "repository", bert_model, options=dataclasses.replace(options, seq_buckets=BERT_BUCKETS))
+    write_model_repository(root / "repository", gpt2_model, options=options)
     with running_server(root / "repository", state_dir=root / "server", timeout=180) as handle:
         yield handle.ports
     assert not any(port_in_use(port) for port in handle.ports.as_list()), "ports still open after stop"
@@ -117,6 +122,16 @@ def test_tokenizer_pads_gpt2_with_zero_and_mask_zero_when_rows_differ(server: Po
     short = int(mask[0].sum())
     assert short < ids.shape[1] and (ids[0, short:] == 0).all() and (mask[0, short:] == 0).all()
     assert mask[1].all()
+
+
+@pytest.mark.parametrize(("texts", "width"), [([b"hello world"], 8), ([b"hello world", b"the quick brown fox jumps over the lazy dog"], 16)])
+def test_tokenizer_pads_to_the_smallest_bucket_that_holds_the_longest_row(
+    server: Ports, bert_model: ServedModel, texts: list[bytes], width: int
+) -> None:
+    outputs = _infer(server, "grpc", tokenizer_model(bert_model.name), texts)
+    assert outputs["input_ids"].shape == (len(texts), width)
+    assert outputs["attention_mask"].sum(axis=1).max() < width  # padding really happened
+    assert (outputs["input_ids"][outputs["attention_mask"] == 0] == 0).all()  # BERT's [PAD] id
 
 
 def test_tokenizer_pads_to_min_seq_len_when_text_is_shorter(server: Ports, gpt2_model: ServedModel) -> None:

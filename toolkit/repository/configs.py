@@ -45,15 +45,22 @@ ENGINE_STATE_OF_FAMILY: dict[Family, str] = {Family.BERT: LAST_HIDDEN_STATE, Fam
 class ServingOptions:
     """Scheduling knobs shared by every generated model.
 
-    ``max_queue_delay_us`` lets the dynamic batcher wait that long to group requests;
-    ``intra_op_threads`` = 0 keeps ONNX Runtime's default; ``cuda_graphs`` applies to GPU engines.
+    ``max_queue_delay_us`` lets the dynamic batcher wait that long to group requests: 0 (default)
+    batches only what queued while the model was busy, so a lone request never waits, once per model
+    of the ensemble; ``intra_op_threads`` = 0 keeps ONNX Runtime's default. ``cuda_graphs`` (GPU
+    engines; default: on with ``gpu``) replays one captured CUDA graph per input shape.
+    ``seq_buckets`` are the lengths the tokenizer pads to (the smallest that fits the request's
+    longest row), so requests of mixed lengths batch together and CUDA graphs see few shapes;
+    default: powers of two from 16 with ``gpu``, none (pad to the longest row) on the CPU, where
+    padding costs compute. ``max_seq_len`` always ends the list.
     """
 
     gpu: bool = False
     engine_instances: int = 1
-    max_queue_delay_us: int = 1000
+    max_queue_delay_us: int = 0
     intra_op_threads: int = 0
-    cuda_graphs: bool = False
+    cuda_graphs: bool | None = None
+    seq_buckets: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.engine_instances < 1:
@@ -64,6 +71,20 @@ class ServingOptions:
             raise BadInputError(f"intra_op_threads={self.intra_op_threads}: must be >= 0, 0 means ORT's default")
         if self.cuda_graphs and not self.gpu:
             raise BadInputError("cuda_graphs=True needs gpu=True: CUDA graphs only exist on the CUDA provider (--gpu)")
+        if self.seq_buckets is not None and (any(b < 1 for b in self.seq_buckets) or list(self.seq_buckets) != sorted(set(self.seq_buckets))):
+            raise BadInputError(f"seq_buckets={self.seq_buckets}: need increasing lengths >= 1 (--seq-buckets 32,128,512)")
+
+    @property
+    def uses_cuda_graphs(self) -> bool:
+        return self.gpu if self.cuda_graphs is None else self.cuda_graphs
+
+    def buckets_for(self, min_seq_len: int, max_seq_len: int) -> list[int]:
+        """The padded lengths the tokenizer may emit for a model, in increasing order, ending at ``max_seq_len``."""
+        if self.seq_buckets is None:
+            wanted = [1 << n for n in range(4, max_seq_len.bit_length())] if self.gpu else []
+        else:
+            wanted = list(self.seq_buckets)
+        return sorted({b for b in wanted if min_seq_len <= b < max_seq_len} | ({max_seq_len} if wanted else set()))
 
 
 def _tensor(name: str, data_type: str, dims: list[int] | tuple[int, ...]) -> dict[str, Any]:
@@ -89,8 +110,10 @@ def _batching(model: ServedModel, options: ServingOptions) -> dict[str, Any]:
 def config_for_tokenizer(model: ServedModel, options: ServingOptions = ServingOptions()) -> model_config_pb2.ModelConfig:
     """Python-backend model: TEXT -> token tensors of the family's engine plus a ``truncated`` flag.
 
-    Rows are padded to the request's longest row, and at least to ``model.min_seq_len``.
+    Rows are padded to the request's longest row, and at least to ``model.min_seq_len``, then up to
+    the next of ``options.buckets_for(...)`` (parameter ``seq_buckets``) when there are buckets.
     """
+    buckets = options.buckets_for(model.min_seq_len, model.max_seq_len)
     outputs = [_tensor(name, "TYPE_INT64", [-1]) for name in ENGINE_INPUTS[model.family]]
     return _message(
         {
@@ -100,7 +123,14 @@ def config_for_tokenizer(model: ServedModel, options: ServingOptions = ServingOp
             "input": [_tensor(TEXT, "TYPE_STRING", [1])],
             "output": [*outputs, _tensor(TRUNCATED, "TYPE_BOOL", [1])],
             "instance_group": [{"kind": "KIND_CPU", "count": 1}],
-            "parameters": _parameters({"max_seq_len": model.max_seq_len, "min_seq_len": model.min_seq_len, "family": model.family.value}),
+            "parameters": _parameters(
+                {
+                    "max_seq_len": model.max_seq_len,
+                    "min_seq_len": model.min_seq_len,
+                    "seq_buckets": ",".join(map(str, buckets)),
+                    "family": model.family.value,
+                }
+            ),
         }
     )
 
@@ -119,7 +149,7 @@ def config_for_engine(
     parameters: dict[str, object] = {}
     if options.intra_op_threads:
         parameters["intra_op_threads"] = options.intra_op_threads
-    if options.cuda_graphs:
+    if options.uses_cuda_graphs:
         parameters["enable_cuda_graph"] = 1
     return _message(
         {

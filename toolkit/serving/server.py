@@ -91,7 +91,8 @@ def prepare_backend_dir(target: Path = DEFAULT_BACKEND_DIR) -> Path:
         folder = target / runtime
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy2(BACKENDS_SOURCE / runtime / "model.py", folder / "model.py")
-        shutil.copy2(BACKENDS_SOURCE / "common" / "triton_batching.py", folder / "triton_batching.py")
+        for common in (BACKENDS_SOURCE / "common").glob("*.py"):  # imported by module name beside model.py
+            shutil.copy2(common, folder / common.name)
     return target
 
 

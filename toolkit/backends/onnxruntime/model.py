@@ -8,7 +8,7 @@ backend is absent (the pip-installed server has none). The model file is
 - Execution provider: CUDA (I/O binding) when the instance is KIND_GPU and onnxruntime-gpu sees
   a GPU, else CPU. Config parameters (string values): ``intra_op_threads`` (CPU threads, 0 =
   ORT default), ``enable_cuda_graph`` (1 = replay one CUDA graph per input shape, up to
-  ``cuda_graph_max_shapes``, default 16; other shapes run without a graph).
+  ``cuda_graph_max_shapes``, default 16; other shapes run without a graph; see cuda_graphs.py).
 - All requests of one ``execute`` whose non-batch shapes agree run as one ORT call; every request
   gets exactly one response, a TritonError when its group failed.
 """
@@ -24,50 +24,9 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # triton_batching.py is copied beside us
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the common modules are copied beside us
+from cuda_graphs import DeviceRunner
 from triton_batching import run_grouped, tensor_specs
-
-
-class _CudaGraphs:
-    """One captured graph per input shape: ORT replays a graph only on the same device buffers."""
-
-    def __init__(self, session: ort.InferenceSession, device_id: int, outputs: list[Any], max_shapes: int) -> None:
-        self.session, self.device_id, self.outputs, self.max_shapes = session, device_id, outputs, max_shapes
-        self.slots: dict[tuple[Any, ...], tuple[int, dict[str, ort.OrtValue], list[ort.OrtValue], Any]] = {}
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray] | None:
-        """Run through a graph for this shape, or return None when the shape cache is full."""
-        key = tuple((name, array.shape) for name, array in feeds.items())
-        slot = self.slots.get(key)
-        if slot is None:
-            if len(self.slots) >= self.max_shapes:
-                return None
-            slot = self._new_slot(key, feeds)
-        graph_id, inputs, outputs, binding = slot
-        for name, array in feeds.items():
-            inputs[name].update_inplace(np.ascontiguousarray(array))
-        options = ort.RunOptions()
-        options.add_run_config_entry("gpu_graph_id", str(graph_id))
-        self.session.run_with_iobinding(binding, options)
-        return [value.numpy() for value in outputs]
-
-    def _new_slot(self, key: tuple[Any, ...], feeds: dict[str, np.ndarray]) -> Any:
-        # Output buffers must exist before capture; a -1 output dim is the input's sequence length
-        # (true for encoder states and decoder logits, the engines this toolkit serves).
-        batch, seq = next(iter(feeds.values())).shape[:2]
-        binding = self.session.io_binding()
-        inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", self.device_id) for n, a in feeds.items()}
-        for name, value in inputs.items():
-            binding.bind_ortvalue_input(name, value)
-        outputs = []
-        for name, dtype, dims in self.outputs:
-            shape = [batch, *(seq if d == -1 else d for d in dims)]
-            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", self.device_id)
-            binding.bind_ortvalue_output(name, value)
-            outputs.append(value)
-        slot = (len(self.slots) + 1, inputs, outputs, binding)  # graph id 0 is ORT's default graph
-        self.slots[key] = slot
-        return slot
 
 
 class TritonPythonModel:
@@ -91,14 +50,16 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(parameters.get("intra_op_threads", "0"))
         if self.use_cuda:
-            cuda_options = {"device_id": str(self.device_id), "enable_cuda_graph": "1" if cuda_graph else "0"}
+            # TF32 off: served FP32 must be the FP32 the fidelity reference computes.
+            cuda_options = {"device_id": str(self.device_id), "use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
             providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(path, options, providers=providers)
         self._check_graph_names(path)
-        max_shapes = int(parameters.get("cuda_graph_max_shapes", "16"))
-        self.graphs = _CudaGraphs(self.session, self.device_id, self.outputs, max_shapes) if cuda_graph else None
+        self.device_outputs = [o.name for o in self.session.get_outputs()]
+        max_graphs = int(parameters.get("cuda_graph_max_shapes", "16")) if cuda_graph else 0
+        self.device = DeviceRunner(self.session, self.device_id, max_graphs) if self.use_cuda else None
         logger.log_info(f"{args['model_name']}: {path} on {self.session.get_providers()[0]}")
 
     def _check_graph_names(self, path: str) -> None:
@@ -113,23 +74,10 @@ class TritonPythonModel:
             )
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        names = [name for name, _, _ in self.outputs]
-        if not self.use_cuda:
-            return self.session.run(names, feeds)
-        if self.graphs is not None:
-            results = self.graphs.run(feeds)
-            if results is not None:
-                return results
-        binding = self.session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        for name in names:
-            binding.bind_output(name, "cuda", self.device_id)
-        options = ort.RunOptions()
-        if self.graphs is not None:
-            options.add_run_config_entry("gpu_graph_id", "-1")  # shape cache full: run without a graph
-        self.session.run_with_iobinding(binding, options)
-        return binding.copy_outputs_to_cpu()
+        if self.device is None:
+            return self.session.run([name for name, _, _ in self.outputs], feeds)
+        results = dict(zip(self.device_outputs, self.device.run(feeds), strict=True))
+        return [results[name] for name, _, _ in self.outputs]
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return run_grouped(requests, self.inputs, self.outputs, self._run, "onnxruntime")

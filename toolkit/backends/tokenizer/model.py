@@ -7,7 +7,9 @@ Triton's Python stub, where the toolkit itself may not be installed.
 Behaviour per request (one response each): every TEXT row must be non-empty UTF-8, otherwise
 the request gets an error naming the row. Rows are truncated to ``max_seq_len`` tokens
 (special tokens included) and padded to the longest row of the request, and at least to
-``min_seq_len`` (a TensorRT profile's minimum); padding uses the
+``min_seq_len`` (a TensorRT profile's minimum), then up to the smallest of ``seq_buckets``
+(comma-separated lengths, may be empty) that holds it, so the engines see few shapes (one CUDA
+graph each) and requests of mixed lengths batch together; padding uses the
 tokenizer's pad id, or 0 for tokenizers without one (GPT-2), always with mask 0.
 """
 
@@ -35,6 +37,7 @@ class TritonPythonModel:
         self.max_seq_len = int(parameters["max_seq_len"])
         # Engines may refuse shorter sequences (a TensorRT profile's minimum): pad up to it.
         self.min_seq_len = int(parameters.get("min_seq_len", "1"))
+        self.buckets = sorted(int(b) for b in parameters.get("seq_buckets", "").split(",") if b.strip())
         self.output_names = [output["name"] for output in config["output"]]
         self.input_name = config["input"][0]["name"]
         version_dir = os.path.join(args["model_repository"], args["model_version"])
@@ -62,6 +65,7 @@ class TritonPythonModel:
     def _tensors(self, texts: list[str]) -> dict[str, np.ndarray]:
         encodings = self.tokenizer.encode_batch(texts)
         width = max(self.min_seq_len, *(len(encoding.ids) for encoding in encodings))
+        width = next((bucket for bucket in self.buckets if bucket >= width), width)
         ids = np.full((len(texts), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(texts), width), dtype=np.int64)
         types = np.zeros((len(texts), width), dtype=np.int64)

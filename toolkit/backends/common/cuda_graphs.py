@@ -1,0 +1,110 @@
+"""ONNX Runtime CUDA runs on device buffers kept per input shape, with one CUDA graph per shape.
+
+Shared by the Triton ``onnxruntime`` backend (copied beside its ``model.py`` and imported by this module
+name) and by the engine-only grid (``perf.engine_grid``), so the numbers the grid reports come from the
+code path the server runs. Needs only numpy and onnxruntime(-gpu): no Triton, no toolkit imports.
+
+ONNX Runtime replays a captured graph only on the device addresses it was captured with, so each
+shape gets its own bound input and output buffers ("slot") and its own ``gpu_graph_id``. A session
+made with the CUDA EP option ``enable_cuda_graph=1`` captures a graph at a slot's first runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+NUMPY_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+NO_GRAPH = -1  # ORT's run option value for "run this call without a graph" in a graph-enabled session
+
+
+@dataclass
+class Slot:
+    """Device buffers bound for one input shape; ``graph_id`` > 0 when runs replay a CUDA graph."""
+
+    graph_id: int
+    inputs: dict[str, Any]
+    outputs: list[Any]
+    binding: Any
+    runs: int = field(default=0)
+
+
+class DeviceRunner:
+    """Runs one CUDA-EP session through I/O binding; ``max_graphs`` shapes get CUDA graphs.
+
+    ``max_graphs`` = 0 runs without graphs (and the session need not enable them). Shapes past the
+    graph budget run on fresh buffers without a graph, so a long tail of shapes cannot exhaust memory.
+    """
+
+    def __init__(self, session: ort.InferenceSession, device_id: int = 0, max_graphs: int = 16) -> None:
+        self.session, self.device_id, self.max_graphs = session, device_id, max_graphs
+        self.output_meta = [(o.name, NUMPY_OF_ORT.get(o.type, np.float32), list(o.shape)) for o in session.get_outputs()]
+        self.slots: dict[tuple[Any, ...], Slot] = {}
+        self.graphs = 0
+
+    @staticmethod
+    def shape_key(feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
+        return tuple((name, array.shape) for name, array in feeds.items())
+
+    def output_shapes(self, batch: int, seq: int) -> list[list[int]]:
+        """Output shapes for inputs of [batch, seq]: axis 0 is the batch, other symbolic axes the sequence.
+
+        True of the engines this toolkit builds (encoder states, pooled vectors, decoder logits).
+        """
+        return [[batch if axis == 0 else (d if isinstance(d, int) else seq) for axis, d in enumerate(dims)] for _, _, dims in self.output_meta]
+
+    def slot(self, feeds: dict[str, np.ndarray], graph: bool) -> Slot:
+        """New device buffers for ``feeds``' shape (holding a copy of ``feeds``), bound for runs."""
+        batch, seq = next(iter(feeds.values())).shape[:2]
+        binding = self.session.io_binding()
+        inputs = {n: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), "cuda", self.device_id) for n, a in feeds.items()}
+        for name, value in inputs.items():
+            binding.bind_ortvalue_input(name, value)
+        outputs = []
+        for (name, dtype, _), shape in zip(self.output_meta, self.output_shapes(batch, seq), strict=True):
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", self.device_id)
+            binding.bind_ortvalue_output(name, value)
+            outputs.append(value)
+        graph_id = NO_GRAPH
+        if graph:
+            self.graphs += 1
+            graph_id = self.graphs  # graph id 0 is ORT's default graph: start at 1
+        return Slot(graph_id, inputs, outputs, binding)
+
+    def launch(self, slot: Slot) -> None:
+        """One run on the slot's buffers (replaying its graph once captured); returns when done."""
+        options = ort.RunOptions()
+        if self.max_graphs:
+            options.add_run_config_entry("gpu_graph_id", str(slot.graph_id))
+        self.session.run_with_iobinding(slot.binding, options)
+        slot.binding.synchronize_outputs()
+        slot.runs += 1
+
+    @staticmethod
+    def fetch(slot: Slot) -> list[np.ndarray]:
+        """The slot's outputs copied to host arrays."""
+        return [value.numpy() for value in slot.outputs]
+
+    @staticmethod
+    def load(slot: Slot, feeds: dict[str, np.ndarray]) -> None:
+        """Copy new host inputs of the slot's shape into its device buffers."""
+        for name, array in feeds.items():
+            slot.inputs[name].update_inplace(np.ascontiguousarray(array))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Host inputs in, host outputs out, through this shape's slot (created on first use)."""
+        key = self.shape_key(feeds)
+        slot = self.slots.get(key)
+        if slot is None:
+            if len(self.slots) >= self.max_graphs:
+                transient = self.slot(feeds, graph=False)
+                self.launch(transient)
+                return self.fetch(transient)
+            slot = self.slots[key] = self.slot(feeds, graph=True)
+        else:
+            self.load(slot, feeds)
+        self.launch(slot)
+        return self.fetch(slot)
