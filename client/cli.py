@@ -213,7 +213,7 @@ def fidelity(
     timeout: float,
     retries: int,
 ) -> None:
-    """Compare served engines of MODEL with the fp32 reference; write results/<gpu-or-host>/fidelity.json."""
+    """Compare served engines of MODEL with the fp32 reference; write results/<device>/fidelity_<model>.json."""
     from client import fidelity as fid
     from client.inputs import INPUT_KINDS, load_tokenizer
     from client.reference import OnnxReference, reference_onnx_path
@@ -243,7 +243,7 @@ def fidelity(
             seed,
         )
     env = fid.environment()
-    path = fid.write_results(records, fid.results_dir(results_dir, env) / "fidelity.json", env)
+    path = fid.write_results(records, fid.results_dir(results_dir, env) / f"fidelity_{model}.json", env)
     click.echo(fid.format_table(records))
     gaps = fid.random_vs_text(records)
     if gaps:
@@ -297,7 +297,7 @@ def task(
         client = _client(served_url or url, protocol, timeout, retries)
         client.require_ready()
         records = task_accuracy(client, load_tokenizer(find_tokenizer(repository, model)), model, labelled, chosen, runtime, seq)
-    path = fid.results_dir(results_dir, fid.environment()) / "task.json"
+    path = fid.results_dir(results_dir, fid.environment()) / f"task_{model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([record.as_dict() for record in records], indent=2))
     for record in records:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import re
 import socket
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from toolkit.environment import gpus, package_versions
+from toolkit.environment import device_folder, gpus, package_versions
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import LOGITS, NEXT_TOKEN_LOGITS, Precision, Runtime, engine_model
 
@@ -306,11 +305,10 @@ def environment() -> dict[str, Any]:
 
 
 def results_dir(root: Path, env: Mapping[str, Any] | None = None) -> Path:
-    """``<root>/<gpu-or-host>``: the first GPU's name as a slug, else the host name."""
+    """``<root>/<device>``: the folder perf writes to as well (``h100``, ``cpu-...``; see ``device_folder``)."""
     env = env if env is not None else environment()
     gpus = env.get("gpus") or []
-    label = gpus[0]["name"] if gpus else str(env.get("host", "unknown"))
-    return root / (re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "unknown")
+    return root / device_folder(gpus[0]["name"] if gpus else None)
 
 
 def write_results(records: Sequence[FidelityRecord], path: Path, env: Mapping[str, Any] | None = None) -> Path:

@@ -175,6 +175,72 @@ def engine(
     click.echo(f"appended to {path}")
 
 
+TORCH_FACTORIES = {"minilm": "perf.torch_models:minilm", "bert-base-uncased": "perf.torch_models:bert_base_uncased", "gpt2": "perf.torch_models:gpt2"}
+
+
+def _grid_line(record: dict[str, object]) -> str:
+    if record.get("status") != "ok":
+        return f"{record['key']}: error {record.get('error')}"
+    if record["kind"] == "memory":
+        return f"{record['key']}: {record.get('gpu_memory_mib')} MiB on the GPU, file {record.get('file_mib'):.0f} MiB"
+    line = f"{record['key']}: median {record['median_ms']:.3f} ms"
+    if record["kind"] == "engine":
+        line += " (graph)" if record.get("cuda_graph") else ""
+        if "cosine_min" in record:
+            line += f", cosine min {record['cosine_min']:.7f}, NaN {record['nan_count']}, Inf {record['inf_count']}"
+    return line
+
+
+@main.command()
+@click.option("--models", default="bert-base-uncased,gpt2", show_default=True, help="Models in the repository.")
+@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--precisions", default="fp32,fp16,hybrid", show_default=True)
+@click.option("--batch", "batch_sizes", default="1,2,4,8,16,32", show_default=True)
+@click.option("--seq", "seq_lens", default="32,64,128,256,512", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cuda", show_default=True)
+@click.option("--graph-token-limit", type=int, default=4096, show_default=True, help="CUDA graphs for shapes of at most this many tokens.")
+@click.option("--seconds", "target_seconds", type=float, default=0.3, show_default=True, help="Timing budget per point.")
+@click.option("--cpu-baseline/--no-cpu-baseline", default=True, show_default=True, help="CPU FP32 baseline at a few points (GPU runs).")
+@click.option("--torch/--no-torch", "with_torch", default=True, show_default=True, help="PyTorch eager FP32/FP16 at b1 s128 and b32 s512.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def grid(
+    models: str,
+    repository: Path,
+    out: Path,
+    precisions: str,
+    batch_sizes: str,
+    seq_lens: str,
+    device: str,
+    graph_token_limit: int,
+    target_seconds: float,
+    cpu_baseline: bool,
+    with_torch: bool,
+    no_progress: bool,
+) -> None:
+    """Engine-only grid: every precision x batch x length, timed and compared with FP32 in one run."""
+    from perf.engine_grid import GridPlan, run_grid
+    from toolkit.engines.onnxrt import Device
+
+    try:
+        plan = GridPlan(
+            models=_csv_strs(models) or (),
+            precisions=_csv_strs(precisions) or (),
+            batch_sizes=_csv_ints(batch_sizes) or (),
+            seq_lens=_csv_ints(seq_lens) or (),
+            device=cast(Device, device),
+            graph_token_limit=graph_token_limit,
+            target_seconds=target_seconds,
+        )
+        factories = {m: _load_callable(TORCH_FACTORIES[m]) for m in plan.models if with_torch and m in TORCH_FACTORIES}
+        path = run_grid(
+            plan, repository, out, factories, cpu_baseline, progress=not no_progress, echo=lambda r: click.echo(_grid_line(r))  # type: ignore[arg-type]
+        )
+    except (ToolkitError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"appended to {path}")
+
+
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 def report(out: Path) -> None:

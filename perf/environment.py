@@ -10,23 +10,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from toolkit.environment import nvidia_smi_query
+from toolkit.environment import cpu_name, device_folder, nvidia_smi_query, slug
 
-
-def slug(text: str) -> str:
-    """Lower-case folder name: runs of other characters become one dash."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+__all__ = ["build_manifests", "cpu_name", "device_info", "manifest_hash", "slug"]
 
 
 def _cuda_driver_version() -> str | None:
@@ -54,7 +40,7 @@ def device_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "host": platform.node(),
     }
-    info["name"] = slug(info["gpu"] or f"cpu {info['cpu']}")
+    info["name"] = device_folder(info["gpu"])
     return info
 
 

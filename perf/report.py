@@ -2,7 +2,7 @@
 
 Plots (matplotlib, Agg): latency vs batch and vs sequence length per precision, speedup heat maps
 (batch x sequence) over the CPU FP32 baseline, throughput vs concurrency, engine size / GPU memory
-bars, fidelity per precision (from ``results/*/fidelity.json`` when present), and a cross-device
+bars, fidelity per precision (from ``results/*/fidelity*.json`` when present), and a cross-device
 table when more than one device folder exists. Missing inputs leave their section out.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perf import results as rf
+from perf.grid_report import gpu_comparison, grid_section
 from perf.sweep import derive
 from toolkit.names import Precision
 
@@ -248,6 +249,7 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     if errors:
         md.append("### Failed configurations\n")
         md.append(_table(["configuration", "error"], ([r["key"], str(r.get("error", ""))[-200:]] for r in errors)) + "\n")
+    md.extend(grid_section(device_dir, out, plots, _table, _heatmap, _image))
     md.extend(_fidelity_section(device_dir, out, plots))
     return md
 
@@ -260,14 +262,16 @@ def _group(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple[Any,
 
 
 def read_fidelity(device_dir: Path) -> list[dict[str, Any]]:
-    """Fidelity records of ``fidelity.json`` (a list, ``{"records": [...]}`` or one record); [] if absent."""
-    path = device_dir / "fidelity.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return []
-    records = data.get("records", [data]) if isinstance(data, dict) else data
-    return [r for r in records if isinstance(r, dict) and "precision" in r]
+    """Records of every ``fidelity*.json`` (a list, ``{"records": [...]}`` or one record); [] if none."""
+    records: list[dict[str, Any]] = []
+    for path in sorted(device_dir.glob("fidelity*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        found = data.get("records", [data]) if isinstance(data, dict) else data
+        records += [r for r in found if isinstance(r, dict) and "precision" in r]
+    return records
 
 
 def _fidelity_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
@@ -346,6 +350,7 @@ def write_report(out: Path = Path("results")) -> Path:
         md.extend(_device_section(device_dir, out, out / "plots" / device_dir.name))
     if len(device_dirs) > 1:
         md.extend(_cross_device(device_dirs))
+        md.extend(gpu_comparison(device_dirs, _table))
     report = out / "REPORT.md"
     out.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(md))

@@ -13,6 +13,7 @@ ENGINES_FILE = "engines.jsonl"
 DERIVED_FILE = "derived.jsonl"
 ENVIRONMENT_FILE = "environment.jsonl"
 RAW_DIR = "raw"
+GRID_FILE = "grid.jsonl"  # perf.engine_grid
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -55,5 +56,5 @@ def device_dirs(out: Path) -> Iterator[Path]:
     """``out/<device>/`` folders that hold measurements."""
     if Path(out).is_dir():
         for child in sorted(Path(out).iterdir()):
-            if child.is_dir() and any((child / f).is_file() for f in (PERF_FILE, BASELINE_FILE, ENGINES_FILE)):
+            if child.is_dir() and any((child / f).is_file() for f in (PERF_FILE, BASELINE_FILE, ENGINES_FILE, GRID_FILE)):
                 yield child

@@ -5,9 +5,12 @@ One place for the build manifest, fidelity records and perf records alike.
 
 from __future__ import annotations
 
+import platform
+import re
 import shutil
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 # Packages whose versions shape builds and numbers; absent ones are left out of records.
 PACKAGES = (
@@ -62,3 +65,31 @@ def gpu_name() -> str | None:
     """``"<name>, <driver>"`` of the first NVIDIA GPU, or None on a machine without one."""
     found = gpus()
     return f"{found[0]['name']}, {found[0]['driver']}" if found else None
+
+
+def slug(text: str) -> str:
+    """Lower-case folder name: runs of other characters become one dash."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_folder(gpu: str | None = None) -> str:
+    """The ``results/<folder>`` of this machine's numbers, shared by perf and fidelity records.
+
+    A GPU is named by its model number ("NVIDIA H100 80GB HBM3" -> ``h100``, else the slug of its name);
+    a machine without one (``gpu`` None) by its CPU ("cpu-amd-epyc-...").
+    """
+    if gpu is None:
+        return slug(f"cpu {cpu_name()}")
+    match = re.search(r"\b([A-Z]+[0-9]+[A-Z]*)\b", gpu.removeprefix("NVIDIA "))
+    return match.group(1).lower() if match else slug(gpu)

@@ -21,6 +21,7 @@ from client.fidelity import (
     results_dir,
     write_results,
 )
+from toolkit.environment import device_folder
 from toolkit.errors import BadInputError, ToolkitError
 
 
@@ -124,16 +125,20 @@ def test_write_results_writes_json_with_nan_as_null_when_metrics_are_nan(tmp_pat
 
     env = {"host": "Box_1", "gpus": []}
     path = write_results([_record(cosine_min=float("nan"))], results_dir(tmp_path, env) / "fidelity.json", env)
-    assert path == tmp_path / "box-1" / "fidelity.json"
+    assert path == tmp_path / device_folder(None) / "fidelity.json"  # the CPU's folder, as perf's records
     payload = json.loads(path.read_text())
     assert payload["environment"] == env
     assert payload["records"][0]["outputs"]["out"]["cosine_min"] is None
     assert payload["records"][0]["precision"] == "hybrid"
 
 
-def test_results_dir_uses_gpu_name_when_gpu_present(tmp_path) -> None:
-    env = {"host": "h", "gpus": [{"name": "NVIDIA H100 80GB HBM3", "driver": "580"}]}
-    assert results_dir(tmp_path, env) == tmp_path / "nvidia-h100-80gb-hbm3"
+@pytest.mark.parametrize(
+    ("gpu", "folder"),
+    [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"), ("Tesla T4", "t4"), ("NVIDIA GeForce RTX 4090", "nvidia-geforce-rtx-4090")],
+)
+def test_results_dir_uses_gpu_model_number_when_gpu_present(tmp_path, gpu: str, folder: str) -> None:
+    env = {"host": "h", "gpus": [{"name": gpu, "driver": "580"}]}
+    assert results_dir(tmp_path, env) == tmp_path / folder
 
 
 def test_format_table_has_one_line_per_output_when_records_given() -> None:

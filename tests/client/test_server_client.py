@@ -172,7 +172,7 @@ def test_cli_infer_and_fidelity_succeed_when_server_up(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Random ids vs real text" in out
-    (written,) = tmp_path.glob("*/fidelity.json")
+    (written,) = tmp_path.glob("*/fidelity_*.json")
     payload = json.loads(written.read_text())
     assert len(payload["records"]) == 4 and payload["environment"]["packages"]["tritonclient"]
 

@@ -46,3 +46,24 @@ def test_fused_variant_on_cuda_matches_fp32(precision: Precision, tiny_bert: Loa
         outputs[variant] = session_for(path, "cuda").run(["last_hidden_state"], inputs)[0]
     valid = inputs["attention_mask"].astype(bool)
     assert cosine_rows(outputs[Precision.FP32][valid], outputs[precision][valid]).min() >= 0.999
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_device_runner_replays_graphs_per_shape_with_fresh_inputs(tiny_bert: LoadedModel, tmp_path: Path) -> None:
+    """The served path (cuda_graphs.DeviceRunner) matches a plain CUDA run for every shape, replay after replay."""
+    import numpy as np
+
+    from toolkit.backends.common.cuda_graphs import DeviceRunner
+    from toolkit.engines.onnxrt import session_for
+
+    fused, _ = fused_onnx(onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx", "bert", 4, 128)
+    runner = DeviceRunner(session_for(fused, "cuda", cuda_graph=True), max_graphs=2)
+    plain = session_for(fused, "cuda")
+    for seed, (batch, seq) in enumerate([(1, 16), (4, 32), (1, 16), (2, 8), (4, 32)]):  # (2, 8): past the graph budget
+        inputs = example_inputs(tiny_bert, batch, seq, seed=seed)
+        got = runner.run(inputs)
+        expected = plain.run(None, inputs)
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g, e, atol=1e-4)
+    assert len(runner.slots) == 2 and runner.graphs == 2

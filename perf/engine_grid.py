@@ -1,0 +1,296 @@
+"""The engine-only grid: models x precisions x batch sizes x sequence lengths, timed and checked in one run.
+
+Per model, one ONNX Runtime session per precision stays loaded while the grid walks the shapes, so
+every ratio of a point (FP16 over FP32, hybrid over FP16) divides numbers taken seconds apart on the
+same device. On CUDA each point runs through ``toolkit/backends/common/cuda_graphs.py``, the code the
+Triton backend serves with: I/O binding on preallocated device buffers and, up to
+``graph_token_limit`` tokens (batch x length), a CUDA graph per shape, as the server replays them.
+Each precision's output is compared with FP32's on the same inputs (cosine, errors, NaN/Inf).
+
+Also measured, once per model: the CPU FP32 baseline (the same FP32 graph on the CPU execution
+provider) at ``cpu_points``, PyTorch eager FP32/FP16 at ``torch_points``, and the GPU memory each
+precision's engine takes at the largest shape. Records land in ``<out>/<device>/grid.jsonl`` as they
+finish, each with a ``kind``: ``engine``, ``cpu_baseline``, ``torch`` or ``memory``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.fidelity import compare_arrays
+from perf import results as rf
+from perf.engine_timing import Timing, session_memory_mib, time_callable, time_torch
+from perf.environment import device_info
+from perf.inputs import batch_arrays
+from toolkit.engines.onnxrt import Device, session_for
+from toolkit.environment import package_versions
+from toolkit.errors import BadInputError
+from toolkit.names import Precision
+from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
+
+REFERENCE = Precision.FP32.value
+# Outputs above this many elements are compared on evenly spaced rows (NaN/Inf still counted on all):
+# GPT-2's logits at batch 32 x 512 tokens are 823 M values.
+FULL_COMPARE_ELEMENTS = 16_000_000
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """What one grid run measures, and how carefully."""
+
+    models: tuple[str, ...]
+    precisions: tuple[str, ...] = tuple(p.value for p in Precision)
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    seq_lens: tuple[int, ...] = (32, 64, 128, 256, 512)
+    device: Device = "cuda"
+    graph_token_limit: int = 4096  # CUDA graphs up to this many tokens; larger shapes are bound by compute
+    target_seconds: float = 0.3  # timing budget per point: runs = budget / one run's time, clamped
+    min_runs: int = 10
+    max_runs: int = 200
+    warmup: int = 3
+    cpu_points: tuple[tuple[int, int], ...] = ((1, 32), (1, 128), (1, 512), (8, 128), (32, 128), (32, 512))
+    cpu_target_seconds: float = 3.0
+    torch_points: tuple[tuple[int, int], ...] = ((1, 128), (32, 512))
+
+    def __post_init__(self) -> None:
+        for precision in self.precisions:
+            Precision(precision)
+        if REFERENCE not in self.precisions:
+            raise BadInputError(f"the grid compares every precision with {REFERENCE}: include it in --precisions")
+        if not self.models or min(self.batch_sizes + self.seq_lens) < 1 or self.min_runs < 1:
+            raise BadInputError("the grid needs models, batch sizes and lengths >= 1, and --min-runs >= 1")
+        if self.device not in ("cpu", "cuda"):
+            raise BadInputError(f"device {self.device!r}: choose cpu or cuda")
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """(batch, length) points, smallest first, so a run cut short has the cheap points."""
+        return sorted(((b, s) for b in self.batch_sizes for s in self.seq_lens), key=lambda p: (p[0] * p[1], p))
+
+
+def _runs_for(plan: GridPlan, one_run_ms: float, target_seconds: float, min_runs: int) -> int:
+    return int(min(plan.max_runs, max(min_runs, target_seconds * 1000.0 / max(one_run_ms, 1e-3))))
+
+
+def _adaptive_timing(plan: GridPlan, call: Callable[[], object], target_seconds: float, min_runs: int, warmup: int) -> Timing:
+    """Warm up, time one call, then time as many calls as fit ``target_seconds`` (clamped)."""
+    for _ in range(warmup):
+        call()
+    started = time.perf_counter()
+    call()
+    runs = _runs_for(plan, (time.perf_counter() - started) * 1000.0, target_seconds, min_runs)
+    return time_callable(call, runs=runs, warmup=0)
+
+
+class _Engine:
+    """One precision's session and how a shape is timed on it (CUDA: device runner; CPU: session.run)."""
+
+    def __init__(self, path: Path, plan: GridPlan) -> None:
+        self.path, self.plan = path, plan
+        self.session = session_for(path, plan.device, cuda_graph=plan.device == "cuda")
+        self.names = [i.name for i in self.session.get_inputs()]
+        self.runner = None
+        if plan.device == "cuda":
+            from toolkit.backends.common.cuda_graphs import DeviceRunner
+
+            self.runner = DeviceRunner(self.session, max_graphs=1 << 20)
+
+    def measure(self, feeds: dict[str, np.ndarray], graph: bool) -> tuple[Timing, np.ndarray]:
+        """Timing of this shape and the first output (host copy) of its last run."""
+        feeds = {name: feeds[name] for name in self.names}
+        if self.runner is None:
+            timing = _adaptive_timing(
+                self.plan, lambda: self.session.run(None, feeds), self.plan.target_seconds, self.plan.min_runs, self.plan.warmup
+            )
+            return timing, self.session.run(None, feeds)[0]
+        # The slot's device buffers go back when this returns; its graph (if any) is never replayed again.
+        runner, slot = self.runner, self.runner.slot(feeds, graph=graph)
+        timing = _adaptive_timing(self.plan, lambda: runner.launch(slot), self.plan.target_seconds, self.plan.min_runs, self.plan.warmup)
+        return timing, runner.fetch(slot)[0]
+
+
+def _fidelity(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """Metrics of one output against FP32's, on evenly spaced token rows when the output is huge."""
+    nan, inf = int(np.isnan(candidate).sum()), int(np.isinf(candidate).sum())
+    rows_total = int(np.prod(candidate.shape[:-1])) if candidate.ndim > 1 else 1
+    ref, cand, row_mask = reference, candidate, mask
+    if candidate.size > FULL_COMPARE_ELEMENTS and candidate.ndim == 3:
+        step = int(np.ceil(candidate.size / FULL_COMPARE_ELEMENTS))
+        ref = reference.reshape(-1, 1, reference.shape[-1])[::step]
+        cand = candidate.reshape(-1, 1, candidate.shape[-1])[::step]
+        row_mask = mask.reshape(-1, 1)[::step]
+    metrics = compare_arrays(ref, cand, row_mask if row_mask.shape == cand.shape[:2] else None)
+    return {
+        **{k: v for k, v in asdict(metrics).items() if k in ("cosine_min", "cosine_mean", "max_abs", "mean_abs", "max_rel")},
+        "nan_count": nan,
+        "inf_count": inf,
+        "rows_compared": int(cand.size // cand.shape[-1]),
+        "rows_total": rows_total,
+    }
+
+
+def _model_files(repository: Path, model: str, precisions: tuple[str, ...]) -> dict[str, Path]:
+    files = {}
+    for precision in precisions:
+        path = engine_file(repository, model, precision, "onnxruntime")
+        if path is None:
+            raise BadInputError(
+                f"no ONNX engine for {model} {precision} in {repository}; build it first (build_engines.py --model {model})"
+            )
+        files[precision] = path
+    return files
+
+
+def _engine_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
+    engines = {precision: _Engine(path, plan) for precision, path in files.items()}
+    for batch, seq in plan.shapes():
+        feeds = batch_arrays(tokenizer, names, batch, seq)
+        graph = plan.device == "cuda" and batch * seq <= plan.graph_token_limit
+        outputs: dict[str, np.ndarray] = {}
+        for precision in plan.precisions:  # FP32 first: the reference of the others
+            record: dict[str, Any] = {
+                "kind": "engine",
+                "key": f"{model}|{precision}|b{batch}|s{seq}",
+                "model": model,
+                "precision": precision,
+            }
+            record.update(batch_size=batch, seq_len=seq, cuda_graph=graph)
+            try:
+                timing, outputs[precision] = engines[precision].measure(feeds, graph)
+                record.update(status="ok", **timing.as_dict())
+                if precision != REFERENCE and REFERENCE in outputs:
+                    record.update(_fidelity(outputs[REFERENCE], outputs[precision], feeds["attention_mask"]))
+            except Exception as error:  # one failing point is this point's result; the grid goes on
+                record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+            yield record
+        outputs.clear()
+    del engines
+    gc.collect()
+
+
+def _cpu_points(plan: GridPlan, model: str, fp32: Path, tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
+    session = session_for(fp32, "cpu")
+    for batch, seq in plan.cpu_points:
+        record: dict[str, Any] = {
+            "kind": "cpu_baseline",
+            "key": f"{model}|cpu_fp32|b{batch}|s{seq}",
+            "model": model,
+            "precision": REFERENCE,
+        }
+        record.update(batch_size=batch, seq_len=seq)
+        try:
+            feeds = batch_arrays(tokenizer, names, batch, seq)
+            timing = _adaptive_timing(plan, lambda: session.run(None, feeds), plan.cpu_target_seconds, 3, 1)  # noqa: B023 (called at once)
+            record.update(status="ok", **timing.as_dict())
+        except Exception as error:
+            record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+        yield record
+
+
+def _torch_points(plan: GridPlan, model: str, factory: Callable[[], Any], tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
+    import torch
+
+    module = factory()
+    for batch, seq in plan.torch_points:
+        for precision, dtype in ((REFERENCE, torch.float32), (Precision.FP16.value, torch.float16)):
+            key = f"{model}|torch_eager_{precision}|b{batch}|s{seq}"
+            record: dict[str, Any] = {
+                "kind": "torch",
+                "key": key,
+                "model": model,
+                "precision": precision,
+                "batch_size": batch,
+                "seq_len": seq,
+            }
+            try:
+                torch.backends.cuda.matmul.allow_tf32 = False
+                torch.backends.cudnn.allow_tf32 = False
+                feeds = batch_arrays(tokenizer, names, batch, seq)
+                timing = time_torch(module, feeds, plan.device, runs=plan.min_runs * 3, warmup=plan.warmup, dtype=dtype)
+                record.update(status="ok", **timing.as_dict())
+            except Exception as error:
+                record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+            yield record
+    del module
+    if plan.device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _memory_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
+    batch, seq = max(plan.batch_sizes), max(plan.seq_lens)
+    feeds = batch_arrays(tokenizer, names, batch, seq)
+    for precision, path in files.items():
+        record: dict[str, Any] = {"kind": "memory", "key": f"{model}|{precision}|memory", "model": model, "precision": precision}
+        record.update(batch_size=batch, seq_len=seq, file_mib=sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20)
+        try:
+            record.update(status="ok", gpu_memory_mib=session_memory_mib(path, feeds, "cuda"))
+        except Exception as error:
+            record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+        gc.collect()
+        yield record
+
+
+def run_grid(
+    plan: GridPlan,
+    repository: Path = Path("model_repository"),
+    out: Path = Path("results"),
+    torch_factories: dict[str, Callable[[], Any]] | None = None,
+    cpu_baseline: bool = True,
+    progress: bool = True,
+    echo: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Measure ``plan`` and append every record to ``<out>/<device>/grid.jsonl``; return that path.
+
+    ``torch_factories`` maps a model to a zero-argument function returning its PyTorch module (eager
+    timings); ``echo`` sees every record as it lands.
+    """
+    from tqdm import tqdm
+
+    info = device_info()
+    if plan.device == "cuda" and info["gpu"] is None:
+        raise BadInputError("no GPU found (nvidia-smi): pass --device cpu")
+    path = Path(out) / info["name"] / rf.GRID_FILE
+    stamp = {"device": info["name"], "gpu": info["gpu"], "run_id": f"{time.time():.0f}"}
+    rf.append_jsonl(
+        path,
+        {
+            "kind": "environment",
+            "key": f"environment|{stamp['run_id']}",
+            **stamp,
+            "device_info": info,
+            "packages": package_versions(),
+            "plan": asdict(plan),
+        },
+    )
+    per_model = len(plan.shapes()) * len(plan.precisions)
+    bar = tqdm(total=per_model * len(plan.models), desc="engine grid", unit="point", disable=not progress)
+    for model in plan.models:
+        files = _model_files(repository, model, plan.precisions)
+        tokenizer = find_tokenizer(repository, model, None)
+        names = list(engine_input_names(repository, model, REFERENCE, "onnxruntime"))
+        streams: list[Iterator[dict[str, Any]]] = []
+        if plan.device == "cuda":
+            streams.append(_memory_points(plan, model, files, tokenizer, names))  # first: nothing else on the GPU yet
+        streams.append(_engine_points(plan, model, files, tokenizer, names))
+        if cpu_baseline and plan.device == "cuda":
+            streams.append(_cpu_points(plan, model, files[REFERENCE], tokenizer, names))
+        if torch_factories and model in torch_factories:
+            streams.append(_torch_points(plan, model, torch_factories[model], tokenizer, names))
+        for stream in streams:
+            for record in stream:
+                record.update(stamp, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                rf.append_jsonl(path, record)
+                if record["kind"] == "engine":
+                    bar.update()
+                if echo:
+                    echo(record)
+    bar.close()
+    return path

@@ -1,0 +1,75 @@
+"""The engine-only grid, its targets table and report, on the CPU with a real (small) build of all three precisions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from perf import results as rf
+from perf.engine_grid import GridPlan, run_grid
+from perf.report import write_report
+from perf.targets import evaluate
+from toolkit.build import BuildRequest, build_model
+from toolkit.errors import BadInputError
+from toolkit.names import Runtime
+
+
+@pytest.fixture(scope="module")
+def outlier_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM (2 real layers) with one huge residual channel: its FP16 engine overflows, hybrid does not."""
+    root = tmp_path_factory.mktemp("grid")
+    request = BuildRequest(
+        model="minilm",
+        name="outlier",
+        outlier=30000.0,
+        max_batch=4,
+        min_seq=1,
+        opt_seq=16,
+        max_seq=64,
+        config_overrides={"num_hidden_layers": 2},
+    )
+    build_model(request, root / "repo", root / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
+    return root / "repo"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_grid_times_every_point_and_flags_fp16_overflow_when_hybrid_stays_finite(outlier_repository: Path, tmp_path: Path) -> None:
+    plan = GridPlan(models=("outlier",), batch_sizes=(1, 2), seq_lens=(8, 16), device="cpu", target_seconds=0.02, min_runs=2)
+    path = run_grid(plan, outlier_repository, tmp_path / "results", progress=False)
+    engine = [r for r in rf.read_jsonl(path) if r.get("kind") == "engine"]
+    assert len(engine) == 4 * 3 and all(r["status"] == "ok" and r["median_ms"] > 0 and r["runs"] >= 2 for r in engine)
+    fp16 = [r for r in engine if r["precision"] == "fp16"]
+    hybrid = [r for r in engine if r["precision"] == "hybrid"]
+    assert all(r["nan_count"] + r["inf_count"] > 0 for r in fp16)
+    assert all(r["nan_count"] == r["inf_count"] == 0 and r["cosine_min"] >= 0.999 for r in hybrid)
+    assert all("cosine_min" not in r for r in engine if r["precision"] == "fp32")
+
+    (hybrid_target,) = [t for t in evaluate(path.parent, model="outlier") if t.name.startswith("hybrid cosine")]
+    assert hybrid_target.met is True and "0 NaN/Inf" in hybrid_target.measured
+    unmeasured = [t for t in evaluate(path.parent, model="outlier") if t.name.startswith("through Triton")]
+    assert unmeasured[0].met is None and unmeasured[0].verdict == "not run"
+
+    # Two GPU folders with the same records: the report compares them side by side.
+    for gpu in ("h100", "h200"):
+        shutil.copytree(path.parent, tmp_path / "results" / gpu)
+    report = write_report(tmp_path / "results").read_text()
+    assert "#### outlier: engine-only grid (4 shapes x 3 precisions)" in report
+    side_by_side = report[report.index("## GPUs side by side") :]
+    assert "| target | wanted | h100 | h200 |" in side_by_side
+    assert "| model | batch | seq | precision | h100 | h200 | ratio |" in side_by_side
+    assert (tmp_path / "results" / "plots" / "h100" / "grid_fp16_speedup_outlier.png").is_file()
+
+
+def test_grid_plan_rejects_plans_without_the_fp32_reference() -> None:
+    with pytest.raises(BadInputError, match="include it in --precisions"):
+        GridPlan(models=("m",), precisions=("fp16", "hybrid"))
+    with pytest.raises(BadInputError, match="batch sizes"):
+        GridPlan(models=("m",), batch_sizes=(0,))
+
+
+def test_grid_shapes_run_smallest_first_so_a_cut_run_keeps_the_cheap_points() -> None:
+    shapes = GridPlan(models=("m",), batch_sizes=(1, 32), seq_lens=(512, 32)).shapes()
+    assert shapes[0] == (1, 32) and shapes[-1] == (32, 512)
