@@ -12,7 +12,9 @@ from tiny_repo import MAX_SEQ, NAME
 from perf import results as rf
 from perf.analyzer import PerfAnalyzerArgs, PerfAnalyzerError, parse_csv
 from perf.sweep import SWEEPS, Sweep, derive, get_sweep, run_sweep
+from toolkit.build import MANIFEST
 from toolkit.errors import BadInputError
+from toolkit.names import tokenizer_model
 
 DATA = Path(__file__).parent / "data"
 
@@ -111,5 +113,5 @@ def test_sweep_records_failure_and_continues_when_sequence_exceeds_engine(grpc_u
     assert baselines[f"{NAME}|b1|s{too_long}"]["status"] == "error"
     derived = [r for r in rf.read_jsonl(out_dir / rf.DERIVED_FILE) if r["batch_size"] == 1]
     assert all(r["speedup_vs_cpu"] > 0 and r["same_run"] for r in derived)
-    assert json.loads((tiny_repository / "manifest.json").read_text())["model"] == NAME
+    assert json.loads((tiny_repository / tokenizer_model(NAME) / MANIFEST).read_text())["name"] == NAME
     assert latest[f"{NAME}_fp32_onnx|b1|s16|c1"]["manifest_hash"]

