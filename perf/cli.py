@@ -34,7 +34,7 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--sweep", "sweep_name", default="default", show_default=True, help="Named sweep: default or paper.")
+@click.option("--sweep", "sweep_name", default="default", show_default=True, help="Named sweep: default, gpu or paper.")
 @click.option("--url", default="localhost:8001", show_default=True, help="Triton gRPC address.")
 @click.option("--metrics-url", default=None, help="Triton metrics endpoint for GPU metrics (default localhost:8002/metrics).")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)

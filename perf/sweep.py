@@ -119,6 +119,20 @@ SWEEPS: dict[str, Sweep] = {
         max_trials=6,
         baseline_runs=10,
     ),
+    # Through Triton on a GPU, within one device call: the key points of issue #6 (the engine-only grid,
+    # ``python -m perf grid``, covers the paper's shapes), text-in ensembles, lighter measurement windows.
+    "gpu": Sweep(
+        name="gpu",
+        models=("bert-base-uncased", "minilm"),
+        batch_sizes=(1, 8, 32),
+        seq_lens=(32, 128, 512),
+        concurrencies=(1,),
+        targets=("ensemble",),
+        measurement_request_count=30,
+        stability_percentage=15.0,
+        max_trials=5,
+        baseline_runs=5,
+    ),
     # The paper's grid: 2 models x 3 precisions x 6 batches x 5 lengths x 2 concurrencies = 360 per runtime.
     "paper": Sweep(
         name="paper",

