@@ -54,7 +54,9 @@ class DeviceRunner:
 
         True of the engines this toolkit builds (encoder states, pooled vectors, decoder logits).
         """
-        return [[batch if axis == 0 else (d if isinstance(d, int) else seq) for axis, d in enumerate(dims)] for _, _, dims in self.output_meta]
+        return [
+            [batch if axis == 0 else (d if isinstance(d, int) else seq) for axis, d in enumerate(dims)] for _, _, dims in self.output_meta
+        ]
 
     def slot(self, feeds: dict[str, np.ndarray], graph: bool) -> Slot:
         """New device buffers for ``feeds``' shape (holding a copy of ``feeds``), bound for runs."""
