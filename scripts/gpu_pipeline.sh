@@ -55,7 +55,7 @@ run_stage() {
       du -sh .gpu/*
       ;;
     carry)
-      mkdir -p /tmp/parts/p"${2:?part number}" && cp .gpu/p"$2"/* /tmp/parts/p"$2"/ && ls /tmp/parts/p"$2"
+      mkdir -p /tmp/parts/p"${2:?part number}" && cp .gpu/p"$2"/* /tmp/parts/p"$2"/ && ls /tmp/parts/p"$2" && nvidia-smi -L
       ;;
     install)
       cat /tmp/parts/p*/*part* > /tmp/gpu_payload.tar
@@ -91,7 +91,7 @@ run_stage() {
       ;;
     grid)
       gpu_env
-      python3 -m perf grid --models "${GRID_MODELS:-bert-base-uncased,gpt2}" --batch "${GRID_BATCH:-1,2,4,8,16,32}" \
+      timeout "${GRID_TIMEOUT:-520}" python3 -m perf grid --models "${GRID_MODELS:-bert-base-uncased,gpt2}" --batch "${GRID_BATCH:-1,2,4,8,16,32}" \
         --seq "${GRID_SEQ:-32,64,128,256,512}" --out "$RESULTS" --no-progress 2>&1 | tee "$LOGS/grid.log" | grep -v "it/s"
       ;;
     serve)
