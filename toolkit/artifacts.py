@@ -14,6 +14,7 @@ class TensorSpec:
 
     name: str
     dims: tuple[int, ...]
+    data_type: str = "TYPE_FP32"  # Triton's name of the element type
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
+from toolkit.artifacts import EngineArtifact, ServedModel
 from toolkit.environment import gpu_name, package_versions
 from toolkit.errors import BadInputError
 from toolkit.models.loading import LoadedModel
 from toolkit.names import (
-    LAST_HIDDEN_STATE,
-    LOGITS,
-    POOLER_OUTPUT,
-    Family,
     Precision,
     Runtime,
     tokenizer_model,
@@ -158,7 +154,7 @@ def _build_loaded(
 ) -> ServedModel:
     """The steps after loading: export, variants, engines, repository swap."""
     from toolkit.engines import onnxrt, tensorrt
-    from toolkit.models.export import onnx_from_hf, verify_export
+    from toolkit.models.export import onnx_from_hf, output_specs, verify_export
 
     name = model.name
     stage = work_dir / name
@@ -181,7 +177,7 @@ def _build_loaded(
     trt_ok = Runtime.TENSORRT in runtimes and tensorrt.is_tensorrt_available()
     if Runtime.TENSORRT in runtimes and not trt_ok:
         log(f"{name}: TensorRT is not installed: building ONNX Runtime engines only ({tensorrt.INSTALL_HINT})")
-    outputs = _output_specs(model)
+    outputs = output_specs(model)
     fused = _fused_fp32(model, fp32_path, stage, log) if request.fuse else None
     for precision in request.precisions:
         graph = variant_from_fp32(exported, precision, request.keep_fp32)
@@ -254,28 +250,19 @@ def _fused_fp32(model: LoadedModel, fp32_path: Path, stage: Path, log: Callable[
 
     from toolkit.engines.onnxrt import fused_onnx, run_onnx
     from toolkit.errors import ExportMismatchError
-    from toolkit.models.export import cosine_rows, example_inputs
+    from toolkit.models.export import cosine_rows, example_inputs, output_specs
 
     heads = int(getattr(model.config, "num_attention_heads", None) or model.config.n_head)
     path, stats = fused_onnx(fp32_path, stage / "export" / "fused.onnx", model.family.value, heads, model.hidden_size)
     inputs = example_inputs(model, 3, 40)
     valid = inputs["attention_mask"].astype(bool)
-    name = _output_specs(model)[0].name
+    name = output_specs(model)[0].name
     expected, got = run_onnx(fp32_path, inputs)[name], run_onnx(path, inputs)[name]
     cosine = float(cosine_rows(expected[valid], got[valid]).min())
     if not cosine >= 0.99999:
         raise ExportMismatchError(f"fused graph of {model.name} disagrees with the export: cosine {cosine:.6f}")
     log(f"{model.name}: fused {stats} (cosine vs export {cosine:.7f})")
     return onnx.load(str(path))
-
-
-def _output_specs(model: Any) -> tuple[TensorSpec, ...]:
-    if model.family is Family.GPT2:
-        return (TensorSpec(LOGITS, (-1, model.vocab_size)),)
-    specs = [TensorSpec(LAST_HIDDEN_STATE, (-1, model.hidden_size)), TensorSpec(POOLER_OUTPUT, (model.hidden_size,))]
-    if model.has_classifier:
-        specs.append(TensorSpec(LOGITS, (int(model.config.num_labels),)))
-    return tuple(specs)
 
 
 def _check_disk(repository: Path, work_dir: Path, parameters: int) -> None:

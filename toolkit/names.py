@@ -70,11 +70,6 @@ def engine_model(name: str, precision: Precision | str, runtime: Runtime | str =
     return f"{name}_{Precision(precision).value}_{RUNTIME_SUFFIX[Runtime(runtime)]}"
 
 
-def postprocess_model(name: str) -> str:
-    """Triton model that pools BERT states or picks GPT-2's next token, e.g. ``minilm_postprocess``."""
-    return f"{name}_postprocess"
-
-
 def ensemble_model(name: str, precision: Precision | str, runtime: Runtime | str = Runtime.ONNXRUNTIME) -> str:
     """Text-in ensemble, e.g. ``minilm_hybrid`` (ONNX Runtime) or ``minilm_hybrid_trt`` (TensorRT)."""
     base = f"{name}_{Precision(precision).value}"

@@ -25,9 +25,10 @@ from toolkit.names import Precision
 if TYPE_CHECKING:
     import onnx
 
-# Op types kept in FP32 by the hybrid policy: Softmax, LayerNormalization, and ReduceMean, the reduction
-# at the heart of a decomposed (hand-written) LayerNorm.
-DEFAULT_KEEP_FP32: tuple[str, ...] = ("Softmax", "LayerNormalization", "ReduceMean")
+# Op types kept in FP32 by the hybrid policy: Softmax, LayerNormalization, ReduceMean (the reduction at the
+# heart of a decomposed, hand-written LayerNorm) and ReduceSum (the in-graph mean pooling's sum over tokens,
+# which would overflow FP16 where the states carry large channels).
+DEFAULT_KEEP_FP32: tuple[str, ...] = ("Softmax", "LayerNormalization", "ReduceMean", "ReduceSum")
 # Ops that join an FP32 island when they feed one (walked back from each kept op): the residual adds and
 # embeddings before a LayerNorm, the scale and mask before a Softmax, the square of a decomposed variance.
 ISLAND_OPS: frozenset[str] = frozenset({"Add", "Sub", "Mul", "Div", "Gather", "Where", "Cast", "Reciprocal", "Pow", "Sqrt"})
@@ -148,6 +149,7 @@ def fp16_from_fp32(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = ()) 
     # The converter retypes a Cast's output but not its `to` attribute: the exporter's own casts stay as written.
     exporter_casts = {node.name for node in model.graph.node if node.op_type == "Cast"}
 
+    declared = {output.name: output.type.tensor_type.elem_type for output in model.graph.output}
     converted: onnx.ModelProto = float16.convert_float_to_float16(
         model,
         max_finite_val=FP16_MAX,
@@ -155,7 +157,30 @@ def fp16_from_fp32(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = ()) 
         node_block_list=sorted(set(keep_fp32_nodes) | exporter_casts),
         op_block_list=float16.DEFAULT_OP_BLOCK_LIST,
     )
+    _restore_fp32_outputs(converted, declared)
     return converted
+
+
+def _restore_fp32_outputs(model: onnx.ModelProto, declared: dict[str, int]) -> None:
+    """Undo the converter's FP16 cast of a graph output produced by a kept (FP32) node despite keep_io_types.
+
+    The converter appends ``Cast(to=FLOAT16)`` after such a node and declares the output FP16; the cast is made
+    an FP32 identity again, so every graph output keeps the type the export gave it.
+    """
+    import onnx as onnx_module
+
+    float32, float16_type = onnx_module.TensorProto.FLOAT, onnx_module.TensorProto.FLOAT16
+    producers = {output: node for node in model.graph.node for output in node.output}
+    for output in model.graph.output:
+        if declared.get(output.name) != float32 or output.type.tensor_type.elem_type != float16_type:
+            continue
+        cast = producers.get(output.name)
+        if cast is None or cast.op_type != "Cast":
+            raise ValueError(f"graph output {output.name} became FP16 and is not produced by a Cast: cannot restore FP32")
+        for attribute in cast.attribute:
+            if attribute.name == "to":
+                attribute.i = float32
+        output.type.tensor_type.elem_type = float32
 
 
 def hybrid_from_fp32(model: onnx.ModelProto, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32) -> onnx.ModelProto:

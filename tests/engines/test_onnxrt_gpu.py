@@ -67,3 +67,27 @@ def test_device_runner_replays_graphs_per_shape_with_fresh_inputs(tiny_bert: Loa
         for g, e in zip(got, expected, strict=True):
             np.testing.assert_allclose(g, e, atol=1e-4)
     assert len(runner.slots) == 2 and runner.graphs == 2
+
+
+@pytest.mark.parametrize(("fixture", "family", "heads", "hidden"), [("tiny_bert", "bert", 4, 128), ("tiny_gpt2", "gpt2", 4, 128)])
+@pytest.mark.parametrize("precision", [Precision.FP16, Precision.HYBRID])
+def test_fused_variants_keep_fp32_outputs_and_ensemble_tail_when_converted(
+    fixture: str, family: str, heads: int, hidden: int, precision: Precision, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The fused graphs the GPU serves keep every export output with its type, and agree with FP32 (here on the CPU)."""
+    import numpy as np
+    import onnx
+
+    from toolkit.engines.onnxrt import run_onnx
+    from toolkit.models.export import cosine_rows
+
+    model: LoadedModel = request.getfixturevalue(fixture)
+    exported = onnx_from_hf(model, tmp_path / "fp32.onnx")
+    fused, _ = fused_onnx(exported, tmp_path / "fused.onnx", family, heads, hidden)
+    variant = save_onnx(fused_variant_from_fp32(onnx.load(str(fused)), precision), tmp_path / "variant.onnx")
+    types = {o.name: o.type.tensor_type.elem_type for o in onnx.load(str(variant)).graph.output}
+    assert types == {o.name: o.type.tensor_type.elem_type for o in onnx.load(str(exported)).graph.output}
+    inputs = example_inputs(model, 3, 20)
+    reference, got = run_onnx(exported, inputs), run_onnx(variant, inputs)
+    tail = "sentence_embedding" if family == "bert" else "next_token_logits"
+    assert cosine_rows(reference[tail], got[tail]).min() >= 0.999 and np.isfinite(got[tail]).all()

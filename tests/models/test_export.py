@@ -54,3 +54,24 @@ def test_padding_rows_do_not_change_valid_tokens(minilm: LoadedModel, export_dir
     mask = (padded_ids > 0).astype(np.int64)
     padded = run_onnx(path, {"input_ids": padded_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(padded_ids)})
     np.testing.assert_allclose(padded["last_hidden_state"][:, :4], short["last_hidden_state"], atol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt2"])
+def test_in_graph_ensemble_outputs_match_numpy_when_rows_are_padded(fixture: str, request: pytest.FixtureRequest, export_dir: Path) -> None:
+    """sentence_embedding = masked mean of the states; next token = logits at each row's last attended position."""
+    from toolkit.engines.onnxrt import run_onnx
+    from toolkit.models.export import example_inputs
+
+    model: LoadedModel = request.getfixturevalue(fixture)
+    inputs = example_inputs(model, 4, 24)  # rows 0 and 2 are right-padded
+    assert not inputs["attention_mask"].all()
+    out = run_onnx(onnx_from_hf(model, export_dir / f"{fixture}_tail.onnx"), inputs)
+    mask = inputs["attention_mask"].astype(np.float32)
+    if fixture == "tiny_bert":
+        expected = (out["last_hidden_state"] * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
+        np.testing.assert_allclose(out["sentence_embedding"], expected, atol=1e-5)
+    else:
+        last = mask.sum(1).astype(int) - 1
+        expected = out["logits"][np.arange(4), last]
+        np.testing.assert_allclose(out["next_token_logits"], expected, atol=1e-5)
+        assert out["next_token_id"].dtype == np.int64 and out["next_token_id"][:, 0].tolist() == expected.argmax(-1).tolist()

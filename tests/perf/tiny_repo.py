@@ -2,7 +2,7 @@
 
 The tiny random-weight BERT of ``tests/tiny_models.py`` (FP32 ONNX only: the engine-timing test
 expects fp16 to be missing) goes through ``toolkit.repository.write_model_repository``, which
-writes ``tiny_tokenizer``, ``tiny_fp32_onnx``, ``tiny_postprocess`` and the ensemble ``tiny_fp32``.
+writes ``tiny_tokenizer``, ``tiny_fp32_onnx`` and the ensemble ``tiny_fp32``.
 The engine's position table holds ``MAX_SEQ`` positions, while the tokenizer admits up to
 ``TOKENIZER_MAX_SEQ`` tokens: a sequence in between passes the tokenizer and fails in the engine,
 for the engine and the ensemble alike, and the sweep must record that and go on.

@@ -17,13 +17,11 @@ from toolkit.names import (
     Runtime,
     engine_model,
     ensemble_model,
-    postprocess_model,
     tokenizer_model,
 )
 from toolkit.repository import (
     config_for_engine,
     config_for_ensemble,
-    config_for_postprocess,
     config_for_tokenizer,
     validate_repository,
     write_model_repository,
@@ -36,16 +34,19 @@ HIDDEN, VOCAB = 16, 100
 def _served(tmp_path: Path, family: Family, runtimes: tuple[Runtime, ...] = (Runtime.ONNXRUNTIME,)) -> ServedModel:
     """A ServedModel whose files are placeholders: layout tests never open them."""
     tokenizer_dir = tmp_path / f"{family.value}_tokenizer"
-    tokenizer_dir.mkdir()
+    tokenizer_dir.mkdir(parents=True)
     (tokenizer_dir / "tokenizer.json").write_text("{}")
     (tokenizer_dir / "vocab.txt").write_text("[PAD]\n")
-    output = TensorSpec("last_hidden_state", (-1, HIDDEN)) if family is Family.BERT else TensorSpec("logits", (-1, VOCAB))
+    if family is Family.BERT:
+        outputs: tuple[TensorSpec, ...] = (TensorSpec("last_hidden_state", (-1, HIDDEN)), TensorSpec("sentence_embedding", (HIDDEN,)))
+    else:
+        outputs = (TensorSpec("logits", (-1, VOCAB)), TensorSpec("next_token_logits", (VOCAB,)), TensorSpec("next_token_id", (1,), "TYPE_INT64"))
     engines = []
     for runtime in runtimes:
         for precision in Precision:
             path = tmp_path / f"{family.value}_{precision.value}_{runtime.value}.bin"
             path.write_bytes(b"engine")
-            engines.append(EngineArtifact(precision, runtime, path, (output,)))
+            engines.append(EngineArtifact(precision, runtime, path, outputs))
     return ServedModel(
         name="m", family=family, tokenizer_dir=tokenizer_dir, max_batch_size=4, max_seq_len=32,
         hidden_size=HIDDEN, vocab_size=VOCAB, min_seq_len=8, engines=engines,
@@ -93,7 +94,7 @@ def test_config_for_engine_uses_runtime_platform_and_cpu_instances_when_no_gpu(t
     assert config.name == engine_model("m", engine.precision, runtime)
     assert config.platform == platform
     assert list(_tensors(config.input)) == list(ENGINE_INPUTS[Family.BERT])
-    assert _tensors(config.output) == {"last_hidden_state": ("TYPE_FP32", [-1, HIDDEN])}
+    assert _tensors(config.output) == {"last_hidden_state": ("TYPE_FP32", [-1, HIDDEN]), "sentence_embedding": ("TYPE_FP32", [HIDDEN])}
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
     assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_CPU"]
     assert config.parameters["intra_op_threads"].string_value == "2"
@@ -111,7 +112,7 @@ def test_config_for_engine_places_instances_on_gpu_with_cuda_graphs_when_asked(t
 def test_config_for_engine_rejects_engine_when_family_output_is_missing(tmp_path: Path) -> None:
     model = _served(tmp_path, Family.BERT)
     engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, tmp_path / "x.onnx", (TensorSpec("pooler_output", (HIDDEN,)),))
-    with pytest.raises(BadInputError, match="must output 'last_hidden_state'"):
+    with pytest.raises(BadInputError, match=r"must also output \['sentence_embedding'\] for the text ensemble"):
         config_for_engine(model, engine)
 
 
@@ -146,31 +147,12 @@ def test_serving_options_rejects_cuda_graphs_when_not_on_gpu() -> None:
         ServingOptions(cuda_graphs=True)
 
 
-@pytest.mark.parametrize(
-    ("family", "inputs", "outputs"),
-    [
-        (Family.BERT, {"last_hidden_state": ("TYPE_FP32", [-1, HIDDEN]), "attention_mask": ("TYPE_INT64", [-1])},
-         {"sentence_embedding": ("TYPE_FP32", [HIDDEN])}),
-        (Family.GPT2, {"logits": ("TYPE_FP32", [-1, VOCAB]), "attention_mask": ("TYPE_INT64", [-1])},
-         {"next_token_logits": ("TYPE_FP32", [VOCAB]), "next_token_id": ("TYPE_INT64", [1])}),
-    ],
-)  # fmt: skip
-def test_config_for_postprocess_declares_family_tensors(
-    tmp_path: Path, family: Family, inputs: dict[str, object], outputs: dict[str, object]
-) -> None:
-    config = _roundtrip(config_for_postprocess(_served(tmp_path, family)))
-    assert (config.name, config.backend) == (postprocess_model("m"), "python")
-    assert _tensors(config.input) == inputs
-    assert _tensors(config.output) == outputs
-
-
-def test_config_for_ensemble_chains_tokenizer_engine_postprocess_when_bert(tmp_path: Path) -> None:
+def test_config_for_ensemble_chains_tokenizer_then_engine_when_bert(tmp_path: Path) -> None:
     config = _roundtrip(config_for_ensemble(_served(tmp_path, Family.BERT), Precision.HYBRID, Runtime.TENSORRT))
     assert (config.name, config.platform) == (ensemble_model("m", "hybrid", "tensorrt"), "ensemble")
-    assert [s.model_name for s in config.ensemble_scheduling.step] == [
-        tokenizer_model("m"), engine_model("m", "hybrid", "tensorrt"), postprocess_model("m"),
-    ]  # fmt: skip
-    assert list(_tensors(config.output)) == ["sentence_embedding", "last_hidden_state", "truncated"]
+    assert [s.model_name for s in config.ensemble_scheduling.step] == [tokenizer_model("m"), engine_model("m", "hybrid", "tensorrt")]
+    assert _tensors(config.output) == {"sentence_embedding": ("TYPE_FP32", [HIDDEN]), "truncated": ("TYPE_BOOL", [1])}
+    assert dict(config.ensemble_scheduling.step[1].output_map) == {"sentence_embedding": "sentence_embedding"}
     produced = {value for step in config.ensemble_scheduling.step for value in step.output_map.values()}
     consumed = {value for step in config.ensemble_scheduling.step for value in step.input_map.values()}
     assert consumed <= produced | {"TEXT"}
@@ -180,18 +162,21 @@ def test_config_for_ensemble_chains_tokenizer_engine_postprocess_when_bert(tmp_p
 def test_config_for_ensemble_outputs_next_token_when_gpt2(tmp_path: Path) -> None:
     config = _roundtrip(config_for_ensemble(_served(tmp_path, Family.GPT2), Precision.FP16))
     assert config.name == "m_fp16"
-    assert list(_tensors(config.output)) == ["next_token_logits", "next_token_id", "truncated"]
+    assert _tensors(config.output) == {
+        "next_token_logits": ("TYPE_FP32", [VOCAB]), "next_token_id": ("TYPE_INT64", [1]), "truncated": ("TYPE_BOOL", [1]),
+    }  # fmt: skip
+    model = _served(tmp_path / "engine", Family.GPT2)
+    assert _tensors(_roundtrip(config_for_engine(model, model.engines[0])).output)["next_token_id"] == ("TYPE_INT64", [1])
 
 
 def test_write_model_repository_writes_every_model_and_file_when_all_runtimes(tmp_path: Path) -> None:
     model = _served(tmp_path, Family.BERT, (Runtime.ONNXRUNTIME, Runtime.TENSORRT))
     root = tmp_path / "repository"
     names = write_model_repository(root, model)
-    assert len(names) == 2 + 2 * len(model.engines)
+    assert len(names) == 1 + 2 * len(model.engines)
     assert set(validate_repository(root)) == set(names)
     assert (root / "m_tokenizer/1/model.py").read_text().startswith('"""Triton Python backend: TEXT')
     assert {p.name for p in (root / "m_tokenizer/1/tokenizer").iterdir()} == {"tokenizer.json", "vocab.txt"}
-    assert (root / "m_postprocess/1/model.py").is_file()
     assert (root / "m_fp16_onnx/1/model.onnx").read_bytes() == b"engine"
     assert (root / "m_hybrid_plan/1/model.plan").read_bytes() == b"engine"
     assert list((root / "m_fp32_trt/1").iterdir()) == [] and list((root / "m_fp32/1").iterdir()) == []
@@ -200,7 +185,7 @@ def test_write_model_repository_writes_every_model_and_file_when_all_runtimes(tm
 def test_write_model_repository_writes_onnx_models_when_one_runtime(tmp_path: Path) -> None:
     root = tmp_path / "repository"
     names = write_model_repository(root, _served(tmp_path, Family.GPT2), gpu=True)
-    assert sorted(names) == sorted(["m_tokenizer", "m_postprocess", "m_fp32_onnx", "m_fp32", "m_fp16_onnx",
+    assert sorted(names) == sorted(["m_tokenizer", "m_fp32_onnx", "m_fp32", "m_fp16_onnx",
                                     "m_fp16", "m_hybrid_onnx", "m_hybrid"])  # fmt: skip
     configs = validate_repository(root)
     assert configs["m_fp32_onnx"].instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
@@ -228,10 +213,10 @@ def test_validate_repository_lists_every_problem_when_configs_disagree(tmp_path:
     write_model_repository(root, _served(tmp_path, Family.GPT2))
     (root / "renamed").mkdir()
     (root / "m_fp32/config.pbtxt").rename(root / "renamed/config.pbtxt")
-    (root / "m_postprocess/config.pbtxt").write_text('name: "m_postprocess"\nbogus_field: 1\n')
-    with pytest.raises(BadInputError, match=r"m_postprocess/config\.pbtxt: not a valid Triton config"):
+    (root / "m_tokenizer/config.pbtxt").write_text('name: "m_tokenizer"\nbogus_field: 1\n')
+    with pytest.raises(BadInputError, match=r"m_tokenizer/config\.pbtxt: not a valid Triton config"):
         validate_repository(root)
-    (root / "m_postprocess").rename(tmp_path / "gone")
+    (root / "m_tokenizer").rename(tmp_path / "gone")
     with pytest.raises(BadInputError) as raised:
         validate_repository(root)
     message = str(raised.value)

@@ -9,9 +9,10 @@ import pytest
 from tiny_models import exported_onnx, served_tiny_bert
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
+from toolkit.artifacts import EngineArtifact, ServedModel
+from toolkit.models.export import output_specs
 from toolkit.models.loading import load_model
-from toolkit.names import LOGITS, Family, Precision, Runtime
+from toolkit.names import Family, Precision, Runtime
 
 MAX_SEQ_LEN = 24
 MIN_SEQ_LEN = 4  # GPT-2 only: exercises the tokenizer's padding up to a TensorRT-style minimum
@@ -51,7 +52,7 @@ def gpt2_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
     overrides = {"vocab_size": vocab, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
     model = load_model("gpt2", random_weights=True, name="tinygpt2", config_overrides=overrides)
     path = exported_onnx(model, folder / "gpt2_fp32.onnx")
-    engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, path, (TensorSpec(LOGITS, (-1, vocab)),))
+    engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, path, output_specs(model))
     return ServedModel(
         name="tinygpt2", family=Family.GPT2, tokenizer_dir=tokenizer_dir, max_batch_size=MAX_BATCH_SIZE,
         max_seq_len=MAX_SEQ_LEN, hidden_size=32, vocab_size=vocab, min_seq_len=MIN_SEQ_LEN, engines=[engine],

@@ -5,6 +5,13 @@ Two traps of transformers 5 are handled here:
   altogether), so the wrapper builds the classic additive 4-D mask itself, which transformers passes through;
 - the training mode: ``torch.onnx.export`` restores the *wrapper's* mode onto the whole module tree, so the
   wrapper is put in eval mode too, or the reference would run with dropout.
+
+What a text ensemble returns is computed inside the graph, so the engine is the ensemble's last step (no
+Python post-processing hop, and GPT-2's full logits never leave the GPU when only the next token is asked
+for): BERT's ``sentence_embedding`` (mean over attended tokens, as sentence-transformers pools) and GPT-2's
+``next_token_logits`` / ``next_token_id`` (at each row's last attended position, right padding). Both use
+only element-wise ops, reductions and a batched MatMul, which ONNX Runtime keeps on the GPU (a Range or
+Shape op would land on the CPU and rule out CUDA graphs).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from toolkit.artifacts import TensorSpec
 from toolkit.errors import ExportMismatchError
 from toolkit.models.loading import LoadedModel
 from toolkit.names import (
@@ -23,7 +31,10 @@ from toolkit.names import (
     INPUT_IDS,
     LAST_HIDDEN_STATE,
     LOGITS,
+    NEXT_TOKEN_ID,
+    NEXT_TOKEN_LOGITS,
     POOLER_OUTPUT,
+    SENTENCE_EMBEDDING,
     TOKEN_TYPE_IDS,
     Family,
 )
@@ -39,11 +50,23 @@ CHECK_SHAPES = ((1, 7), (3, 40), (4, 129))
 MIN_EXPORT_COSINE = 0.99999
 
 
-def output_names(model: LoadedModel) -> tuple[str, ...]:
-    """Graph outputs of a family: BERT states (+ classifier logits), GPT-2 logits."""
+def output_specs(model: LoadedModel) -> tuple[TensorSpec, ...]:
+    """Graph outputs of a family, the first one the per-token output fidelity is measured on.
+
+    BERT: states, pooled output, sentence embedding (+ classifier logits); GPT-2: logits, next token.
+    """
     if model.family is Family.GPT2:
-        return (LOGITS,)
-    return (LAST_HIDDEN_STATE, POOLER_OUTPUT, LOGITS) if model.has_classifier else (LAST_HIDDEN_STATE, POOLER_OUTPUT)
+        return (TensorSpec(LOGITS, (-1, model.vocab_size)), TensorSpec(NEXT_TOKEN_LOGITS, (model.vocab_size,)), TensorSpec(NEXT_TOKEN_ID, (1,), "TYPE_INT64"))
+    hidden = model.hidden_size
+    specs = [TensorSpec(LAST_HIDDEN_STATE, (-1, hidden)), TensorSpec(POOLER_OUTPUT, (hidden,)), TensorSpec(SENTENCE_EMBEDDING, (hidden,))]
+    if model.has_classifier:
+        specs.append(TensorSpec(LOGITS, (int(model.config.num_labels or 2),)))
+    return tuple(specs)
+
+
+def output_names(model: LoadedModel) -> tuple[str, ...]:
+    """Names of ``output_specs``, in graph order."""
+    return tuple(spec.name for spec in output_specs(model))
 
 
 def torch_module(model: LoadedModel) -> torch.nn.Module:
@@ -62,22 +85,32 @@ def torch_module(model: LoadedModel) -> torch.nn.Module:
         def forward(
             self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
         ) -> tuple[torch.Tensor, ...]:
-            keep = attention_mask[:, None, None, :].to(torch.float32)
+            dtype = next(self.module.parameters()).dtype  # FP32 when exported; FP16 when PyTorch eager is timed in FP16
+            keep = attention_mask[:, None, None, :].to(dtype)
             if causal:
                 length = input_ids.shape[1]
-                keep = keep * torch.tril(torch.ones(length, length, dtype=torch.float32, device=input_ids.device))
+                keep = keep * torch.tril(torch.ones(length, length, dtype=dtype, device=input_ids.device))
             mask = (1.0 - keep) * MASK_VALUE
             if causal:
-                out = self.module(input_ids=input_ids, attention_mask=mask, use_cache=False)
-                return (out.logits,)
+                logits = self.module(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+                # One-hot of each row's last attended position (cumulative count == total), then one batched MatMul.
+                counts = attention_mask.cumsum(dim=1)
+                last = ((counts == counts[:, -1:]) & (attention_mask > 0)).to(logits.dtype)
+                next_logits = torch.matmul(last.unsqueeze(1), logits).squeeze(1)
+                return logits, next_logits, next_logits.argmax(dim=-1, keepdim=True)
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
             if model.has_classifier:
                 classifier: Any = self.module  # BertForSequenceClassification: encoder and head called apart
                 base = classifier.bert(input_ids=input_ids, attention_mask=mask, **kwargs)
                 logits = classifier.classifier(base.pooler_output)
-                return base.last_hidden_state, base.pooler_output, logits
+                return base.last_hidden_state, base.pooler_output, mean_pool(base.last_hidden_state, attention_mask), logits
             out = self.module(input_ids=input_ids, attention_mask=mask, **kwargs)
-            return out.last_hidden_state, out.pooler_output
+            return out.last_hidden_state, out.pooler_output, mean_pool(out.last_hidden_state, attention_mask)
+
+    def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # Weights first, then one sum (kept FP32 by the hybrid policy): no intermediate exceeds the states.
+        keep = attention_mask.unsqueeze(-1).to(states.dtype)
+        return (states * (keep / keep.sum(dim=1, keepdim=True).clamp(min=1.0))).sum(dim=1)
 
     return ExportWrapper(model.module).eval()
 
@@ -106,8 +139,8 @@ def onnx_from_hf(model: LoadedModel, path: Path) -> Path:
     args = tuple(torch.from_numpy(example[name]) for name in names)
     outputs = output_names(model)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    for name in outputs:
-        axes[name] = {0: "batch"} if name in (POOLER_OUTPUT, LOGITS) and model.family is Family.BERT else {0: "batch", 1: "sequence"}
+    for spec in output_specs(model):
+        axes[spec.name] = {0: "batch", 1: "sequence"} if spec.dims[0] == -1 else {0: "batch"}
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(
@@ -143,7 +176,7 @@ def torch_outputs(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str
     args = tuple(torch.from_numpy(inputs[name]) for name in ENGINE_INPUTS[model.family])
     with torch.no_grad():
         values = wrapper(*args)
-    return {name: value.float().numpy() for name, value in zip(output_names(model), values, strict=True)}
+    return {name: value.numpy() if not value.is_floating_point() else value.float().numpy() for name, value in zip(output_names(model), values, strict=True)}
 
 
 def verify_export(model: LoadedModel, path: Path, shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> list[ShapeCheck]:
@@ -161,6 +194,8 @@ def verify_export(model: LoadedModel, path: Path, shapes: tuple[tuple[int, int],
         actual = run_onnx(path, inputs)
         valid = inputs[ATTENTION_MASK].astype(bool)
         for name, reference in expected.items():
+            if not np.issubdtype(reference.dtype, np.floating):
+                continue  # token ids: an argmax of a float output checked here already
             got = actual[name]
             ref_rows, got_rows = (reference[valid], got[valid]) if reference.ndim == 3 else (reference, got)
             checks.append(

@@ -3,7 +3,6 @@
 from toolkit.repository.configs import (
     config_for_engine,
     config_for_ensemble,
-    config_for_postprocess,
     config_for_tokenizer,
     config_text,
 )
@@ -16,7 +15,6 @@ from toolkit.repository.layout import (
 __all__ = [
     "config_for_engine",
     "config_for_ensemble",
-    "config_for_postprocess",
     "config_for_tokenizer",
     "config_text",
     "read_configs",

@@ -15,10 +15,7 @@ from tritonclient.grpc import model_config_pb2
 from toolkit.artifacts import EngineArtifact, ServedModel
 from toolkit.errors import BadInputError
 from toolkit.names import (
-    ATTENTION_MASK,
     ENGINE_INPUTS,
-    LAST_HIDDEN_STATE,
-    LOGITS,
     MODEL_FILE_OF_RUNTIME,
     NEXT_TOKEN_ID,
     NEXT_TOKEN_LOGITS,
@@ -31,14 +28,14 @@ from toolkit.names import (
     Runtime,
     engine_model,
     ensemble_model,
-    postprocess_model,
     tokenizer_model,
 )
 
 ModelConfig = model_config_pb2.ModelConfig
 
-# The engine tensor each family's postprocess consumes.
-ENGINE_STATE_OF_FAMILY: dict[Family, str] = {Family.BERT: LAST_HIDDEN_STATE, Family.GPT2: LOGITS}
+# What a family's text ensemble returns besides ``truncated``: engine outputs computed in the graph
+# (``toolkit.models.export``), so the engine is the ensemble's last step.
+ENSEMBLE_OUTPUTS: dict[Family, tuple[str, ...]] = {Family.BERT: (SENTENCE_EMBEDDING,), Family.GPT2: (NEXT_TOKEN_LOGITS, NEXT_TOKEN_ID)}
 
 
 @dataclass(frozen=True)
@@ -140,11 +137,11 @@ def config_for_engine(
 ) -> model_config_pb2.ModelConfig:
     """One ONNX Runtime or TensorRT engine: token tensors in, the engine's FP32 outputs out."""
     runtime = Runtime(engine.runtime)
-    needed = ENGINE_STATE_OF_FAMILY[model.family]
-    if needed not in {spec.name for spec in engine.outputs}:
+    missing = [name for name in ENSEMBLE_OUTPUTS[model.family] if name not in {spec.name for spec in engine.outputs}]
+    if missing:
         raise BadInputError(
             f"engine {engine.path} outputs {[s.name for s in engine.outputs]}: a {model.family.value} engine "
-            f"must output {needed!r} for the postprocess model; re-export the model"
+            f"must also output {missing} for the text ensemble; re-export the model (build_engines.py)"
         )
     parameters: dict[str, object] = {}
     if options.intra_op_threads:
@@ -158,33 +155,9 @@ def config_for_engine(
             "default_model_filename": MODEL_FILE_OF_RUNTIME[runtime],
             **_batching(model, options),
             "input": [_tensor(name, "TYPE_INT64", [-1]) for name in ENGINE_INPUTS[model.family]],
-            "output": [_tensor(spec.name, "TYPE_FP32", spec.dims) for spec in engine.outputs],
+            "output": [_tensor(spec.name, spec.data_type, spec.dims) for spec in engine.outputs],
             "instance_group": [{"kind": "KIND_GPU" if options.gpu else "KIND_CPU", "count": options.engine_instances}],
             "parameters": _parameters(parameters),
-        }
-    )
-
-
-def config_for_postprocess(model: ServedModel, options: ServingOptions = ServingOptions()) -> model_config_pb2.ModelConfig:
-    """Python-backend model: BERT mean pooling, or GPT-2's logits at the last unmasked position."""
-    if model.family is Family.BERT:
-        inputs = [_tensor(LAST_HIDDEN_STATE, "TYPE_FP32", [-1, model.hidden_size])]
-        outputs = [_tensor(SENTENCE_EMBEDDING, "TYPE_FP32", [model.hidden_size])]
-    else:
-        inputs = [_tensor(LOGITS, "TYPE_FP32", [-1, model.vocab_size])]
-        outputs = [
-            _tensor(NEXT_TOKEN_LOGITS, "TYPE_FP32", [model.vocab_size]),
-            _tensor(NEXT_TOKEN_ID, "TYPE_INT64", [1]),
-        ]
-    return _message(
-        {
-            "name": postprocess_model(model.name),
-            "backend": "python",
-            **_batching(model, options),
-            "input": [*inputs, _tensor(ATTENTION_MASK, "TYPE_INT64", [-1])],
-            "output": outputs,
-            "instance_group": [{"kind": "KIND_CPU", "count": 1}],
-            "parameters": _parameters({"family": model.family.value}),
         }
     )
 
@@ -197,45 +170,26 @@ def _step(model_name: str, inputs: dict[str, str], outputs: dict[str, str]) -> d
 def config_for_ensemble(
     model: ServedModel, precision: Precision | str, runtime: Runtime | str = Runtime.ONNXRUNTIME
 ) -> model_config_pb2.ModelConfig:
-    """Text-in ensemble: tokenizer -> engine of (precision, runtime) -> postprocess."""
-    family = model.family
-    state = ENGINE_STATE_OF_FAMILY[family]
-    token_tensors = {name: name for name in ENGINE_INPUTS[family]}
+    """Text-in ensemble: tokenizer -> engine of (precision, runtime), which computes the ensemble's outputs.
+
+    BERT returns ``sentence_embedding``, GPT-2 ``next_token_logits`` and ``next_token_id``; per-token
+    states and full logits stay with the engine models (and, unrequested, on the GPU).
+    """
+    token_tensors = {name: name for name in ENGINE_INPUTS[model.family]}
+    returned = ENSEMBLE_OUTPUTS[model.family]
+    dims = {SENTENCE_EMBEDDING: [model.hidden_size], NEXT_TOKEN_LOGITS: [model.vocab_size], NEXT_TOKEN_ID: [1]}
+    types = {NEXT_TOKEN_ID: "TYPE_INT64"}
     steps = [
         _step(tokenizer_model(model.name), {TEXT: TEXT}, {**token_tensors, TRUNCATED: TRUNCATED}),
-        _step(engine_model(model.name, precision, runtime), token_tensors, {state: state}),
+        _step(engine_model(model.name, precision, runtime), token_tensors, {name: name for name in returned}),
     ]
-    if family is Family.BERT:
-        steps.append(
-            _step(
-                postprocess_model(model.name),
-                {LAST_HIDDEN_STATE: LAST_HIDDEN_STATE, ATTENTION_MASK: ATTENTION_MASK},
-                {SENTENCE_EMBEDDING: SENTENCE_EMBEDDING},
-            )
-        )
-        outputs = [
-            _tensor(SENTENCE_EMBEDDING, "TYPE_FP32", [model.hidden_size]),
-            _tensor(LAST_HIDDEN_STATE, "TYPE_FP32", [-1, model.hidden_size]),
-        ]
-    else:
-        steps.append(
-            _step(
-                postprocess_model(model.name),
-                {LOGITS: LOGITS, ATTENTION_MASK: ATTENTION_MASK},
-                {NEXT_TOKEN_LOGITS: NEXT_TOKEN_LOGITS, NEXT_TOKEN_ID: NEXT_TOKEN_ID},
-            )
-        )
-        outputs = [
-            _tensor(NEXT_TOKEN_LOGITS, "TYPE_FP32", [model.vocab_size]),
-            _tensor(NEXT_TOKEN_ID, "TYPE_INT64", [1]),
-        ]
     return _message(
         {
             "name": ensemble_model(model.name, precision, runtime),
             "platform": "ensemble",
             "max_batch_size": model.max_batch_size,
             "input": [_tensor(TEXT, "TYPE_STRING", [1])],
-            "output": [*outputs, _tensor(TRUNCATED, "TYPE_BOOL", [1])],
+            "output": [*(_tensor(name, types.get(name, "TYPE_FP32"), dims[name]) for name in returned), _tensor(TRUNCATED, "TYPE_BOOL", [1])],
             "ensemble_scheduling": {"step": steps},
         }
     )
@@ -252,11 +206,10 @@ def config_from_text(text: str) -> model_config_pb2.ModelConfig:
 
 
 __all__ = [
-    "ENGINE_STATE_OF_FAMILY",
+    "ENSEMBLE_OUTPUTS",
     "ServingOptions",
     "config_for_engine",
     "config_for_ensemble",
-    "config_for_postprocess",
     "config_for_tokenizer",
     "config_from_text",
     "config_text",

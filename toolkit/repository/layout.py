@@ -1,7 +1,7 @@
 """Write a served model's Triton repository folders and check a repository reads back.
 
 Layout per model: ``<root>/<model>/config.pbtxt`` and ``<root>/<model>/1/`` holding the
-engine file, the Python-backend ``model.py`` (+ tokenizer files), or nothing (ensembles).
+engine file, the tokenizer's Python-backend ``model.py`` (+ tokenizer files), or nothing (ensembles).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from toolkit.repository.configs import (
     ServingOptions,
     config_for_engine,
     config_for_ensemble,
-    config_for_postprocess,
     config_for_tokenizer,
     config_from_text,
     config_text,
@@ -29,7 +28,6 @@ from toolkit.repository.configs import (
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent / "backends"
 TOKENIZER_MODEL_PY = BACKENDS_DIR / "tokenizer" / "model.py"
-POSTPROCESS_MODEL_PY = BACKENDS_DIR / "postprocess" / "model.py"
 VERSION = "1"
 
 
@@ -81,7 +79,7 @@ def _check_inputs(model: ServedModel) -> None:
 
 
 def write_model_repository(root: Path, model: ServedModel, *, gpu: bool = False, options: ServingOptions | None = None) -> list[str]:
-    """Write the tokenizer, engines, postprocess and ensembles of ``model`` under ``root``.
+    """Write the tokenizer, engines and text ensembles of ``model`` under ``root``.
 
     Returns the Triton model names written. Other models already under ``root`` are kept;
     folders of the same names are replaced. ``gpu`` (or ``options.gpu``) places engine
@@ -93,7 +91,6 @@ def write_model_repository(root: Path, model: ServedModel, *, gpu: bool = False,
     tokenizer_files = {f"tokenizer/{p.name}": p for p in sorted(model.tokenizer_dir.iterdir()) if p.is_file()}
     models = [
         (config_for_tokenizer(model, options), {"model.py": TOKENIZER_MODEL_PY, **tokenizer_files}),
-        (config_for_postprocess(model, options), {"model.py": POSTPROCESS_MODEL_PY}),
     ]
     for engine in model.engines:
         models.append((config_for_engine(model, engine, options), _engine_files(engine)))

@@ -85,10 +85,12 @@ class DeviceRunner:
         slot.binding.synchronize_outputs()
         slot.runs += 1
 
-    @staticmethod
-    def fetch(slot: Slot) -> list[np.ndarray]:
-        """The slot's outputs copied to host arrays."""
-        return [value.numpy() for value in slot.outputs]
+    def fetch(self, slot: Slot, names: list[str] | None = None) -> list[np.ndarray]:
+        """The slot's outputs (all, or ``names`` in that order) copied to host arrays."""
+        if names is None:
+            return [value.numpy() for value in slot.outputs]
+        index = {name: i for i, (name, _, _) in enumerate(self.output_meta)}
+        return [slot.outputs[index[name]].numpy() for name in names]
 
     @staticmethod
     def load(slot: Slot, feeds: dict[str, np.ndarray]) -> None:
@@ -96,17 +98,20 @@ class DeviceRunner:
         for name, array in feeds.items():
             slot.inputs[name].update_inplace(np.ascontiguousarray(array))
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Host inputs in, host outputs out, through this shape's slot (created on first use)."""
+    def run(self, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
+        """Host inputs in, host outputs (all, or ``names``) out, through this shape's slot (made on first use).
+
+        Outputs not named stay on the device: GPT-2's full logits need not cross to the host for its next token.
+        """
         key = self.shape_key(feeds)
         slot = self.slots.get(key)
         if slot is None:
             if len(self.slots) >= self.max_graphs:
                 transient = self.slot(feeds, graph=False)
                 self.launch(transient)
-                return self.fetch(transient)
+                return self.fetch(transient, names)
             slot = self.slots[key] = self.slot(feeds, graph=True)
         else:
             self.load(slot, feeds)
         self.launch(slot)
-        return self.fetch(slot)
+        return self.fetch(slot, names)

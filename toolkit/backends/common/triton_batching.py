@@ -29,37 +29,46 @@ def tensor_specs(entries: list[dict[str, Any]]) -> list[Spec]:
     return [(e["name"], NUMPY_OF_TRITON[e["data_type"]], [int(d) for d in e.get("dims", [])]) for e in entries]
 
 
+def _requested(request: Any, types: dict[str, Any]) -> list[str]:
+    """Output names a request asks for, in config order; all of them when it names none."""
+    names = set(request.requested_output_names())
+    return [name for name in types if name in names] or list(types)
+
+
 def run_grouped(
     requests: list[Any],
     inputs: list[Spec],
     outputs: list[Spec],
-    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    run: Callable[[dict[str, np.ndarray], list[str]], list[np.ndarray]],
     engine: str,
 ) -> list[Any]:
     """One ``run`` per group of requests whose non-batch input shapes agree; one response per request.
 
-    A failing run answers each request of its group with a TritonError naming ``engine``.
+    ``run(feeds, names)`` returns the outputs ``names`` (the union of what the group's requests ask for;
+    a request that names none, as perf_analyzer's, asks for all) in that order. Each response carries what
+    its request asked for: an ensemble step asks only for the tensors it maps on. A failing run answers
+    each request of its group with a TritonError naming ``engine``.
     """
     responses: list[Any] = [None] * len(requests)
     groups: dict[tuple[Any, ...], list[tuple[int, dict[str, np.ndarray]]]] = {}
     for index, request in enumerate(requests):
         feeds = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy().astype(dtype, copy=False) for name, dtype, _ in inputs}
         groups.setdefault(tuple(array.shape[1:] for array in feeds.values()), []).append((index, feeds))
+    types = {name: dtype for name, dtype, _ in outputs}
     for members in groups.values():
+        asked = [_requested(requests[index], types) for index, _ in members]
+        wanted = [name for name in types if any(name in names for names in asked)]
         try:
-            results = run({name: np.concatenate([feeds[name] for _, feeds in members]) for name, _, _ in inputs})
+            results = dict(zip(wanted, run({name: np.concatenate([feeds[name] for _, feeds in members]) for name, _, _ in inputs}, wanted), strict=True))
         except Exception as error:  # fail these requests, keep the model serving
             failure = pb_utils.TritonError(f"{engine} run failed: {type(error).__name__}: {error}")
             for index, _ in members:
                 responses[index] = pb_utils.InferenceResponse(error=failure)
             continue
         start = 0
-        for index, feeds in members:
+        for (index, feeds), names in zip(members, asked, strict=True):
             stop = start + next(iter(feeds.values())).shape[0]
-            tensors = [
-                pb_utils.Tensor(name, np.ascontiguousarray(result[start:stop].astype(dtype, copy=False)))
-                for (name, dtype, _), result in zip(outputs, results, strict=True)
-            ]
+            tensors = [pb_utils.Tensor(name, np.ascontiguousarray(results[name][start:stop].astype(types[name], copy=False))) for name in names]
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start = stop
     return responses

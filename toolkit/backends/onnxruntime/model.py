@@ -57,7 +57,6 @@ class TritonPythonModel:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(path, options, providers=providers)
         self._check_graph_names(path)
-        self.device_outputs = [o.name for o in self.session.get_outputs()]
         max_graphs = int(parameters.get("cuda_graph_max_shapes", "16")) if cuda_graph else 0
         self.device = DeviceRunner(self.session, self.device_id, max_graphs) if self.use_cuda else None
         logger.log_info(f"{args['model_name']}: {path} on {self.session.get_providers()[0]}")
@@ -73,11 +72,10 @@ class TritonPythonModel:
                 f"the config's inputs {sorted(config_inputs)} and outputs; regenerate the repository"
             )
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], wanted: list[str]) -> list[np.ndarray]:
         if self.device is None:
-            return self.session.run([name for name, _, _ in self.outputs], feeds)
-        results = dict(zip(self.device_outputs, self.device.run(feeds), strict=True))
-        return [results[name] for name, _, _ in self.outputs]
+            return self.session.run(wanted, feeds)
+        return self.device.run(feeds, wanted)  # only what was asked for leaves the GPU
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return run_grouped(requests, self.inputs, self.outputs, self._run, "onnxruntime")

@@ -52,7 +52,7 @@ class TritonPythonModel:
         numpy_type = self.trt.nptype(self.engine.get_tensor_dtype(name))
         return self.torch.from_numpy(np.zeros(0, dtype=numpy_type)).dtype
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], wanted: list[str]) -> list[np.ndarray]:
         torch = self.torch
         keep = []  # device tensors must outlive the asynchronous execution
         for name, array in feeds.items():
@@ -69,7 +69,8 @@ class TritonPythonModel:
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 returned False (see the server log)")
         self.stream.synchronize()
-        return [tensor.cpu().numpy() for tensor in outputs]
+        by_name = dict(zip((name for name, _, _ in self.outputs), outputs, strict=True))
+        return [by_name[name].cpu().numpy() for name in wanted]  # only what was asked for leaves the GPU
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return run_grouped(requests, self.inputs, self.outputs, self._run, "tensorrt")
