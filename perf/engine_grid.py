@@ -95,13 +95,18 @@ class _Engine:
 
     def __init__(self, path: Path, plan: GridPlan) -> None:
         self.path, self.plan = path, plan
-        self.session = session_for(path, plan.device, cuda_graph=plan.device == "cuda")
+        self.graphs = plan.device == "cuda"
+        try:
+            self.session = session_for(path, plan.device, cuda_graph=self.graphs)
+        except Exception as error:  # ONNX Runtime refuses graphs when a node runs on the CPU: time without them
+            log.warning("%s: no CUDA graphs (%s); timing without", path, error)
+            self.graphs, self.session = False, session_for(path, plan.device)
         self.names = [i.name for i in self.session.get_inputs()]
         self.runner = None
         if plan.device == "cuda":
             from toolkit.backends.common.cuda_graphs import DeviceRunner
 
-            self.runner = DeviceRunner(self.session, max_graphs=1 << 20)
+            self.runner = DeviceRunner(self.session, max_graphs=(1 << 20) if self.graphs else 0)
 
     def measure(self, feeds: dict[str, np.ndarray], graph: bool) -> tuple[Timing, np.ndarray]:
         """Timing of this shape and the first output (host copy) of its last run."""
@@ -112,7 +117,7 @@ class _Engine:
             )
             return timing, self.session.run(None, feeds)[0]
         # The slot's device buffers go back when this returns; its graph (if any) is never replayed again.
-        runner, slot = self.runner, self.runner.slot(feeds, graph=graph)
+        runner, slot = self.runner, self.runner.slot(feeds, graph=graph and self.graphs)
         timing = _adaptive_timing(self.plan, lambda: runner.launch(slot), self.plan.target_seconds, self.plan.min_runs, self.plan.warmup)
         return timing, runner.fetch(slot)[0]
 
@@ -162,7 +167,7 @@ def _engine_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer
                 "model": model,
                 "precision": precision,
             }
-            record.update(batch_size=batch, seq_len=seq, cuda_graph=graph)
+            record.update(batch_size=batch, seq_len=seq, cuda_graph=graph and engines[precision].graphs)
             try:
                 timing, outputs[precision] = engines[precision].measure(feeds, graph)
                 record.update(status="ok", **timing.as_dict())

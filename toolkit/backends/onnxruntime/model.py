@@ -55,7 +55,14 @@ class TritonPythonModel:
             providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(path, options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(path, options, providers=providers)
+        except Exception as error:  # ORT refuses CUDA graphs when a node falls back to the CPU: serve without
+            if not cuda_graph:
+                raise
+            logger.log_warn(f"{args['model_name']}: CUDA graphs refused ({error}); serving without them")
+            cuda_graph, providers[0][1]["enable_cuda_graph"] = False, "0"
+            self.session = ort.InferenceSession(path, options, providers=providers)
         self._check_graph_names(path)
         max_graphs = int(parameters.get("cuda_graph_max_shapes", "16")) if cuda_graph else 0
         self.device = DeviceRunner(self.session, self.device_id, max_graphs) if self.use_cuda else None
