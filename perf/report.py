@@ -20,6 +20,7 @@ from perf.sweep import derive
 from toolkit.names import Precision
 
 PRECISION_ORDER = [p.value for p in Precision]
+NOTES_FILE = "NOTES.md"
 
 
 def _plt() -> Any:
@@ -130,6 +131,9 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     errors = [r for r in perf if r.get("status") != "ok"]
     env = rf.read_jsonl(device_dir / rf.ENVIRONMENT_FILE)
     md = [f"## {device_dir.name}\n"]
+    notes = device_dir / NOTES_FILE
+    if notes.is_file():  # how and when these numbers were taken, written by whoever ran them
+        md.append(notes.read_text().strip() + "\n")
     if env:
         last = env[-1]
         device = last.get("device_info") or {}

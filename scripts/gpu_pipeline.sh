@@ -11,13 +11,15 @@
 #   scripts/gpu_pipeline.sh collect     # there: results/<gpu>/ and the logs -> $OUT/results.tgz
 #   scripts/gpu_pipeline.sh all         # install build grid serve collect, for a machine without a per-call limit
 #
-# Then here: untar into the repository and `python -m perf report` (results/REPORT.md compares the GPUs).
+# Then here: `tar xzf results.tgz -C <repo>` and `python -m perf report` (results/REPORT.md compares the GPUs).
+# Results are written outside the repository (RESULTS, default /tmp/gpu_results): the device tool copies the
+# working tree again before every call, which removes files a previous call wrote into tracked folders.
 # Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_BATCH, SWEEP_SEQ (Triton sweeps), BUILD_MODELS.
 # The machine reaches no package index, so everything it lacks travels as wheels (see the device tool's README).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?usage: gpu_pipeline.sh pack|carry N|install|build|grid|serve|collect|all}
-RESULTS=${RESULTS:-results}
+RESULTS=${RESULTS:-/tmp/gpu_results}
 LOGS=/tmp/gpu_logs
 mkdir -p "$LOGS"
 
@@ -115,7 +117,8 @@ run_stage() {
     collect)
       folder=$(gpu_folder)
       mkdir -p "$RESULTS/$folder/logs" && cp -r "$LOGS"/. "$RESULTS/$folder/logs/"
-      tar czf "${OUT:-/tmp}/results.tgz" "$RESULTS/$folder"
+      # Stored as results/<gpu>/ whatever RESULTS is, so it untars into the repository's results/.
+      tar czf "${OUT:-/tmp}/results.tgz" -C "$RESULTS" --transform 's,^,results/,' "$folder"
       ls -la "${OUT:-/tmp}"
       ;;
     all)

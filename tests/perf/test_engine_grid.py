@@ -55,7 +55,9 @@ def test_grid_times_every_point_and_flags_fp16_overflow_when_hybrid_stays_finite
     # Two GPU folders with the same records: the report compares them side by side.
     for gpu in ("h100", "h200"):
         shutil.copytree(path.parent, tmp_path / "results" / gpu)
+    (tmp_path / "results" / "h200" / "NOTES.md").write_text("Run on the H200 with commit abc.")
     report = write_report(tmp_path / "results").read_text()
+    assert "## h200\n\nRun on the H200 with commit abc." in report
     assert "#### outlier: engine-only grid (4 shapes x 3 precisions)" in report
     side_by_side = report[report.index("## GPUs side by side") :]
     assert "| target | wanted | h100 | h200 |" in side_by_side
