@@ -53,3 +53,27 @@ def served_tiny_bert(folder: Path, name: str, *, max_batch_size: int, max_seq_le
         name=name, family=Family.BERT, tokenizer_dir=tokenizer_dir, max_batch_size=max_batch_size,
         max_seq_len=max_seq_len, hidden_size=BERT_HIDDEN, vocab_size=BERT_VOCAB, engines=[engine],
     )  # fmt: skip
+
+
+OUTLIER = "outlier"
+
+
+def build_outlier_repository(root: Path) -> Path:
+    """MiniLM (2 real layers) with one channel of 30000 in its residual stream, built in all three precisions.
+
+    FP16 overflows on it and hybrid does not: the policy's test case. Returns the repository (model ``outlier``).
+    """
+    from toolkit.build import BuildRequest, build_model
+
+    request = BuildRequest(
+        model="minilm",
+        name=OUTLIER,
+        outlier=30000.0,
+        max_batch=4,
+        min_seq=1,
+        opt_seq=32,
+        max_seq=64,
+        config_overrides={"num_hidden_layers": 2},
+    )
+    build_model(request, root / "repo", root / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
+    return root / "repo"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import build_outlier_repository
 
 from client.api import TritonTextClient
-from toolkit.build import BuildRequest, build_model
-from toolkit.names import Precision, Runtime, ensemble_model
+from toolkit.names import Precision, ensemble_model
 from toolkit.serving.server import running_server
 
 SENTENCES = ["The match was postponed because of heavy rain.", "Stir the sauce until it thickens, then serve it warm."]
@@ -18,18 +18,8 @@ SENTENCES = ["The match was postponed because of heavy rain.", "Stir the sauce u
 @pytest.mark.server
 @pytest.mark.timeout(600)
 def test_served_fp16_overflows_and_hybrid_does_not_when_residual_channel_is_large(tmp_path: Path) -> None:
-    request = BuildRequest(
-        model="minilm",
-        name="outlier",
-        outlier=30000.0,
-        max_batch=4,
-        min_seq=1,
-        opt_seq=32,
-        max_seq=64,
-        config_overrides={"num_hidden_layers": 2},
-    )
-    build_model(request, tmp_path / "repo", tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
-    with running_server(tmp_path / "repo", state_dir=tmp_path / "server") as handle:
+    repository = build_outlier_repository(tmp_path)
+    with running_server(repository, state_dir=tmp_path / "server") as handle:
         client = TritonTextClient(f"localhost:{handle.ports.grpc}")
         embeddings = {p: client.infer_text(ensemble_model("outlier", p), SENTENCES)["sentence_embedding"] for p in Precision}
     assert np.isfinite(embeddings[Precision.FP32]).all()

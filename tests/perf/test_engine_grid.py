@@ -6,32 +6,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_models import build_outlier_repository
 
 from perf import results as rf
 from perf.engine_grid import GridPlan, run_grid
 from perf.report import write_report
 from perf.targets import evaluate
-from toolkit.build import BuildRequest, build_model
 from toolkit.errors import BadInputError
-from toolkit.names import Runtime
 
 
 @pytest.fixture(scope="module")
 def outlier_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MiniLM (2 real layers) with one huge residual channel: its FP16 engine overflows, hybrid does not."""
-    root = tmp_path_factory.mktemp("grid")
-    request = BuildRequest(
-        model="minilm",
-        name="outlier",
-        outlier=30000.0,
-        max_batch=4,
-        min_seq=1,
-        opt_seq=16,
-        max_seq=64,
-        config_overrides={"num_hidden_layers": 2},
-    )
-    build_model(request, root / "repo", root / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
-    return root / "repo"
+    return build_outlier_repository(tmp_path_factory.mktemp("grid"))
 
 
 @pytest.mark.slow
