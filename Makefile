@@ -6,10 +6,12 @@ PY := $(VENV)/bin/python
 REPOSITORY ?= model_repository
 SWEEP ?= default
 GRPC_PORT ?= 8001
+GRID_MODELS ?= minilm
+GRID_DEVICE ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo build build-minilm build-gpt2 serve stop status infer fidelity perf report test lint typecheck clean
+.PHONY: help setup demo build build-minilm build-gpt2 serve stop status infer fidelity perf grid report test lint typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,6 +58,9 @@ fidelity: ## fp16/hybrid vs the FP32 reference on random ids and shipped text (n
 perf: setup ## perf_analyzer sweep (SWEEP=default|paper) against a server started and stopped here
 	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT)
 	$(PY) -m perf sweep --sweep $(SWEEP) --url localhost:$(GRPC_PORT) --repository $(REPOSITORY) --out results; rc=$$?; $(PY) -m toolkit.serving stop; exit $$rc
+
+grid: setup ## engine-only grid of GRID_MODELS: every precision x batch x length, timed and compared with FP32 (no server)
+	$(PY) -m perf grid --models $(GRID_MODELS) --device $(GRID_DEVICE) --repository $(REPOSITORY) --out results
 
 report: ## results/REPORT.md and PNG plots from every results/<device>/ folder
 	$(PY) -m perf report --out results

@@ -50,7 +50,7 @@ def test_fused_variant_on_cuda_matches_fp32(precision: Precision, tiny_bert: Loa
 
 @pytest.mark.gpu
 @needs_cuda
-def test_device_runner_replays_graphs_per_shape_with_fresh_inputs(tiny_bert: LoadedModel, tmp_path: Path) -> None:
+def test_device_runner_matches_plain_runs_when_graphs_replay_new_inputs(tiny_bert: LoadedModel, tmp_path: Path) -> None:
     """The served path (cuda_graphs.DeviceRunner) matches a plain CUDA run for every shape, replay after replay."""
     import numpy as np
 

@@ -52,13 +52,13 @@ def test_grid_times_every_point_and_flags_fp16_overflow_when_hybrid_stays_finite
     assert (tmp_path / "results" / "plots" / "h100" / "grid_fp16_speedup_outlier.png").is_file()
 
 
-def test_grid_plan_rejects_plans_without_the_fp32_reference() -> None:
+def test_grid_plan_rejects_plan_when_fp32_reference_or_sizes_are_missing() -> None:
     with pytest.raises(BadInputError, match="include it in --precisions"):
         GridPlan(models=("m",), precisions=("fp16", "hybrid"))
     with pytest.raises(BadInputError, match="batch sizes"):
         GridPlan(models=("m",), batch_sizes=(0,))
 
 
-def test_grid_shapes_run_smallest_first_so_a_cut_run_keeps_the_cheap_points() -> None:
+def test_grid_shapes_come_smallest_first_when_listed() -> None:
     shapes = GridPlan(models=("m",), batch_sizes=(1, 32), seq_lens=(512, 32)).shapes()
     assert shapes[0] == (1, 32) and shapes[-1] == (32, 512)

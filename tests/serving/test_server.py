@@ -123,7 +123,7 @@ def test_tokenizer_pads_gpt2_with_zero_and_mask_zero_when_rows_differ(server: Po
 
 
 @pytest.mark.parametrize(("texts", "width"), [([b"hello world"], 8), ([b"hello world", b"the quick brown fox jumps over the lazy dog"], 16)])
-def test_tokenizer_pads_to_the_smallest_bucket_that_holds_the_longest_row(
+def test_tokenizer_pads_to_smallest_bucket_when_buckets_are_set(
     server: Ports, bert_model: ServedModel, texts: list[bytes], width: int
 ) -> None:
     outputs = _infer(server, "grpc", tokenizer_model(bert_model.name), texts)
