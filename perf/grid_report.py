@@ -45,7 +45,7 @@ def grid_section(device_dir: Path, out: Path, plots: Path, table: Any, heatmap: 
     if environments:
         info, packages = environments[-1].get("device_info") or {}, environments[-1].get("packages") or {}
         md.append(
-            f"Grid run {environments[-1].get('run_id')}: GPU {info.get('gpu') or 'none'}, driver {info.get('driver') or '–'}, CUDA "
+            f"Grid run {environments[-1].get('run_id')} (code {environments[-1].get('code') or 'unrecorded'}): GPU {info.get('gpu') or 'none'}, driver {info.get('driver') or '–'}, CUDA "
             f"{info.get('cuda') or '–'}, CPU {info.get('cpu')} ({info.get('cpu_count')} threads); "
             + ", ".join(f"{k} {v}" for k, v in sorted(packages.items()))
             + "\n"

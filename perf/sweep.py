@@ -27,7 +27,7 @@ from perf.analyzer import (
     run_perf_analyzer,
 )
 from perf.environment import device_info, manifest_hash, slug
-from toolkit.environment import package_versions
+from toolkit.environment import code_version, package_versions
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import TEXT, Precision, Runtime, engine_model, ensemble_model
 from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
@@ -339,6 +339,7 @@ def run_sweep(
             "sweep": asdict(sweep),
             "device_info": device,
             "packages": package_versions(),
+            "code": code_version(),
             "perf_analyzer": perf_analyzer_version(),
             "manifest_hash": ctx.manifest_hash,
             "url": url,

@@ -14,7 +14,8 @@
 # Then here: `tar xzf results.tgz -C <repo>` and `python -m perf report` (results/REPORT.md compares the GPUs).
 # Results are written outside the repository (RESULTS, default /tmp/gpu_results): the device tool copies the
 # working tree again before every call, which removes files a previous call wrote into tracked folders.
-# Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_BATCH, SWEEP_SEQ (Triton sweeps), BUILD_MODELS.
+# Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_BATCH, SWEEP_SEQ (Triton sweeps), BUILD_MODELS;
+# TOOLKIT_COMMIT=$(git rev-parse --short HEAD) names the code in the records (the copied tree has no .git).
 # The machine reaches no package index, so everything it lacks travels as wheels (see the device tool's README).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.artifacts import EngineArtifact, ServedModel
-from toolkit.environment import gpu_name, package_versions
+from toolkit.environment import code_version, gpu_name, package_versions
 from toolkit.errors import BadInputError
 from toolkit.models.loading import LoadedModel
 from toolkit.names import (
@@ -215,6 +215,7 @@ def _build_loaded(
         "source": model.provenance,
         "parameters": parameters,
         "packages": package_versions(),
+        "code": code_version(),
         "policy": {"hybrid_keep_fp32": list(request.keep_fp32), "fp16_io": "fp32"},
         "shapes": {
             "max_batch": request.max_batch,

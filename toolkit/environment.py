@@ -93,3 +93,20 @@ def device_folder(gpu: str | None = None) -> str:
         return slug(f"cpu {cpu_name()}")
     match = re.search(r"\b([A-Z]+[0-9]+[A-Z]*)\b", gpu.removeprefix("NVIDIA "))
     return match.group(1).lower() if match else slug(gpu)
+
+
+def code_version() -> str | None:
+    """The toolkit's commit (``git describe``, "-dirty" with local changes), else ``$TOOLKIT_COMMIT``, else None.
+
+    A copy of the tree without ``.git`` (a GPU machine's) names its commit through the variable.
+    """
+    import os
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10, check=True
+        )
+        return done.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("TOOLKIT_COMMIT") or None
