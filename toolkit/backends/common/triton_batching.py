@@ -59,7 +59,8 @@ def run_grouped(
         asked = [_requested(requests[index], types) for index, _ in members]
         wanted = [name for name in types if any(name in names for names in asked)]
         try:
-            results = dict(zip(wanted, run({name: np.concatenate([feeds[name] for _, feeds in members]) for name, _, _ in inputs}, wanted), strict=True))
+            batch = members[0][1] if len(members) == 1 else {n: np.concatenate([f[n] for _, f in members]) for n, _, _ in inputs}
+            results = dict(zip(wanted, run(batch, wanted), strict=True))
         except Exception as error:  # fail these requests, keep the model serving
             failure = pb_utils.TritonError(f"{engine} run failed: {type(error).__name__}: {error}")
             for index, _ in members:
