@@ -30,7 +30,7 @@ from perf import results as rf
 from perf.engine_timing import Timing, session_memory_mib, time_callable, time_torch
 from perf.environment import device_info
 from perf.inputs import batch_arrays
-from toolkit.engines.onnxrt import Device, session_for
+from toolkit.engines.onnxrt import Device, require_cuda, session_for
 from toolkit.environment import package_versions
 from toolkit.errors import BadInputError
 from toolkit.names import Precision
@@ -96,17 +96,19 @@ class _Engine:
     def __init__(self, path: Path, plan: GridPlan) -> None:
         self.path, self.plan = path, plan
         self.graphs = plan.device == "cuda"
-        try:
-            self.session = session_for(path, plan.device, cuda_graph=self.graphs)
-        except Exception as error:  # ONNX Runtime refuses graphs when a node runs on the CPU: time without them
-            log.warning("%s: no CUDA graphs (%s); timing without", path, error)
-            self.graphs, self.session = False, session_for(path, plan.device)
-        self.names = [i.name for i in self.session.get_inputs()]
         self.runner = None
-        if plan.device == "cuda":
-            from toolkit.backends.common.cuda_graphs import DeviceRunner
+        if plan.device == "cpu":
+            self.session = session_for(path, "cpu")
+        else:
+            from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
 
+            require_cuda()
+            self.session, refused = cuda_session(str(path))
+            if refused:
+                log.warning("%s: no CUDA graphs (%s); timing without", path, refused)
+                self.graphs = False
             self.runner = DeviceRunner(self.session, max_graphs=(1 << 20) if self.graphs else 0)
+        self.names = [i.name for i in self.session.get_inputs()]
 
     def measure(self, feeds: dict[str, np.ndarray], graph: bool) -> tuple[Timing, np.ndarray]:
         """Timing of this shape and the first output (host copy) of its last run."""

@@ -36,6 +36,12 @@ def available_providers() -> list[str]:
         return []
 
 
+def require_cuda() -> None:
+    """Raise DependencyMissingError unless ONNX Runtime has its CUDA execution provider here."""
+    if "CUDAExecutionProvider" not in available_providers():
+        raise DependencyMissingError("ONNX Runtime has no CUDAExecutionProvider here; install onnxruntime-gpu or pass --device cpu")
+
+
 def session_for(path: Path, device: Device = "cpu", cuda_graph: bool = False, threads: int | None = None) -> onnxruntime.InferenceSession:
     """An inference session on ``path`` for ``device`` (CUDA: TF32 off, optional CUDA graphs).
 
@@ -49,8 +55,7 @@ def session_for(path: Path, device: Device = "cpu", cuda_graph: bool = False, th
     if threads:
         options.intra_op_num_threads = threads
     if device == "cuda":
-        if "CUDAExecutionProvider" not in available_providers():
-            raise DependencyMissingError("ONNX Runtime has no CUDAExecutionProvider here; install onnxruntime-gpu or pass --device cpu")
+        require_cuda()
         cuda_options = {"use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
         providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
     else:

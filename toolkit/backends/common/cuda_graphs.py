@@ -11,7 +11,7 @@ made with the CUDA EP option ``enable_cuda_graph=1`` captures a graph at a slot'
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,27 @@ import onnxruntime as ort
 
 NUMPY_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 NO_GRAPH = -1  # ORT's run option value for "run this call without a graph" in a graph-enabled session
+
+
+def cuda_session(path: str, device_id: int = 0, graphs: bool = True, threads: int = 0) -> tuple[ort.InferenceSession, str | None]:
+    """A CUDA-EP session on ``path`` with TF32 off (FP32 stays the FP32 the references compute) and, with
+    ``graphs``, CUDA graphs enabled; returns it and why graphs were refused (None when they were not).
+
+    ONNX Runtime refuses graphs when a node falls back to the CPU: the session is then made without them.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+
+    def make(enable: bool) -> ort.InferenceSession:
+        cuda = {"device_id": str(device_id), "use_tf32": "0", "enable_cuda_graph": "1" if enable else "0"}
+        return ort.InferenceSession(path, options, providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+
+    if not graphs:
+        return make(False), None
+    try:
+        return make(True), None
+    except Exception as error:
+        return make(False), str(error)
 
 
 @dataclass
@@ -29,7 +50,6 @@ class Slot:
     inputs: dict[str, Any]
     outputs: list[Any]
     binding: Any
-    runs: int = field(default=0)
 
 
 class DeviceRunner:
@@ -42,6 +62,7 @@ class DeviceRunner:
     def __init__(self, session: ort.InferenceSession, device_id: int = 0, max_graphs: int = 16) -> None:
         self.session, self.device_id, self.max_graphs = session, device_id, max_graphs
         self.output_meta = [(o.name, NUMPY_OF_ORT.get(o.type, np.float32), list(o.shape)) for o in session.get_outputs()]
+        self.output_index = {name: i for i, (name, _, _) in enumerate(self.output_meta)}
         self.slots: dict[tuple[Any, ...], Slot] = {}
         self.graphs = 0
 
@@ -83,14 +104,12 @@ class DeviceRunner:
             options.add_run_config_entry("gpu_graph_id", str(slot.graph_id))
         self.session.run_with_iobinding(slot.binding, options)
         slot.binding.synchronize_outputs()
-        slot.runs += 1
 
     def fetch(self, slot: Slot, names: list[str] | None = None) -> list[np.ndarray]:
         """The slot's outputs (all, or ``names`` in that order) copied to host arrays."""
         if names is None:
             return [value.numpy() for value in slot.outputs]
-        index = {name: i for i, (name, _, _) in enumerate(self.output_meta)}
-        return [slot.outputs[index[name]].numpy() for name in names]
+        return [slot.outputs[self.output_index[name]].numpy() for name in names]
 
     @staticmethod
     def load(slot: Slot, feeds: dict[str, np.ndarray]) -> None:

@@ -25,7 +25,7 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the common modules are copied beside us
-from cuda_graphs import DeviceRunner
+from cuda_graphs import DeviceRunner, cuda_session
 from triton_batching import run_grouped, tensor_specs
 
 
@@ -47,22 +47,16 @@ class TritonPythonModel:
         self.device_id = int(args.get("model_instance_device_id") or 0)
         cuda_graph = self.use_cuda and parameters.get("enable_cuda_graph", "0") == "1"
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(parameters.get("intra_op_threads", "0"))
+        threads = int(parameters.get("intra_op_threads", "0"))
         if self.use_cuda:
-            # TF32 off: served FP32 must be the FP32 the fidelity reference computes.
-            cuda_options = {"device_id": str(self.device_id), "use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0"}
-            providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
+            self.session, refused = cuda_session(path, self.device_id, cuda_graph, threads)
+            if refused:
+                logger.log_warn(f"{args['model_name']}: CUDA graphs refused ({refused}); serving without them")
+                cuda_graph = False
         else:
-            providers = ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(path, options, providers=providers)
-        except Exception as error:  # ORT refuses CUDA graphs when a node falls back to the CPU: serve without
-            if not cuda_graph:
-                raise
-            logger.log_warn(f"{args['model_name']}: CUDA graphs refused ({error}); serving without them")
-            cuda_graph, providers[0][1]["enable_cuda_graph"] = False, "0"
-            self.session = ort.InferenceSession(path, options, providers=providers)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._check_graph_names(path)
         max_graphs = int(parameters.get("cuda_graph_max_shapes", "16")) if cuda_graph else 0
         self.device = DeviceRunner(self.session, self.device_id, max_graphs) if self.use_cuda else None
