@@ -27,14 +27,14 @@ import numpy as np
 
 from client.fidelity import compare_arrays
 from perf import results as rf
-from perf.engine_timing import Timing, session_memory_mib, time_callable, time_torch
+from perf.engine_timing import Timing, file_size_mib, session_memory_mib, time_callable, time_torch
 from perf.environment import device_info
 from perf.inputs import batch_arrays
 from toolkit.engines.onnxrt import Device, require_cuda, session_for
 from toolkit.environment import package_versions
 from toolkit.errors import BadInputError
 from toolkit.names import Precision
-from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
+from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
 
 REFERENCE = Precision.FP32.value
 # Outputs above this many elements are compared on evenly spaced rows (NaN/Inf still counted on all):
@@ -145,15 +145,7 @@ def _fidelity(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) ->
 
 
 def _model_files(repository: Path, model: str, precisions: tuple[str, ...]) -> dict[str, Path]:
-    files = {}
-    for precision in precisions:
-        path = engine_file(repository, model, precision, "onnxruntime")
-        if path is None:
-            raise BadInputError(
-                f"no ONNX engine for {model} {precision} in {repository}; build it first (build_engines.py --model {model})"
-            )
-        files[precision] = path
-    return files
+    return {precision: require_engine_file(repository, model, precision) for precision in precisions}
 
 
 def _engine_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
@@ -176,7 +168,7 @@ def _engine_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer
                 if precision != REFERENCE and REFERENCE in outputs:
                     record.update(_fidelity(outputs[REFERENCE], outputs[precision], feeds["attention_mask"]))
             except Exception as error:  # one failing point is this point's result; the grid goes on
-                record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+                record.update(rf.failure(error))
             yield record
         outputs.clear()
     del engines
@@ -198,13 +190,15 @@ def _cpu_points(plan: GridPlan, model: str, fp32: Path, tokenizer: Path, names: 
             timing = _adaptive_timing(plan, lambda: session.run(None, feeds), plan.cpu_target_seconds, 3, 1)  # noqa: B023 (called at once)
             record.update(status="ok", **timing.as_dict())
         except Exception as error:
-            record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+            record.update(rf.failure(error))
         yield record
 
 
 def _torch_points(plan: GridPlan, model: str, factory: Callable[[], Any], tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
     import torch
 
+    torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32, as in every other measurement
+    torch.backends.cudnn.allow_tf32 = False
     module = factory()
     for batch, seq in plan.torch_points:
         for precision, dtype in ((REFERENCE, torch.float32), (Precision.FP16.value, torch.float16)):
@@ -218,13 +212,11 @@ def _torch_points(plan: GridPlan, model: str, factory: Callable[[], Any], tokeni
                 "seq_len": seq,
             }
             try:
-                torch.backends.cuda.matmul.allow_tf32 = False
-                torch.backends.cudnn.allow_tf32 = False
                 feeds = batch_arrays(tokenizer, names, batch, seq)
                 timing = time_torch(module, feeds, plan.device, runs=plan.min_runs * 3, warmup=plan.warmup, dtype=dtype)
                 record.update(status="ok", **timing.as_dict())
             except Exception as error:
-                record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+                record.update(rf.failure(error))
             yield record
     del module
     if plan.device == "cuda":
@@ -236,11 +228,11 @@ def _memory_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer
     feeds = batch_arrays(tokenizer, names, batch, seq)
     for precision, path in files.items():
         record: dict[str, Any] = {"kind": "memory", "key": f"{model}|{precision}|memory", "model": model, "precision": precision}
-        record.update(batch_size=batch, seq_len=seq, file_mib=sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20)
+        record.update(batch_size=batch, seq_len=seq, file_mib=file_size_mib(path))
         try:
             record.update(status="ok", gpu_memory_mib=session_memory_mib(path, feeds, "cuda"))
         except Exception as error:
-            record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+            record.update(rf.failure(error))
         gc.collect()
         yield record
 

@@ -197,7 +197,7 @@ def time_engines(
     from perf import results as rf
     from perf.environment import device_info
     from perf.inputs import batch_arrays
-    from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
+    from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
 
     info = device_info()
     path = Path(out) / info["name"] / "engine.jsonl"
@@ -214,9 +214,7 @@ def time_engines(
 
     def onnx_job(precision: str, on: Device, graph: bool, job_runs: int = runs) -> Callable[[], Timing]:
         def run() -> Timing:
-            engine = engine_file(repository, model, precision, "onnxruntime")
-            if engine is None:
-                raise BadInputError(f"no ONNX engine for {model} {precision} in {repository}; build it first")
+            engine = require_engine_file(repository, model, precision)
             names = engine_input_names(repository, model, precision, "onnxruntime")
             inputs = batch_arrays(token_file, names, batch_size, seq_len)
             return time_onnx(engine, inputs, on, runs=job_runs, warmup=min(warmup, job_runs), cuda_graph=graph)
@@ -242,7 +240,7 @@ def time_engines(
         try:
             record.update(status="ok", **job().as_dict())
         except Exception as error:  # one failing engine must not stop the others
-            record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+            record.update(rf.failure(error))
         rf.append_jsonl(path, record)
         records.append(record)
     return records, path

@@ -259,7 +259,7 @@ def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int
         timing = cpu_baseline(path, inputs, runs=sweep.baseline_runs, warmup=sweep.baseline_warmup)
         record.update(status="ok", engine=str(path), **timing.as_dict())
     except Exception as error:  # any ONNX Runtime failure is this point's result
-        record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+        record.update(rf.failure(error))
     return record
 
 

@@ -60,3 +60,11 @@ def engine_file(repository: Path, model: str, precision: str, runtime: str) -> P
     name = MODEL_FILE_OF_RUNTIME[Runtime(runtime)]
     versions = sorted(folder.glob(f"*/{name}"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1, reverse=True)
     return versions[0] if versions else None
+
+
+def require_engine_file(repository: Path, model: str, precision: str, runtime: str = "onnxruntime") -> Path:
+    """``engine_file``, or a BadInputError that says how to build the missing engine."""
+    path = engine_file(repository, model, precision, runtime)
+    if path is None:
+        raise BadInputError(f"no {runtime} engine for {model} {precision} in {repository}; build it first (build_engines.py --model {model})")
+    return path
