@@ -1,5 +1,5 @@
 """Report sections from the engine-only grid (``grid.jsonl``): targets, per-model tables and heat maps,
-and GPUs side by side. ``perf.report`` places them; the plotting helpers are its own.
+and GPUs side by side. ``perf.report`` places them.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from perf import results as rf
+from perf.plots import heatmap, image, table
 from perf.targets import evaluate, grid_records, targets_markdown
 
 PRECISIONS = ("fp32", "fp16", "hybrid")
@@ -35,7 +36,7 @@ def _div(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def grid_section(device_dir: Path, out: Path, plots: Path, table: Any, heatmap: Any, image: Any) -> list[str]:
+def grid_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     """Targets, then per model a table of every grid point and heat maps of the FP16 speedup and hybrid cost."""
     points = _points(device_dir)
     if not points:
@@ -63,7 +64,21 @@ def grid_section(device_dir: Path, out: Path, plots: Path, table: Any, heatmap: 
             bad = sum((point.get(p) or {}).get("nan_count", 0) + (point.get(p) or {}).get("inf_count", 0) for p in ("fp16", "hybrid"))
             graph = "yes" if (point.get("fp16") or {}).get("cuda_graph") else "no"
             cpu = _ms(point, "cpu_fp32")
-            rows.append([batch, seq, graph, fp32, fp16, hybrid, _div(fp32, fp16), _div(hybrid, fp16), _div(cpu, fp16), None if cosine is None else f"{cosine:.7f}", bad])
+            rows.append(
+                [
+                    batch,
+                    seq,
+                    graph,
+                    fp32,
+                    fp16,
+                    hybrid,
+                    _div(fp32, fp16),
+                    _div(hybrid, fp16),
+                    _div(cpu, fp16),
+                    None if cosine is None else f"{cosine:.7f}",
+                    bad,
+                ]
+            )
             heat.append({"batch_size": batch, "seq_len": seq, "fp16_speedup": _div(fp32, fp16), "hybrid_cost": _div(hybrid, fp16)})
         md.append(f"#### {model}: engine-only grid ({len(rows)} shapes x {len(PRECISIONS)} precisions)\n")
         for value, title in (("fp16_speedup", "FP32 / FP16 time"), ("hybrid_cost", "hybrid / FP16 time")):
@@ -85,9 +100,11 @@ def grid_section(device_dir: Path, out: Path, plots: Path, table: Any, heatmap: 
     return md
 
 
-def gpu_comparison(device_dirs: list[Path], table: Any) -> list[str]:
+def gpu_comparison(device_dirs: list[Path]) -> list[str]:
     """Targets and key grid points of every GPU folder side by side (only with two or more)."""
-    dirs = [d for d in device_dirs if _points(d) and not d.name.startswith("cpu")]
+    measured = {d.name: _points(d) for d in device_dirs if not d.name.startswith("cpu")}
+    points = {name: found for name, found in measured.items() if found}
+    dirs = [d for d in device_dirs if d.name in points]
     if len(dirs) < 2:
         return []
     names = [d.name for d in dirs]
@@ -101,7 +118,6 @@ def gpu_comparison(device_dirs: list[Path], table: Any) -> list[str]:
         )
         + "\n"
     )
-    points = {d.name: _points(d) for d in dirs}
     rows = []
     for model in sorted({m for p in points.values() for m, _, _ in p}):
         for batch in KEY_BATCHES:

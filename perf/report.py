@@ -16,113 +16,15 @@ from typing import Any
 
 from perf import results as rf
 from perf.grid_report import gpu_comparison, grid_section
+from perf.plots import PRECISION_ORDER, bars, heatmap, image, line_plot, table
 from perf.sweep import derive
-from toolkit.names import Precision
 
-PRECISION_ORDER = [p.value for p in Precision]
 NOTES_FILE = "NOTES.md"
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value).replace("|", "\\|")
-
-
-def _table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _pick(values: Iterable[int], preferred: int) -> int:
     ordered = sorted(set(values))
     return preferred if preferred in ordered else ordered[len(ordered) // 2]
-
-
-def _line_plot(
-    rows: list[dict[str, Any]], x: str, y: str, series: str, title: str, xlabel: str, ylabel: str, path: Path, log_x: bool = False
-) -> Path | None:
-    groups: dict[Any, list[tuple[float, float]]] = defaultdict(list)
-    for row in rows:
-        if row.get(y) is not None:
-            groups[row[series]].append((row[x], row[y]))
-    if not groups:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in sorted(groups, key=lambda n: (PRECISION_ORDER.index(n) if n in PRECISION_ORDER else 99, str(n))):
-        points = sorted(groups[name])
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=str(name))
-    if log_x:
-        ax.set_xscale("log", base=2)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _heatmap(rows: list[dict[str, Any]], value: str, title: str, path: Path) -> Path | None:
-    cells = {(r["batch_size"], r["seq_len"]): r[value] for r in rows if r.get(value) is not None}
-    if not cells:
-        return None
-    batches = sorted({b for b, _ in cells})
-    seqs = sorted({s for _, s in cells})
-    import numpy as np
-
-    grid = np.full((len(batches), len(seqs)), np.nan)
-    for (b, s), v in cells.items():
-        grid[batches.index(b), seqs.index(s)] = v
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.2 * len(seqs) + 2, 0.6 * len(batches) + 1.8))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(seqs)), [str(s) for s in seqs])
-    ax.set_yticks(range(len(batches)), [str(b) for b in batches])
-    for (i, j), v in np.ndenumerate(grid):
-        if not np.isnan(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white", fontsize=8)
-    ax.set(title=title, xlabel="sequence length", ylabel="batch size")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _bars(labels: list[str], series: dict[str, list[float | None]], title: str, ylabel: str, path: Path) -> Path | None:
-    if not labels or not any(v is not None for values in series.values() for v in values):
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels) + 2), 4))
-    width = 0.8 / max(1, len(series))
-    for k, (name, values) in enumerate(series.items()):
-        ax.bar([i + k * width for i in range(len(labels))], [v if v is not None else 0 for v in values], width=width, label=name)
-    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(labels))], labels, rotation=20)
-    ax.set(title=title, ylabel=ylabel)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _image(md: list[str], path: Path | None, out: Path) -> None:
-    if path is not None:
-        md.append(f"![{path.stem}]({path.relative_to(out).as_posix()})\n")
 
 
 def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
@@ -154,9 +56,9 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         conc = min(r["concurrency"] for r in group)
         at_seq = [r for r in group if r["seq_len"] == seq and r["concurrency"] == conc]
         at_batch = [r for r in group if r["batch_size"] == batch and r["concurrency"] == conc]
-        _image(
+        image(
             md,
-            _line_plot(
+            line_plot(
                 at_seq,
                 "batch_size",
                 "latency_p50_ms",
@@ -169,9 +71,9 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
             ),
             out,
         )
-        _image(
+        image(
             md,
-            _line_plot(
+            line_plot(
                 at_batch,
                 "seq_len",
                 "latency_p50_ms",
@@ -185,9 +87,9 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
             out,
         )
         at_point = [r for r in group if r["seq_len"] == seq and r["batch_size"] == batch]
-        _image(
+        image(
             md,
-            _line_plot(
+            line_plot(
                 at_point,
                 "concurrency",
                 "throughput",
@@ -201,15 +103,15 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         )
         for precision in PRECISION_ORDER:
             chosen = [r for r in group if r["precision"] == precision and r["concurrency"] == conc]
-            _image(
+            image(
                 md,
-                _heatmap(
+                heatmap(
                     chosen, "speedup_vs_cpu", f"{model} {precision}: speedup over CPU FP32", plots / f"speedup_vs_cpu_{tag}_{precision}.png"
                 ),
                 out,
             )
         md.append(
-            _table(
+            table(
                 ["precision", "batch", "seq", "conc", "p50 ms", "infer/s", "× CPU fp32", "× fp32", "size MiB", "size saved vs fp32"],
                 (
                     [
@@ -236,9 +138,9 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         engines.sort(key=lambda r: (r["model"], r["runtime"], PRECISION_ORDER.index(r["precision"])))
         labels = [r["key"] for r in engines]
         md.append("### Engine memory\n")
-        _image(
+        image(
             md,
-            _bars(
+            bars(
                 labels,
                 {"file MiB": [r.get("file_size_mib") for r in engines], "GPU MiB": [r.get("gpu_memory_mib") for r in engines]},
                 "engine size and GPU memory",
@@ -248,12 +150,12 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
             out,
         )
         md.append(
-            _table(["engine", "file MiB", "GPU MiB"], ([r["key"], r.get("file_size_mib"), r.get("gpu_memory_mib")] for r in engines)) + "\n"
+            table(["engine", "file MiB", "GPU MiB"], ([r["key"], r.get("file_size_mib"), r.get("gpu_memory_mib")] for r in engines)) + "\n"
         )
     if errors:
         md.append("### Failed configurations\n")
-        md.append(_table(["configuration", "error"], ([r["key"], str(r.get("error", ""))[-200:]] for r in errors)) + "\n")
-    md.extend(grid_section(device_dir, out, plots, _table, _heatmap, _image))
+        md.append(table(["configuration", "error"], ([r["key"], str(r.get("error", ""))[-200:]] for r in errors)) + "\n")
+    md.extend(grid_section(device_dir, out, plots))
     md.extend(_fidelity_section(device_dir, out, plots))
     return md
 
@@ -290,9 +192,9 @@ def _fidelity_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     records.sort(key=lambda r: (str(r.get("model")), PRECISION_ORDER.index(r["precision"]) if r["precision"] in PRECISION_ORDER else 99))
     labels = [f"{r.get('model', '?')} {r['precision']}" for r in records]
     md = ["### Fidelity\n"]
-    _image(
+    image(
         md,
-        _bars(
+        bars(
             labels,
             {"cosine min": [metric(r, "cosine_min") for r in records], "cosine mean": [metric(r, "cosine_mean") for r in records]},
             "fidelity vs precision",
@@ -302,7 +204,7 @@ def _fidelity_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         out,
     )
     md.append(
-        _table(
+        table(
             ["model", "precision", "cosine min", "cosine mean", "NaN rate", "Inf rate"],
             (
                 [
@@ -332,7 +234,7 @@ def _cross_device(device_dirs: list[Path]) -> list[str]:
     names = [d.name for d in device_dirs]
     return [
         "## Across devices (p50 latency, ms)\n",
-        _table(["configuration", *names], ([k, *(v.get(n) for n in names)] for k, v in sorted(shared.items()))) + "\n",
+        table(["configuration", *names], ([k, *(v.get(n) for n in names)] for k, v in sorted(shared.items()))) + "\n",
     ]
 
 
@@ -354,7 +256,7 @@ def write_report(out: Path = Path("results")) -> Path:
         md.extend(_device_section(device_dir, out, out / "plots" / device_dir.name))
     if len(device_dirs) > 1:
         md.extend(_cross_device(device_dirs))
-        md.extend(gpu_comparison(device_dirs, _table))
+        md.extend(gpu_comparison(device_dirs))
     report = out / "REPORT.md"
     out.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(md))

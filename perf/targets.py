@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from perf import results as rf
+from perf.plots import table
 
 MODEL = "bert-base-uncased"
 
@@ -150,6 +151,7 @@ def evaluate(device_dir: Path, model: str = MODEL) -> list[Target]:
 
 def targets_markdown(device_dir: Path, model: str = MODEL) -> str:
     """The targets table of one device folder, as Markdown."""
-    rows = ["| target | wanted | measured | met |", "|---|---|---|---|"]
-    rows += [f"| {t.name} | {t.wanted} | {t.measured} | {t.verdict} |" for t in evaluate(device_dir, model)]
-    return "\n".join(rows) + "\n"
+    return (
+        table(["target", "wanted", "measured", "met"], ([t.name, t.wanted, t.measured, t.verdict] for t in evaluate(device_dir, model)))
+        + "\n"
+    )
