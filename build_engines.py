@@ -157,7 +157,6 @@ def main(
                 min_seq=min_seq,
                 opt_seq=opt_seq,
                 max_seq=max_seq,
-                gpu=on_gpu,
                 fuse=on_gpu if fuse is None else fuse,
                 outlier=outlier,
                 config_overrides=overrides,

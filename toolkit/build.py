@@ -7,7 +7,6 @@ finds the same fingerprint in the manifest and does nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import platform
@@ -49,14 +48,12 @@ class BuildRequest:
     min_seq: int = 32
     opt_seq: int = 128
     max_seq: int = 512
-    gpu: bool = False
     fuse: bool = False
     outlier: float = 0.0
     config_overrides: dict[str, Any] = field(default_factory=dict)
-    serving: ServingOptions = field(default_factory=ServingOptions)  # its ``gpu`` is replaced by ``gpu`` above
+    serving: ServingOptions = field(default_factory=ServingOptions)  # its ``gpu`` places engines on GPUs
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "serving", dataclasses.replace(self.serving, gpu=self.gpu))
         if self.max_batch < 1:
             raise BadInputError(f"--max-batch must be >= 1, got {self.max_batch}")
         if not 1 <= self.min_seq <= self.opt_seq <= self.max_seq:
