@@ -6,13 +6,14 @@ misspelled field or enum fails here, when generating, never when the server load
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from toolkit.artifacts import EngineArtifact, ServedModel
+from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
 from toolkit.errors import BadInputError
 from toolkit.names import (
     ENGINE_INPUTS,
@@ -132,17 +133,24 @@ def config_for_tokenizer(model: ServedModel, options: ServingOptions = ServingOp
     )
 
 
+def _ensemble_outputs(model: ServedModel, specs: Iterable[TensorSpec], where: str) -> list[TensorSpec]:
+    """The specs of what ``model``'s text ensemble returns, found among ``specs``; BadInputError if any is missing."""
+    by_name = {spec.name: spec for spec in specs}
+    missing = [name for name in ENSEMBLE_OUTPUTS[model.family] if name not in by_name]
+    if missing:
+        raise BadInputError(
+            f"{where} output {list(by_name)}: a {model.family.value} engine "
+            f"must also output {missing} for the text ensemble; re-export the model (build_engines.py)"
+        )
+    return [by_name[name] for name in ENSEMBLE_OUTPUTS[model.family]]
+
+
 def config_for_engine(
     model: ServedModel, engine: EngineArtifact, options: ServingOptions = ServingOptions()
 ) -> model_config_pb2.ModelConfig:
     """One ONNX Runtime or TensorRT engine: token tensors in, the engine's FP32 outputs out."""
     runtime = Runtime(engine.runtime)
-    missing = [name for name in ENSEMBLE_OUTPUTS[model.family] if name not in {spec.name for spec in engine.outputs}]
-    if missing:
-        raise BadInputError(
-            f"engine {engine.path} outputs {[s.name for s in engine.outputs]}: a {model.family.value} engine "
-            f"must also output {missing} for the text ensemble; re-export the model (build_engines.py)"
-        )
+    _ensemble_outputs(model, engine.outputs, f"engine {engine.path}")
     parameters: dict[str, object] = {}
     if options.intra_op_threads:
         parameters["intra_op_threads"] = options.intra_op_threads
@@ -176,12 +184,10 @@ def config_for_ensemble(
     states and full logits stay with the engine models (and, unrequested, on the GPU).
     """
     token_tensors = {name: name for name in ENGINE_INPUTS[model.family]}
-    returned = ENSEMBLE_OUTPUTS[model.family]
-    dims = {SENTENCE_EMBEDDING: [model.hidden_size], NEXT_TOKEN_LOGITS: [model.vocab_size], NEXT_TOKEN_ID: [1]}
-    types = {NEXT_TOKEN_ID: "TYPE_INT64"}
+    returned = _ensemble_outputs(model, (spec for engine in model.engines for spec in engine.outputs), f"model {model.name}'s engines")
     steps = [
         _step(tokenizer_model(model.name), {TEXT: TEXT}, {**token_tensors, TRUNCATED: TRUNCATED}),
-        _step(engine_model(model.name, precision, runtime), token_tensors, {name: name for name in returned}),
+        _step(engine_model(model.name, precision, runtime), token_tensors, {spec.name: spec.name for spec in returned}),
     ]
     return _message(
         {
@@ -189,7 +195,7 @@ def config_for_ensemble(
             "platform": "ensemble",
             "max_batch_size": model.max_batch_size,
             "input": [_tensor(TEXT, "TYPE_STRING", [1])],
-            "output": [*(_tensor(name, types.get(name, "TYPE_FP32"), dims[name]) for name in returned), _tensor(TRUNCATED, "TYPE_BOOL", [1])],
+            "output": [*(_tensor(spec.name, spec.data_type, spec.dims) for spec in returned), _tensor(TRUNCATED, "TYPE_BOOL", [1])],
             "ensemble_scheduling": {"step": steps},
         }
     )
