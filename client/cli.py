@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -222,9 +222,7 @@ def fidelity(
     chosen = _split(precisions, PRECISIONS, "--precisions")
     kinds = _split(input_kinds, INPUT_KINDS, "--inputs")
     batches, seqs = _ints(batch_sizes, "--batch-sizes"), _ints(seq_lens, "--seq-lens")
-    with _server(serve, repository, protocol) as served_url:
-        client = _client(served_url or url, protocol, timeout, retries)
-        client.require_ready()
+    with _ready_client(serve, repository, url, protocol, timeout, retries) as client:
         ref = OnnxReference(reference or reference_onnx_path(repository, model))
         tok = load_tokenizer(tokenizer or find_tokenizer(repository, model))
         records = fid.run_fidelity(
@@ -293,9 +291,7 @@ def task(
 
     chosen = _split(precisions, PRECISIONS, "--precisions")
     labelled = load_sentiment(dataset)  # type: ignore[arg-type]
-    with _server(serve, repository, protocol) as served_url:
-        client = _client(served_url or url, protocol, timeout, retries)
-        client.require_ready()
+    with _ready_client(serve, repository, url, protocol, timeout, retries) as client:
         records = task_accuracy(client, load_tokenizer(find_tokenizer(repository, model)), model, labelled, chosen, runtime, seq)
     path = fid.results_dir(results_dir, fid.environment()) / f"task_{model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -308,15 +304,17 @@ def task(
 
 
 @contextmanager
-def _server(serve: bool, repository: Path, protocol: str) -> Iterator[str | None]:
-    """With ``serve``, a server on ``repository`` for the block (its URL for ``protocol``); else None."""
-    if not serve:
-        yield None
-        return
-    from toolkit.serving import running_server
+def _ready_client(serve: bool, repository: Path, url: str | None, protocol: str, timeout: float, retries: int) -> Iterator[Any]:
+    """A client of a ready server: with ``serve``, one started on ``repository`` for the block; else the one at ``url``."""
+    with ExitStack() as stack:
+        if serve:
+            from toolkit.serving import running_server
 
-    with running_server(repository, state_dir=Path("build/client_server"), timeout=300) as handle:
-        yield f"127.0.0.1:{handle.ports.grpc if protocol == 'grpc' else handle.ports.http}"
+            handle = stack.enter_context(running_server(repository, state_dir=Path("build/client_server"), timeout=300))
+            url = f"127.0.0.1:{handle.ports.grpc if protocol == 'grpc' else handle.ports.http}"
+        client = _client(url, protocol, timeout, retries)
+        client.require_ready()
+        yield client
 
 
 def main(argv: list[str] | None = None) -> int:
