@@ -73,28 +73,18 @@ def time_onnx(
     cuda_graph: bool = False,
     threads: int | None = None,
 ) -> Timing:
-    """Time ``path`` on ``inputs``. On CUDA, inputs and outputs stay on the device (I/O binding)."""
+    """Time ``path`` on ``inputs``. On CUDA, inputs and outputs stay on the device: the served path
+    (``toolkit/backends/common/cuda_graphs.py``: I/O binding on preallocated buffers, optionally a CUDA graph).
+    """
     session = session_for(path, device, cuda_graph=cuda_graph, threads=threads)
     feed = {i.name: inputs[i.name] for i in session.get_inputs()}
     if device == "cpu":
         return time_callable(lambda: session.run(None, feed), runs=runs, warmup=warmup)
-    import onnxruntime as ort
+    from toolkit.backends.common.cuda_graphs import DeviceRunner
 
-    binding = session.io_binding()
-    device_inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for n, a in feed.items()}
-    for name, value in device_inputs.items():
-        binding.bind_ortvalue_input(name, value)
-    # Bind outputs to preallocated device buffers: CUDA graphs replay into fixed addresses. A graph-enabled
-    # session only runs through I/O binding, so a plain session finds the output shapes.
-    first = (session_for(path, device) if cuda_graph else session).run(None, feed)
-    for output, array in zip(session.get_outputs(), first, strict=True):
-        binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
-
-    def call() -> None:
-        session.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-
-    return time_callable(call, runs=runs, warmup=warmup)
+    runner = DeviceRunner(session, max_graphs=1 if cuda_graph else 0)
+    slot = runner.slot(feed, graph=cuda_graph)
+    return time_callable(lambda: runner.launch(slot), runs=runs, warmup=warmup)
 
 
 def cpu_baseline(fp32_onnx: Path, inputs: Mapping[str, np.ndarray], runs: int = 20, warmup: int = 3, threads: int | None = None) -> Timing:
