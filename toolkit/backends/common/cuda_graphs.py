@@ -21,17 +21,20 @@ NUMPY_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
 NO_GRAPH = -1  # ORT's run option value for "run this call without a graph" in a graph-enabled session
 
 
-def cuda_session(path: str, device_id: int = 0, graphs: bool = True, threads: int = 0) -> tuple[ort.InferenceSession, str | None]:
+def cuda_session(
+    path: str, device_id: int = 0, graphs: bool = True, threads: int = 0, provider_options: dict[str, str] | None = None
+) -> tuple[ort.InferenceSession, str | None]:
     """A CUDA-EP session on ``path`` with TF32 off (FP32 stays the FP32 the references compute) and, with
     ``graphs``, CUDA graphs enabled; returns it and why graphs were refused (None when they were not).
 
-    ONNX Runtime refuses graphs when a node falls back to the CPU: the session is then made without them.
+    ``provider_options`` adds CUDA EP options (e.g. ``sdpa_kernel``). ONNX Runtime refuses graphs when a
+    node falls back to the CPU: the session is then made without them.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
 
     def make(enable: bool) -> ort.InferenceSession:
-        cuda = {"device_id": str(device_id), "use_tf32": "0", "enable_cuda_graph": "1" if enable else "0"}
+        cuda = {**(provider_options or {}), "device_id": str(device_id), "use_tf32": "0", "enable_cuda_graph": "1" if enable else "0"}
         return ort.InferenceSession(path, options, providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
 
     if not graphs:
@@ -44,12 +47,14 @@ def cuda_session(path: str, device_id: int = 0, graphs: bool = True, threads: in
 
 @dataclass
 class Slot:
-    """Device buffers bound for one input shape; ``graph_id`` > 0 when runs replay a CUDA graph."""
+    """Device buffers bound for one input shape, and the run options that pick its CUDA graph (``graph_id``
+    > 0 when runs replay one)."""
 
     graph_id: int
     inputs: dict[str, Any]
     outputs: list[Any]
     binding: Any
+    run_options: Any
 
 
 class DeviceRunner:
@@ -95,14 +100,14 @@ class DeviceRunner:
         if graph:
             self.graphs += 1
             graph_id = self.graphs  # graph id 0 is ORT's default graph: start at 1
-        return Slot(graph_id, inputs, outputs, binding)
+        run_options = ort.RunOptions()  # made once per slot: every request of this shape reuses it
+        if self.max_graphs:
+            run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
+        return Slot(graph_id, inputs, outputs, binding, run_options)
 
     def launch(self, slot: Slot) -> None:
         """One run on the slot's buffers (replaying its graph once captured); returns when done."""
-        options = ort.RunOptions()
-        if self.max_graphs:
-            options.add_run_config_entry("gpu_graph_id", str(slot.graph_id))
-        self.session.run_with_iobinding(slot.binding, options)
+        self.session.run_with_iobinding(slot.binding, slot.run_options)
         slot.binding.synchronize_outputs()
 
     def fetch(self, slot: Slot, names: list[str] | None = None) -> list[np.ndarray]:
