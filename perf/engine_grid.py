@@ -31,7 +31,7 @@ from perf.engine_timing import Timing, file_size_mib, session_memory_mib, time_c
 from perf.environment import device_info
 from perf.inputs import batch_arrays
 from toolkit.engines.onnxrt import Device, require_cuda, session_for
-from toolkit.environment import package_versions
+from toolkit.environment import code_version, package_versions
 from toolkit.errors import BadInputError
 from toolkit.names import Precision
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
@@ -264,6 +264,7 @@ def run_grid(
             "kind": "environment",
             "key": f"environment|{stamp['run_id']}",
             **stamp,
+            "code": code_version(),
             "device_info": info,
             "packages": package_versions(),
             "plan": asdict(plan),

@@ -12,6 +12,7 @@ from perf import results as rf
 from perf.engine_grid import GridPlan, run_grid
 from perf.report import write_report
 from perf.targets import evaluate
+from toolkit.environment import code_version
 from toolkit.errors import BadInputError
 
 
@@ -26,6 +27,8 @@ def outlier_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_grid_times_every_point_and_flags_fp16_overflow_when_hybrid_stays_finite(outlier_repository: Path, tmp_path: Path) -> None:
     plan = GridPlan(models=("outlier",), batch_sizes=(1, 2), seq_lens=(8, 16), device="cpu", target_seconds=0.02, min_runs=2)
     path = run_grid(plan, outlier_repository, tmp_path / "results", progress=False)
+    (environment,) = [r for r in rf.read_jsonl(path) if r.get("kind") == "environment"]
+    assert environment["code"] == code_version() and environment["plan"]["batch_sizes"] == [1, 2]
     engine = [r for r in rf.read_jsonl(path) if r.get("kind") == "engine"]
     assert len(engine) == 4 * 3 and all(r["status"] == "ok" and r["median_ms"] > 0 and r["runs"] >= 2 for r in engine)
     fp16 = [r for r in engine if r["precision"] == "fp16"]
