@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +39,7 @@ from toolkit.repository import write_model_repository
 from toolkit.repository.configs import ServingOptions
 from toolkit.serving import Ports, docker_command, free_ports, running_server
 from toolkit.serving.__main__ import main as cli
-from toolkit.serving.server import port_in_use
+from toolkit.serving.server import port_in_use, server_environment
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
 
@@ -241,6 +243,14 @@ def test_docker_command_mounts_repository_and_publishes_ports_when_rendered(tmp_
     assert command[-1].endswith("tritonserver --model-repository=/models --http-port=9000 --grpc-port=9001 "
                                 "--metrics-port=9002 --log-verbose=0")  # fmt: skip
     assert "pip install --quiet tokenizers==" in command[-1]
+
+
+def test_server_environment_turns_tokenizer_parallelism_on_when_the_client_turned_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.delenv("BACKEND_PYTHON", raising=False)
+    environment = server_environment()
+    assert environment["TOKENIZERS_PARALLELISM"] == "true"
+    assert environment["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
 
 
 def test_engine_model_returns_only_requested_outputs_when_client_names_them(server: Ports, bert_model: ServedModel) -> None:
