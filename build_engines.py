@@ -13,19 +13,9 @@ from pathlib import Path
 
 import click
 
+from toolkit.cli_values import comma_ints, comma_items
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import Runtime
-
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
-
-
-def _ints(value: str, option: str) -> list[int]:
-    try:
-        return [int(item) for item in _csv(value)]
-    except ValueError:
-        raise BadInputError(f"{option} {value!r}: expected comma-separated integers, e.g. 32,128,512") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -135,12 +125,12 @@ def main(
         if name and len(models) > 1:
             raise BadInputError("--name applies to one model; build several models in separate runs or drop --name")
         valid_runtimes = [runtime.value for runtime in Runtime]
-        unknown = [item for item in _csv(runtimes) if item not in valid_runtimes]
+        unknown = [item for item in comma_items(runtimes, "--runtimes", allow_empty=True) if item not in valid_runtimes]
         if unknown:
             raise BadInputError(f"unknown runtime {unknown}: choose from {','.join(valid_runtimes)} (--runtimes)")
-        chosen_runtimes = tuple(Runtime(item) for item in _csv(runtimes))
+        chosen_runtimes = tuple(Runtime(item) for item in comma_items(runtimes, "--runtimes", allow_empty=True))
         on_gpu = gpu if gpu is not None else gpu_name() is not None
-        buckets = None if seq_buckets is None else tuple(_ints(seq_buckets, "--seq-buckets"))
+        buckets = None if seq_buckets is None else comma_ints(seq_buckets, "--seq-buckets", allow_empty=True)
         serving = ServingOptions(
             gpu=on_gpu, engine_instances=engine_instances, max_queue_delay_us=max_queue_delay_us, cuda_graphs=cuda_graphs, seq_buckets=buckets
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from toolkit.cli_values import comma_ints, comma_items
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import (
     NEXT_TOKEN_ID,
@@ -27,26 +28,6 @@ from toolkit.names import (
 PRECISIONS = [p.value for p in Precision]
 RUNTIMES = [r.value for r in Runtime]
 DEFAULT_REPOSITORY = Path("model_repository")
-
-
-def _split(value: str, allowed: list[str] | tuple[str, ...] | None, flag: str) -> list[str]:
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
-        raise BadInputError(f"{flag} {value!r} is empty; give a comma-separated list")
-    bad = [item for item in items if allowed is not None and item not in allowed]
-    if bad:
-        raise BadInputError(f"{flag} {','.join(bad)} not allowed; choose from {','.join(allowed or [])}")
-    return items
-
-
-def _ints(value: str, flag: str) -> list[int]:
-    try:
-        numbers = [int(item) for item in _split(value, None, flag)]
-    except ValueError as error:
-        raise BadInputError(f"{flag} {value!r} must be comma-separated integers, e.g. 1,8") from error
-    if any(n < 1 for n in numbers):
-        raise BadInputError(f"{flag} {value!r} must be positive integers")
-    return numbers
 
 
 def _client(url: str | None, protocol: str, timeout: float, retries: int) -> Any:
@@ -219,9 +200,9 @@ def fidelity(
     from client.reference import OnnxReference, reference_onnx_path
     from toolkit.repository.lookup import find_tokenizer
 
-    chosen = _split(precisions, PRECISIONS, "--precisions")
-    kinds = _split(input_kinds, INPUT_KINDS, "--inputs")
-    batches, seqs = _ints(batch_sizes, "--batch-sizes"), _ints(seq_lens, "--seq-lens")
+    chosen = list(comma_items(precisions, "--precisions", PRECISIONS))
+    kinds = list(comma_items(input_kinds, "--inputs", INPUT_KINDS))
+    batches, seqs = list(comma_ints(batch_sizes, "--batch-sizes")), list(comma_ints(seq_lens, "--seq-lens"))
     with _ready_client(serve, repository, url, protocol, timeout, retries) as client:
         ref = OnnxReference(reference or reference_onnx_path(repository, model))
         tok = load_tokenizer(tokenizer or find_tokenizer(repository, model))
@@ -289,7 +270,7 @@ def task(
     from client.task import task_accuracy
     from toolkit.repository.lookup import find_tokenizer
 
-    chosen = _split(precisions, PRECISIONS, "--precisions")
+    chosen = list(comma_items(precisions, "--precisions", PRECISIONS))
     labelled = load_sentiment(dataset)  # type: ignore[arg-type]
     with _ready_client(serve, repository, url, protocol, timeout, retries) as client:
         records = task_accuracy(client, load_tokenizer(find_tokenizer(repository, model)), model, labelled, chosen, runtime, seq)

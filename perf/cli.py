@@ -10,20 +10,17 @@ from typing import cast
 
 import click
 
+from toolkit.cli_values import comma_ints, comma_items
 from toolkit.errors import ToolkitError
 
 
-def _csv_ints(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError as error:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 1,4,16") from error
+def _items(value: str | None, flag: str) -> tuple[str, ...] | None:
+    """None (the sweep's own setting) when the option is absent."""
+    return None if value is None else comma_items(value, flag)
 
 
-def _csv_strs(value: str | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+def _ints(value: str | None, flag: str) -> tuple[int, ...] | None:
+    return None if value is None else comma_ints(value, flag)
 
 
 @click.group()
@@ -84,13 +81,13 @@ def sweep(
     try:
         chosen = get_sweep(
             sweep_name,
-            models=_csv_strs(models),
-            precisions=_csv_strs(precisions),
-            batch_sizes=_csv_ints(batch_sizes),
-            seq_lens=_csv_ints(seq_lens),
-            concurrencies=_csv_ints(concurrencies),
-            targets=_csv_strs(targets),
-            runtimes=_csv_strs(runtimes),
+            models=_items(models, "--models"),
+            precisions=_items(precisions, "--precisions"),
+            batch_sizes=_ints(batch_sizes, "--batch"),
+            seq_lens=_ints(seq_lens, "--seq"),
+            concurrencies=_ints(concurrencies, "--concurrency"),
+            targets=_items(targets, "--targets"),
+            runtimes=_items(runtimes, "--runtimes"),
         )
         out_dir = run_sweep(
             chosen,
@@ -151,7 +148,7 @@ def engine(
             model,
             repository,
             out,
-            precisions=_csv_strs(precisions) or (),
+            precisions=_items(precisions, "--precisions") or (),
             batch_size=batch_size,
             seq_len=seq_len,
             device=cast(Device, device),
@@ -224,10 +221,10 @@ def grid(
 
     try:
         plan = GridPlan(
-            models=_csv_strs(models) or (),
-            precisions=_csv_strs(precisions) or (),
-            batch_sizes=_csv_ints(batch_sizes) or (),
-            seq_lens=_csv_ints(seq_lens) or (),
+            models=_items(models, "--models") or (),
+            precisions=_items(precisions, "--precisions") or (),
+            batch_sizes=_ints(batch_sizes, "--batch") or (),
+            seq_lens=_ints(seq_lens, "--seq") or (),
             device=cast(Device, device),
             graph_token_limit=graph_token_limit,
             target_seconds=target_seconds,

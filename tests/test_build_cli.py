@@ -46,7 +46,7 @@ def _run(*args: str) -> tuple[int, str]:
         (["--model", "minilm", "--keep-fp32", "Softmaxx"], "unknown ONNX op types"),
         (["--model", "no-such-org/no-such-model-xyz"], "cannot load model"),
         (["--model", "minilm", "--cpu", "--cuda-graphs"], "CUDA graphs only exist on the CUDA provider"),
-        (["--model", "minilm", "--seq-buckets", "32,x"], "--seq-buckets '32,x': expected comma-separated integers"),
+        (["--model", "minilm", "--seq-buckets", "32,x"], "--seq-buckets '32,x': expected comma-separated positive integers"),
         (["--model", "minilm", "--gpu", "--seq-buckets", "128,64"], "need increasing lengths"),
     ],
 )

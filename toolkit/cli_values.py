@@ -1,0 +1,33 @@
+"""Comma-separated option values (``--precisions fp16,hybrid``, ``--batch 1,8``), parsed one way for every CLI.
+
+Errors are BadInputError naming the flag, which each CLI prints as its one-line error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from toolkit.errors import BadInputError
+
+
+def comma_items(value: str, flag: str, allowed: Collection[str] | None = None, allow_empty: bool = False) -> tuple[str, ...]:
+    """The non-blank items of ``value``; each must be in ``allowed`` (when given), and there must be one
+    unless ``allow_empty``."""
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    if not items and not allow_empty:
+        raise BadInputError(f"{flag} {value!r} is empty; give a comma-separated list")
+    bad = [item for item in items if allowed is not None and item not in allowed]
+    if bad:
+        raise BadInputError(f"{flag} {','.join(bad)} not allowed; choose from {','.join(allowed or ())}")
+    return items
+
+
+def comma_ints(value: str, flag: str, allow_empty: bool = False) -> tuple[int, ...]:
+    """Positive integers from ``value`` (at least one unless ``allow_empty``)."""
+    try:
+        numbers = tuple(int(item) for item in comma_items(value, flag, allow_empty=allow_empty))
+    except ValueError:
+        raise BadInputError(f"{flag} {value!r}: expected comma-separated positive integers, e.g. 1,8,32") from None
+    if any(n < 1 for n in numbers):
+        raise BadInputError(f"{flag} {value!r}: expected comma-separated positive integers, e.g. 1,8,32")
+    return numbers
