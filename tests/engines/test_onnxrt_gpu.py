@@ -29,6 +29,32 @@ def test_fused_bert_graph_has_attention_and_fp32_layernorms_in_hybrid(tiny_bert:
     assert census["SkipLayerNormalization"] == {"fp32": 4} and census["EmbedLayerNormalization"] == {"fp32": 1}
 
 
+def test_fused_gpt2_graph_has_one_causal_attention_per_layer_and_matches_export(tiny_gpt2: LoadedModel, tiny_bert: LoadedModel, tmp_path: Path) -> None:
+    """transformers 5's GPT-2 attention, which ONNX Runtime's optimizer leaves unfused, becomes Attention(unidirectional=1)."""
+    import numpy as np
+    import onnx
+
+    from toolkit.engines.causal_attention import fuse_causal_attention
+    from toolkit.engines.onnxrt import run_onnx
+    from toolkit.models.export import cosine_rows
+
+    exported = onnx_from_hf(tiny_gpt2, tmp_path / "fp32.onnx")
+    fused, stats = fused_onnx(exported, tmp_path / "fused.onnx", "gpt2", 4, 128)
+    graph = onnx.load(str(fused)).graph
+    attention = [node for node in graph.node if node.op_type == "Attention"]
+    assert stats["Attention"] == len(attention) == 2
+    assert all(onnx.helper.get_attribute_value(a) == 1 for node in attention for a in node.attribute if a.name == "unidirectional")
+    assert not [node for node in graph.node if node.op_type == "Softmax"]  # the 4-D mask and the unfused scores are gone
+    inputs = example_inputs(tiny_gpt2, 3, 20)  # rows 0 and 2 right-padded
+    reference, got = run_onnx(exported, inputs), run_onnx(fused, inputs)
+    valid = inputs["attention_mask"].astype(bool)
+    assert cosine_rows(reference["logits"][valid], got["logits"][valid]).min() >= 0.99999
+    np.testing.assert_array_equal(reference["next_token_id"], got["next_token_id"])
+    # A graph without GPT-2's packed projection (BERT) is left as it is.
+    bert = onnx.load(str(onnx_from_hf(tiny_bert, tmp_path / "bert.onnx")))
+    assert fuse_causal_attention(bert, 4, 128) == 0
+
+
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("precision", [Precision.FP16, Precision.HYBRID])

@@ -116,14 +116,20 @@ PRECISION_CRITICAL_OPS = ("MatMul", "Gemm", "Softmax", "LayerNormalization")
 
 
 def fused_onnx(source: Path, target: Path, model_type: str, num_heads: int, hidden_size: int) -> tuple[Path, dict[str, int]]:
-    """ONNX Runtime's transformer fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu).
+    """ONNX Runtime's transformer fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu),
+    plus GPT-2's causal attention (``causal_attention.py``), which ONNX Runtime's optimizer misses.
 
     The fused graph uses ``com.microsoft`` ops that only ONNX Runtime runs, and it is what lets every node
     stay on the CUDA provider and be captured in a CUDA graph. Returns the file and the fused-op counts.
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
+    from toolkit.engines.causal_attention import fuse_causal_attention
+
     optimized = optimize_model(str(source), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=True)
-    optimized.save_model_to_file(str(target))
     stats = {op: int(count) for op, count in optimized.get_fused_operator_statistics().items() if count}
+    if model_type == "gpt2" and not stats.get("Attention"):  # ONNX Runtime's own GPT-2 fusion missed transformers 5's export
+        causal = fuse_causal_attention(optimized.model, num_heads, hidden_size)
+        stats.update({"Attention": causal} if causal else {})
+    optimized.save_model_to_file(str(target))
     return target, stats

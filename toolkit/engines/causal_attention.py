@@ -1,0 +1,195 @@
+"""Fuse GPT-2's exported self-attention into ONNX Runtime's ``com.microsoft.Attention`` (``unidirectional=1``).
+
+ONNX Runtime's GPT-2 fusions were written for older transformers exports and fuse no attention in transformers
+5's (only LayerNorm and Gelu forms). Unfused, every layer materialises its batch x heads x length x length
+scores through separate MatMul, Mul, Add and Softmax kernels, which is what keeps GPT-2's FP16 gain at long
+sequences well below BERT-base's.
+
+The pattern is the one ``toolkit.models.export`` writes for a GPT-2 block, after ONNX Runtime's optimizer::
+
+    x -> MatMul(W_qkv) -> Add(b_qkv) -> Split(3) -> {Reshape -> Transpose} x 3
+    MatMul(q, k^T) -> Mul(scale) | Div(1/scale) -> Add(causal + padding mask) -> Softmax -> MatMul(., v)
+    -> Transpose -> Reshape -> (the output projection)
+
+and it becomes ``Attention(x, W_qkv, b_qkv, attention_mask as int32)`` with ``unidirectional=1``: the causal
+mask comes from the attribute, the padding mask from the graph's 2-D ``attention_mask`` (right padding), so
+the 4-D additive mask the export built is left unused and pruned. A block that differs in any way is left as
+it is. The caller checks the fused graph's outputs against the export's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
+
+MASK_INPUT = "attention_mask"
+MASK_INT32 = "attention_mask_int32"
+
+
+class _Graph:
+    """Producer/consumer look-ups and constant values of one graph."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        from onnx import numpy_helper
+
+        self.graph = model.graph
+        self.producer = {output: node for node in self.graph.node for output in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.initializers = {init.name: init for init in self.graph.initializer}
+        self.constants = {name: numpy_helper.to_array(init) for name, init in self.initializers.items()}
+        for node in self.graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+
+    def parent(self, node: onnx.NodeProto, index: int, op_type: str) -> onnx.NodeProto | None:
+        if index >= len(node.input):
+            return None
+        found = self.producer.get(node.input[index])
+        return found if found is not None and found.op_type == op_type else None
+
+    def only_child(self, node: onnx.NodeProto, op_type: str) -> onnx.NodeProto | None:
+        children = self.consumers.get(node.output[0], [])
+        return children[0] if len(children) == 1 and children[0].op_type == op_type else None
+
+
+def _perm(node: onnx.NodeProto | None) -> list[int] | None:
+    if node is None:
+        return None
+    for attribute in node.attribute:
+        if attribute.name == "perm":
+            return list(attribute.ints)
+    return None
+
+
+def _head(g: _Graph, transpose: onnx.NodeProto | None, perm: list[int]) -> tuple[str, list[onnx.NodeProto]] | None:
+    """The Split output that ``Reshape -> Transpose(perm)`` splits into heads, and those two nodes."""
+    if _perm(transpose) != perm:
+        return None
+    assert transpose is not None
+    reshape = g.parent(transpose, 0, "Reshape")
+    if reshape is None:
+        return None
+    return reshape.input[0], [reshape, transpose]
+
+
+def _scale(g: _Graph, node: onnx.NodeProto) -> float | None:
+    """The factor a scalar Mul (or the inverse of a scalar Div) applies to the scores."""
+    value = g.constants.get(node.input[1])
+    if value is None or value.size != 1:
+        return None
+    factor = float(value.reshape(()))
+    return factor if node.op_type == "Mul" else 1.0 / factor
+
+
+def _match(g: _Graph, softmax: onnx.NodeProto, hidden: int) -> tuple[list[onnx.NodeProto], list[str], str, float] | None:
+    """For one Softmax: (nodes to remove, [x, W, b], output name, scale), or None when the block differs."""
+    add_mask = g.parent(softmax, 0, "Add")
+    scaled = None
+    if add_mask is not None:
+        scaled = g.parent(add_mask, 0, "Mul") or g.parent(add_mask, 0, "Div")
+    if add_mask is None or scaled is None:
+        return None
+    scale = _scale(g, scaled)
+    scores = g.parent(scaled, 0, "MatMul")
+    context = g.only_child(softmax, "MatMul")
+    if scale is None or scores is None or context is None or context.input[0] != softmax.output[0]:
+        return None
+    merge_transpose = g.only_child(context, "Transpose")
+    merge = g.only_child(merge_transpose, "Reshape") if merge_transpose is not None else None
+    heads = [
+        _head(g, g.producer.get(scores.input[0]), [0, 2, 1, 3]),
+        _head(g, g.producer.get(scores.input[1]), [0, 2, 3, 1]),
+        _head(g, g.producer.get(context.input[1]), [0, 2, 1, 3]),
+    ]
+    if merge is None or _perm(merge_transpose) != [0, 2, 1, 3] or any(h is None for h in heads):
+        return None
+    split = g.producer.get(heads[0][0])  # type: ignore[index]
+    if split is None or split.op_type != "Split" or [h[0] for h in heads] != list(split.output):  # type: ignore[index]
+        return None
+    bias_add = g.parent(split, 0, "Add")
+    projection = g.parent(bias_add, 0, "MatMul") if bias_add is not None else None
+    if bias_add is None or projection is None:
+        return None
+    weight, bias = projection.input[1], bias_add.input[1]
+    if weight not in g.initializers or bias not in g.initializers:
+        return None
+    if g.constants[weight].shape != (hidden, 3 * hidden) or g.constants[bias].shape != (3 * hidden,):
+        return None
+    used_once = [projection, bias_add, split]  # their outputs must feed nothing else
+    if any(len(g.consumers.get(node.output[0], [])) != 1 for node in used_once[:2]):
+        return None
+    nodes = [projection, bias_add, split, *(n for h in heads for n in h[1]), scores, scaled, add_mask, softmax, context, merge_transpose, merge]  # type: ignore[union-attr]
+    return nodes, [projection.input[0], weight, bias], merge.output[0], scale  # type: ignore[list-item]
+
+
+def _prune(model: onnx.ModelProto) -> None:
+    """Drop nodes and initializers no graph output depends on (in place)."""
+    graph = model.graph
+    producer = {output: node for node in graph.node for output in node.output}
+    needed, stack = set(), [output.name for output in graph.output]
+    live: set[int] = set()
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producer.get(name)
+        if node is not None and id(node) not in live:
+            live.add(id(node))
+            stack.extend(i for i in node.input if i)
+    kept = [node for node in graph.node if id(node) in live]
+    del graph.node[:]
+    graph.node.extend(kept)
+    initializers = [init for init in graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    shapes = [info for info in graph.value_info if info.name in needed]
+    del graph.value_info[:]
+    graph.value_info.extend(shapes)
+
+
+def fuse_causal_attention(model: onnx.ModelProto, num_heads: int, hidden_size: int) -> int:
+    """Replace every matching GPT-2 attention block of ``model`` (in place); returns how many were fused."""
+    from onnx import TensorProto, helper
+
+    if MASK_INPUT not in {i.name for i in model.graph.input}:
+        return 0
+    g = _Graph(model)
+    head_size = hidden_size // num_heads
+    removed: set[int] = set()
+    replacement: dict[int, onnx.NodeProto] = {}  # id of the node whose place the fused node takes
+    for softmax in [node for node in model.graph.node if node.op_type == "Softmax"]:
+        found = _match(g, softmax, hidden_size)
+        if found is None:
+            continue
+        nodes, inputs, output, scale = found
+        attributes: dict[str, object] = {"num_heads": num_heads, "unidirectional": 1}
+        if not math.isclose(scale, 1.0 / math.sqrt(head_size), rel_tol=1e-5):
+            attributes["scale"] = scale
+        fused = helper.make_node(
+            "Attention", [*inputs, MASK_INT32], [output], name=f"CausalAttention_{len(replacement)}", domain="com.microsoft", **attributes
+        )
+        removed |= {id(node) for node in nodes}
+        replacement[id(nodes[-1])] = fused
+    if not replacement:
+        return 0
+    cast = helper.make_node("Cast", [MASK_INPUT], [MASK_INT32], name="CausalAttention_mask_int32", to=TensorProto.INT32)
+    rebuilt = [cast]
+    for node in model.graph.node:
+        if id(node) in replacement:
+            rebuilt.append(replacement[id(node)])
+        elif id(node) not in removed:
+            rebuilt.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(rebuilt)
+    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    _prune(model)
+    return len(replacement)
+
