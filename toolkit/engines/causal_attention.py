@@ -102,15 +102,13 @@ def _match(g: _Graph, softmax: onnx.NodeProto, hidden: int) -> tuple[list[onnx.N
         return None
     merge_transpose = g.only_child(context, "Transpose")
     merge = g.only_child(merge_transpose, "Reshape") if merge_transpose is not None else None
-    heads = [
-        _head(g, g.producer.get(scores.input[0]), [0, 2, 1, 3]),
-        _head(g, g.producer.get(scores.input[1]), [0, 2, 3, 1]),
-        _head(g, g.producer.get(context.input[1]), [0, 2, 1, 3]),
-    ]
-    if merge is None or _perm(merge_transpose) != [0, 2, 1, 3] or any(h is None for h in heads):
+    q = _head(g, g.producer.get(scores.input[0]), [0, 2, 1, 3])
+    k = _head(g, g.producer.get(scores.input[1]), [0, 2, 3, 1])
+    v = _head(g, g.producer.get(context.input[1]), [0, 2, 1, 3])
+    if merge_transpose is None or merge is None or _perm(merge_transpose) != [0, 2, 1, 3] or q is None or k is None or v is None:
         return None
-    split = g.producer.get(heads[0][0])  # type: ignore[index]
-    if split is None or split.op_type != "Split" or [h[0] for h in heads] != list(split.output):  # type: ignore[index]
+    split = g.producer.get(q[0])
+    if split is None or split.op_type != "Split" or [q[0], k[0], v[0]] != list(split.output):
         return None
     bias_add = g.parent(split, 0, "Add")
     projection = g.parent(bias_add, 0, "MatMul") if bias_add is not None else None
@@ -121,11 +119,10 @@ def _match(g: _Graph, softmax: onnx.NodeProto, hidden: int) -> tuple[list[onnx.N
         return None
     if g.constants[weight].shape != (hidden, 3 * hidden) or g.constants[bias].shape != (3 * hidden,):
         return None
-    used_once = [projection, bias_add, split]  # their outputs must feed nothing else
-    if any(len(g.consumers.get(node.output[0], [])) != 1 for node in used_once[:2]):
+    if any(len(g.consumers.get(node.output[0], [])) != 1 for node in (projection, bias_add)):  # feeding nothing else
         return None
-    nodes = [projection, bias_add, split, *(n for h in heads for n in h[1]), scores, scaled, add_mask, softmax, context, merge_transpose, merge]  # type: ignore[union-attr]
-    return nodes, [projection.input[0], weight, bias], merge.output[0], scale  # type: ignore[list-item]
+    nodes = [projection, bias_add, split, *q[1], *k[1], *v[1], scores, scaled, add_mask, softmax, context, merge_transpose, merge]
+    return nodes, [projection.input[0], weight, bias], merge.output[0], scale
 
 
 def _prune(model: onnx.ModelProto) -> None:
@@ -169,16 +166,18 @@ def fuse_causal_attention(model: onnx.ModelProto, num_heads: int, hidden_size: i
         if found is None:
             continue
         nodes, inputs, output, scale = found
-        attributes: dict[str, object] = {"num_heads": num_heads, "unidirectional": 1}
-        if not math.isclose(scale, 1.0 / math.sqrt(head_size), rel_tol=1e-5):
-            attributes["scale"] = scale
         fused = helper.make_node(
-            "Attention", [*inputs, MASK_INT32], [output], name=f"CausalAttention_{len(replacement)}", domain="com.microsoft", **attributes
+            "Attention", [*inputs, MASK_INT32], [output], name=f"CausalAttention_{len(replacement)}", domain="com.microsoft"
         )
+        fused.attribute.extend([helper.make_attribute("num_heads", num_heads), helper.make_attribute("unidirectional", 1)])
+        if not math.isclose(scale, 1.0 / math.sqrt(head_size), rel_tol=1e-5):  # the export scaled otherwise
+            fused.attribute.append(helper.make_attribute("scale", scale))
         removed |= {id(node) for node in nodes}
         replacement[id(nodes[-1])] = fused
     if not replacement:
         return 0
+    original = type(model)()
+    original.CopyFrom(model)
     cast = helper.make_node("Cast", [MASK_INPUT], [MASK_INT32], name="CausalAttention_mask_int32", to=TensorProto.INT32)
     rebuilt = [cast]
     for node in model.graph.node:
@@ -191,5 +190,16 @@ def fuse_causal_attention(model: onnx.ModelProto, num_heads: int, hidden_size: i
     if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     _prune(model)
+    if _dangling(model):  # a removed tensor still feeds a live node: this export differs, keep it as it was
+        model.CopyFrom(original)
+        return 0
     return len(replacement)
+
+
+def _dangling(model: onnx.ModelProto) -> list[str]:
+    """Inputs of nodes that no node, graph input or initializer provides."""
+    graph = model.graph
+    known = {i.name for i in graph.input} | {init.name for init in graph.initializer} | {""}
+    known |= {output for node in graph.node for output in node.output}
+    return [name for node in graph.node for name in node.input if name not in known]
 
