@@ -57,20 +57,28 @@ def test_fused_gpt2_graph_has_one_causal_attention_per_layer_and_matches_export(
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize(("fixture", "family", "states"), [("tiny_bert", "bert", "last_hidden_state"), ("tiny_gpt2", "gpt2", "logits")])
 @pytest.mark.parametrize("precision", [Precision.FP16, Precision.HYBRID])
-def test_fused_variant_on_cuda_matches_fp32(precision: Precision, tiny_bert: LoadedModel, tmp_path: Path) -> None:
+def test_fused_variant_on_cuda_matches_fp32(
+    precision: Precision, fixture: str, family: str, states: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Every fused graph the GPU serves (GPT-2's with its causal Attention too) agrees with FP32 on CUDA."""
     import onnx
 
     from toolkit.engines.onnxrt import session_for
     from toolkit.models.export import cosine_rows
 
-    fused, _ = fused_onnx(onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx", "bert", 4, 128)
-    inputs = example_inputs(tiny_bert, 4, 96)
+    model: LoadedModel = request.getfixturevalue(fixture)
+    exported = onnx_from_hf(model, tmp_path / "fp32.onnx")
+    fused, _ = fused_onnx(exported, tmp_path / "fused.onnx", family, 4, 128)
+    inputs = example_inputs(model, 4, 96)
     outputs = {}
     for variant in (Precision.FP32, precision):
         path = save_onnx(fused_variant_from_fp32(onnx.load(str(fused)), variant), tmp_path / f"{variant.value}.onnx")
-        outputs[variant] = session_for(path, "cuda").run(["last_hidden_state"], inputs)[0]
+        outputs[variant] = session_for(path, "cuda").run([states], inputs)[0]
     valid = inputs["attention_mask"].astype(bool)
+    unfused_on_cpu = session_for(exported, "cpu").run([states], inputs)[0]  # the CUDA kernels' masking, against the export's
+    assert cosine_rows(unfused_on_cpu[valid], outputs[Precision.FP32][valid]).min() >= 0.9999
     assert cosine_rows(outputs[Precision.FP32][valid], outputs[precision][valid]).min() >= 0.999
 
 
