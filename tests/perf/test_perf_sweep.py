@@ -39,6 +39,7 @@ def test_paper_sweep_has_360_configurations_per_runtime() -> None:
     paper = get_sweep("paper", runtimes=("onnxruntime",))
     assert len(paper.configs()) == 360
     assert len({c.key for c in paper.configs()}) == 360
+    assert {c.target for c in paper.configs()} == {"ensemble"}  # engine models would return GPT-2's full logits
 
 
 def test_get_sweep_raises_when_name_unknown() -> None:
