@@ -27,7 +27,7 @@ import numpy as np
 
 from client.fidelity import compare_arrays
 from perf import results as rf
-from perf.engine_timing import Timing, file_size_mib, session_memory_mib, time_callable, time_torch
+from perf.engine_timing import Timing, file_size_mib, session_memory_mib, time_for, time_torch
 from perf.environment import device_info
 from perf.inputs import batch_arrays
 from toolkit.engines.onnxrt import Device, require_cuda, session_for
@@ -75,19 +75,9 @@ class GridPlan:
         """(batch, length) points, smallest first, so a run cut short has the cheap points."""
         return sorted(((b, s) for b in self.batch_sizes for s in self.seq_lens), key=lambda p: (p[0] * p[1], p))
 
-
-def _runs_for(plan: GridPlan, one_run_ms: float, target_seconds: float, min_runs: int) -> int:
-    return int(min(plan.max_runs, max(min_runs, target_seconds * 1000.0 / max(one_run_ms, 1e-3))))
-
-
-def _adaptive_timing(plan: GridPlan, call: Callable[[], object], target_seconds: float, min_runs: int, warmup: int) -> Timing:
-    """Warm up, time one call, then time as many calls as fit ``target_seconds`` (clamped)."""
-    for _ in range(warmup):
-        call()
-    started = time.perf_counter()
-    call()
-    runs = _runs_for(plan, (time.perf_counter() - started) * 1000.0, target_seconds, min_runs)
-    return time_callable(call, runs=runs, warmup=0)
+    def budget(self) -> tuple[float, int, int, int]:
+        """``time_for``'s arguments after the call: target seconds, min and max runs, warm-up calls per point."""
+        return self.target_seconds, self.min_runs, self.max_runs, self.warmup
 
 
 class _Engine:
@@ -114,13 +104,11 @@ class _Engine:
         """Timing of this shape and the first output (host copy) of its last run."""
         feeds = {name: feeds[name] for name in self.names}
         if self.runner is None:
-            timing = _adaptive_timing(
-                self.plan, lambda: self.session.run(None, feeds), self.plan.target_seconds, self.plan.min_runs, self.plan.warmup
-            )
+            timing = time_for(lambda: self.session.run(None, feeds), *self.plan.budget())
             return timing, self.session.run(None, feeds)[0]
         # The slot's device buffers go back when this returns; its graph (if any) is never replayed again.
         runner, slot = self.runner, self.runner.slot(feeds, graph=graph and self.graphs)
-        timing = _adaptive_timing(self.plan, lambda: runner.launch(slot), self.plan.target_seconds, self.plan.min_runs, self.plan.warmup)
+        timing = time_for(lambda: runner.launch(slot), *self.plan.budget())
         return timing, runner.fetch(slot)[0]
 
 
@@ -187,7 +175,7 @@ def _cpu_points(plan: GridPlan, model: str, fp32: Path, tokenizer: Path, names: 
         record.update(batch_size=batch, seq_len=seq)
         try:
             feeds = batch_arrays(tokenizer, names, batch, seq)
-            timing = _adaptive_timing(plan, lambda: session.run(None, feeds), plan.cpu_target_seconds, 3, 1)  # noqa: B023 (called at once)
+            timing = time_for(lambda: session.run(None, feeds), plan.cpu_target_seconds, 3, plan.max_runs, 1)  # noqa: B023 (called at once)
             record.update(status="ok", **timing.as_dict())
         except Exception as error:
             record.update(rf.failure(error))

@@ -64,6 +64,19 @@ def time_callable(fn: Callable[[], object], runs: int = 50, warmup: int = 5) -> 
     )
 
 
+def time_for(
+    fn: Callable[[], object], target_seconds: float, min_runs: int = 10, max_runs: int = 200, warmup: int = 3
+) -> Timing:
+    """Warm up, time one call, then time as many calls as fit ``target_seconds`` (between ``min_runs`` and
+    ``max_runs``): fast shapes get many samples, slow ones a bounded time."""
+    for _ in range(warmup):
+        fn()
+    started = time.perf_counter()
+    fn()
+    one_run_s = max(time.perf_counter() - started, 1e-6)
+    return time_callable(fn, runs=int(min(max_runs, max(min_runs, target_seconds / one_run_s))), warmup=0)
+
+
 def time_onnx(
     path: Path,
     inputs: Mapping[str, np.ndarray],

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from client.fidelity import compare_arrays
-from perf.engine_timing import time_callable
+from perf.engine_timing import time_callable, time_for
 from perf.environment import device_info
 from perf.inputs import batch_arrays, load_tokenizer, text_samples
 from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
@@ -36,10 +36,6 @@ from toolkit.repository.lookup import engine_input_names, find_tokenizer, requir
 KERNELS = {0: "default", 1: "flash", 2: "efficient", 4: "trt_fused", 8: "cudnn_flash", 16: "math", 32: "trt_flash"}
 SHAPES = ((1, 128), (8, 128), (32, 512))
 GRAPH_TOKENS = 4096  # as the grid: CUDA graphs up to this many tokens
-
-
-def _runs(seconds_per_run: float, budget: float = 0.3) -> int:
-    return int(min(200, max(10, budget / max(seconds_per_run, 1e-6))))
 
 
 def attention_kernels(path: Path, tokenizer: Path, names: list[str]) -> list[dict[str, Any]]:
@@ -57,10 +53,7 @@ def attention_kernels(path: Path, tokenizer: Path, names: list[str]) -> list[dic
             row: dict[str, Any] = {"kernel": label, "sdpa_kernel": bits, "batch_size": batch, "seq_len": seq}
             try:
                 slot = runner.slot(feeds, graph=runner.max_graphs > 0 and batch * seq <= GRAPH_TOKENS)
-                for _ in range(3):
-                    runner.launch(slot)
-                probe = time_callable(lambda: runner.launch(slot), runs=5, warmup=0)  # noqa: B023 (called at once)
-                timing = time_callable(lambda: runner.launch(slot), runs=_runs(probe.median_ms / 1000), warmup=0)  # noqa: B023
+                timing = time_for(lambda: runner.launch(slot), target_seconds=0.3)  # noqa: B023 (called at once)
                 output = runner.fetch(slot)[0]
                 row.update(status="ok", median_ms=round(timing.median_ms, 4), min_ms=round(timing.min_ms, 4))
                 if bits == 0:
