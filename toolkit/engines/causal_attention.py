@@ -33,8 +33,6 @@ class _Graph:
     """Producer/consumer look-ups and constant values of one graph."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
-        from onnx import numpy_helper
-
         self.graph = model.graph
         self.producer = {output: node for node in self.graph.node for output in node.output}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -42,10 +40,24 @@ class _Graph:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.initializers = {init.name: init for init in self.graph.initializer}
-        self.constants = {name: numpy_helper.to_array(init) for name, init in self.initializers.items()}
-        for node in self.graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+
+    def scalar(self, name: str) -> float | None:
+        """The value of a one-element initializer or Constant; None for anything else (read on demand: the
+        graph's weights are not converted)."""
+        from onnx import numpy_helper
+
+        tensor = self.initializers.get(name)
+        node = self.producer.get(name)
+        if tensor is None and node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensor = node.attribute[0].t
+        if tensor is None or math.prod(tensor.dims) != 1:
+            return None
+        return float(numpy_helper.to_array(tensor).reshape(()))
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """The dims of an initializer; None for any other tensor."""
+        tensor = self.initializers.get(name)
+        return tuple(tensor.dims) if tensor is not None else None
 
     def parent(self, node: onnx.NodeProto, index: int, op_type: str) -> onnx.NodeProto | None:
         if index >= len(node.input):
@@ -80,10 +92,9 @@ def _head(g: _Graph, transpose: onnx.NodeProto | None, perm: list[int]) -> tuple
 
 def _scale(g: _Graph, node: onnx.NodeProto) -> float | None:
     """The factor a scalar Mul (or the inverse of a scalar Div) applies to the scores."""
-    value = g.constants.get(node.input[1])
-    if value is None or value.size != 1:
+    factor = g.scalar(node.input[1])
+    if factor is None:
         return None
-    factor = float(value.reshape(()))
     return factor if node.op_type == "Mul" else 1.0 / factor
 
 
@@ -115,9 +126,7 @@ def _match(g: _Graph, softmax: onnx.NodeProto, hidden: int) -> tuple[list[onnx.N
     if bias_add is None or projection is None:
         return None
     weight, bias = projection.input[1], bias_add.input[1]
-    if weight not in g.initializers or bias not in g.initializers:
-        return None
-    if g.constants[weight].shape != (hidden, 3 * hidden) or g.constants[bias].shape != (3 * hidden,):
+    if g.shape(weight) != (hidden, 3 * hidden) or g.shape(bias) != (3 * hidden,):
         return None
     if any(len(g.consumers.get(node.output[0], [])) != 1 for node in (projection, bias_add)):  # feeding nothing else
         return None
@@ -125,11 +134,10 @@ def _match(g: _Graph, softmax: onnx.NodeProto, hidden: int) -> tuple[list[onnx.N
     return nodes, [projection.input[0], weight, bias], merge.output[0], scale
 
 
-def _prune(model: onnx.ModelProto) -> None:
-    """Drop nodes and initializers no graph output depends on (in place)."""
-    graph = model.graph
-    producer = {output: node for node in graph.node for output in node.output}
-    needed, stack = set(), [output.name for output in graph.output]
+def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+    """The nodes ``outputs`` depend on (in their order) and every tensor name those read or give."""
+    producer = {output: node for node in nodes for output in node.output}
+    needed, stack = set(), list(outputs)
     live: set[int] = set()
     while stack:
         name = stack.pop()
@@ -140,15 +148,7 @@ def _prune(model: onnx.ModelProto) -> None:
         if node is not None and id(node) not in live:
             live.add(id(node))
             stack.extend(i for i in node.input if i)
-    kept = [node for node in graph.node if id(node) in live]
-    del graph.node[:]
-    graph.node.extend(kept)
-    initializers = [init for init in graph.initializer if init.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    shapes = [info for info in graph.value_info if info.name in needed]
-    del graph.value_info[:]
-    graph.value_info.extend(shapes)
+    return [node for node in nodes if id(node) in live], needed
 
 
 def fuse_causal_attention(model: onnx.ModelProto, num_heads: int, hidden_size: int) -> int:
@@ -176,8 +176,6 @@ def fuse_causal_attention(model: onnx.ModelProto, num_heads: int, hidden_size: i
         replacement[id(nodes[-1])] = fused
     if not replacement:
         return 0
-    original = type(model)()
-    original.CopyFrom(model)
     cast = helper.make_node("Cast", [MASK_INPUT], [MASK_INT32], name="CausalAttention_mask_int32", to=TensorProto.INT32)
     rebuilt = [cast]
     for node in model.graph.node:
@@ -185,21 +183,17 @@ def fuse_causal_attention(model: onnx.ModelProto, num_heads: int, hidden_size: i
             rebuilt.append(replacement[id(node)])
         elif id(node) not in removed:
             rebuilt.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(rebuilt)
+    graph = model.graph
+    kept, needed = _live(rebuilt, [output.name for output in graph.output])
+    provided = {i.name for i in graph.input} | set(g.initializers) | {""} | {out for node in kept for out in node.output}
+    if any(name not in provided for node in kept for name in node.input):
+        return 0  # a removed tensor still feeds a live node: this export differs, leave the graph as it was
+    del graph.node[:]
+    graph.node.extend(kept)
+    for field in (graph.initializer, graph.value_info):  # drop what only the unfused blocks used
+        still = [item for item in field if item.name in needed]
+        del field[:]
+        field.extend(still)
     if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    _prune(model)
-    if _dangling(model):  # a removed tensor still feeds a live node: this export differs, keep it as it was
-        model.CopyFrom(original)
-        return 0
     return len(replacement)
-
-
-def _dangling(model: onnx.ModelProto) -> list[str]:
-    """Inputs of nodes that no node, graph input or initializer provides."""
-    graph = model.graph
-    known = {i.name for i in graph.input} | {init.name for init in graph.initializer} | {""}
-    known |= {output for node in graph.node for output in node.output}
-    return [name for node in graph.node for name in node.input if name not in known]
-
