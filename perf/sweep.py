@@ -106,6 +106,9 @@ class Sweep:
         return [SweepConfig(m, p, r, t, b, s, c) for m, r, t, s, b, p, c in grid]
 
 
+# Windows for GPU sweeps: latencies of a few ms need few requests per window, and device time is short.
+GPU_WINDOWS: dict[str, Any] = {"measurement_request_count": 30, "stability_percentage": 15.0, "max_trials": 5, "baseline_runs": 5}
+
 SWEEPS: dict[str, Sweep] = {
     # A few minutes on a laptop CPU: 3 precisions x 2 batches x 2 lengths, engines and ensembles.
     "default": Sweep(
@@ -120,7 +123,7 @@ SWEEPS: dict[str, Sweep] = {
         baseline_runs=10,
     ),
     # Through Triton on a GPU, within one device call: the key points of issue #6 (the engine-only grid,
-    # ``python -m perf grid``, covers the paper's shapes), text-in ensembles, lighter measurement windows.
+    # ``python -m perf grid``, covers the paper's shapes), text-in ensembles, GPU windows.
     "gpu": Sweep(
         name="gpu",
         models=("bert-base-uncased", "minilm"),
@@ -128,10 +131,7 @@ SWEEPS: dict[str, Sweep] = {
         seq_lens=(32, 128, 512),
         concurrencies=(1,),
         targets=("ensemble",),
-        measurement_request_count=30,
-        stability_percentage=15.0,
-        max_trials=5,
-        baseline_runs=5,
+        **GPU_WINDOWS,
     ),
     # The paper's grid: 2 models x 3 precisions x 6 batches x 5 lengths x 2 concurrencies = 360 per runtime,
     # through the text-in ensembles: an engine model asked by perf_analyzer (which names no outputs) returns
@@ -145,10 +145,7 @@ SWEEPS: dict[str, Sweep] = {
         seq_lens=(32, 64, 128, 256, 512),
         concurrencies=(1, 2),
         targets=("ensemble",),
-        measurement_request_count=30,
-        stability_percentage=15.0,
-        max_trials=5,
-        baseline_runs=5,
+        **GPU_WINDOWS,
     ),
 }
 
