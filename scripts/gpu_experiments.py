@@ -9,18 +9,29 @@ in ``<out>/<gpu>/experiments.json`` (also printed):
   input copies, the graph replay, the device sync, the output copy.
 - ``tokenizer``: the Python tokenizer's time for one 128-token text on this host's CPU.
 - ``cpu_threads``: the CPU FP32 baseline with ONNX Runtime's default threads and with every logical core.
+- ``kernel_profile``: the GPU kernels of one batch-1 length-128 FP16 run, with and without its CUDA graph
+  (CUPTI through torch.profiler, which records every kernel of the process, ONNX Runtime's too): how many,
+  how long, and how much of a replay is spent between kernels.
+- ``engine_variants``: the same FP16 engine changed in one way each (fewer outputs, INT32 inputs, CUDA EP
+  options), timed in one process against the engine as built, each output compared with the built one's.
+
+``--experiments`` picks some; the record holds those that ran.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
+import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,6 +40,7 @@ from perf.engine_timing import time_callable, time_for
 from perf.environment import device_info
 from perf.inputs import batch_arrays, load_tokenizer, text_samples
 from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
+from toolkit.cli_values import comma_items
 from toolkit.engines.onnxrt import session_for
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
 
@@ -36,37 +48,198 @@ from toolkit.repository.lookup import engine_input_names, find_tokenizer, requir
 KERNELS = {0: "default", 1: "flash", 2: "efficient", 4: "trt_fused", 8: "cudnn_flash", 16: "math", 32: "trt_flash"}
 SHAPES = ((1, 128), (8, 128), (32, 512))
 GRAPH_TOKENS = 4096  # as the grid: CUDA graphs up to this many tokens
+NUMPY_INPUT = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def compare_variants(
+    variants: list[tuple[str, Path, dict[str, str]]], tokenizer: Path, names: list[str], shapes: Iterable[tuple[int, int]]
+) -> list[dict[str, Any]]:
+    """Time each (label, engine file, CUDA EP options) at ``shapes`` through the served runner; the first
+    variant is the reference whose same-named output every later one is compared with."""
+    rows: list[dict[str, Any]] = []
+    reference: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    for label, path, options in variants:
+        rows += _variant_rows(label, path, options, tokenizer, names, shapes, reference)
+    return rows
+
+
+def _variant_rows(
+    label: str,
+    path: Path,
+    options: dict[str, str],
+    tokenizer: Path,
+    names: list[str],
+    shapes: Iterable[tuple[int, int]],
+    reference: dict[tuple[int, int], dict[str, np.ndarray]],
+) -> list[dict[str, Any]]:
+    """One variant's rows; fills ``reference`` when it is empty (the first variant). Its session is freed on return."""
+    first = not reference
+    try:
+        session, refused = cuda_session(str(path), provider_options=options)
+    except Exception as error:
+        return [{"variant": label, "status": f"session failed: {str(error).splitlines()[0][:160]}"}]
+    runner = DeviceRunner(session, max_graphs=0 if refused else 1 << 10)
+    input_types = {i.name: NUMPY_INPUT[i.type] for i in session.get_inputs()}  # variants may take INT32
+    rows = []
+    for batch, seq in shapes:
+        feeds = {
+            name: array.astype(input_types[name])
+            for name, array in batch_arrays(tokenizer, names, batch, seq).items()
+            if name in input_types
+        }
+        row: dict[str, Any] = {"variant": label, "batch_size": batch, "seq_len": seq, "options": options}
+        try:
+            slot = runner.slot(feeds, graph=runner.max_graphs > 0 and batch * seq <= GRAPH_TOKENS)
+            timing = time_for(lambda: runner.launch(slot), target_seconds=0.3)  # noqa: B023 (called at once)
+            outputs = dict(zip([o.name for o in session.get_outputs()], runner.fetch(slot), strict=True))
+            row.update(status="ok", median_ms=round(timing.median_ms, 4), min_ms=round(timing.min_ms, 4))
+            if first:
+                reference[(batch, seq)] = outputs
+            elif (batch, seq) in reference:
+                name = next(n for n in outputs if n in reference[(batch, seq)])
+                metrics = compare_arrays(reference[(batch, seq)][name], outputs[name], feeds["attention_mask"])
+                row.update(compared=name, cosine_min_vs_first=metrics.cosine_min, max_abs_vs_first=metrics.max_abs)
+        except Exception as error:
+            row["status"] = f"failed: {str(error).splitlines()[0][:160]}"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def attention_kernels(path: Path, tokenizer: Path, names: list[str]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    reference: dict[tuple[int, int], np.ndarray] = {}
-    for bits, label in KERNELS.items():
-        try:
-            session, refused = cuda_session(str(path), provider_options={"sdpa_kernel": str(bits)})
-        except Exception as error:
-            rows.append({"kernel": label, "sdpa_kernel": bits, "status": f"session failed: {str(error).splitlines()[0][:160]}"})
-            continue
-        runner = DeviceRunner(session, max_graphs=0 if refused else 1 << 10)
-        for batch, seq in SHAPES:
-            feeds = batch_arrays(tokenizer, names, batch, seq)
-            row: dict[str, Any] = {"kernel": label, "sdpa_kernel": bits, "batch_size": batch, "seq_len": seq}
-            try:
-                slot = runner.slot(feeds, graph=runner.max_graphs > 0 and batch * seq <= GRAPH_TOKENS)
-                timing = time_for(lambda: runner.launch(slot), target_seconds=0.3)  # noqa: B023 (called at once)
-                output = runner.fetch(slot)[0]
-                row.update(status="ok", median_ms=round(timing.median_ms, 4), min_ms=round(timing.min_ms, 4))
-                if bits == 0:
-                    reference[(batch, seq)] = output
-                elif (batch, seq) in reference:
-                    metrics = compare_arrays(reference[(batch, seq)], output, feeds["attention_mask"])
-                    row.update(cosine_min_vs_default=metrics.cosine_min, max_abs_vs_default=metrics.max_abs)
-            except Exception as error:
-                row["status"] = f"failed: {str(error).splitlines()[0][:160]}"
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        runner = session = None  # free this kernel's session before the next one
-    return rows
+    return compare_variants([(label, path, {"sdpa_kernel": str(bits)}) for bits, label in KERNELS.items()], tokenizer, names, SHAPES)
+
+
+def pruned_to_outputs(model: onnx.ModelProto, keep: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``model`` with only the outputs ``keep`` and the nodes they need (ONNX Runtime runs every
+    node of a graph whatever outputs a run asks for, and a CUDA graph replays them all)."""
+    pruned = onnx.ModelProto()
+    pruned.CopyFrom(model)
+    wanted = set(keep)
+    kept_outputs = [o for o in pruned.graph.output if o.name in wanted]
+    del pruned.graph.output[:]
+    pruned.graph.output.extend(kept_outputs)
+    needed, kept_nodes = set(wanted), []
+    for node in reversed(pruned.graph.node):
+        if any(out in needed for out in node.output):
+            kept_nodes.append(node)
+            needed.update(i for i in node.input if i)
+    del pruned.graph.node[:]
+    pruned.graph.node.extend(reversed(kept_nodes))
+    used = {i for node in pruned.graph.node for i in node.input}
+    kept_inits = [init for init in pruned.graph.initializer if init.name in used]
+    del pruned.graph.initializer[:]
+    pruned.graph.initializer.extend(kept_inits)
+    kept_inputs = [i for i in pruned.graph.input if i.name in used]
+    del pruned.graph.input[:]
+    pruned.graph.input.extend(kept_inputs)
+    return pruned
+
+
+def int32_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose INT64 inputs are INT32, so the casts to INT32 that the fused ops need go."""
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    graph = changed.graph
+    inputs = {i.name for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.INT64}
+    for i in graph.input:
+        if i.name in inputs:
+            i.type.tensor_type.elem_type = onnx.TensorProto.INT32
+    renamed: dict[str, str] = {}
+    for node in list(graph.node):
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and node.input[0] in inputs and to == onnx.TensorProto.INT32:
+            renamed[node.output[0]] = node.input[0]
+            graph.node.remove(node)
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            node.input[index] = renamed.get(name, name)
+    stale = [v for v in graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.INT64]  # re-inferred at load
+    for info in stale:
+        graph.value_info.remove(info)
+    return changed
+
+
+def engine_variants(path: Path, tokenizer: Path, names: list[str]) -> list[dict[str, Any]]:
+    model = onnx.load(str(path))
+    outputs = [o.name for o in model.graph.output]
+    folder = Path(tempfile.mkdtemp(prefix="variants-"))
+    graphs: dict[str, onnx.ModelProto] = {f"only {name}": pruned_to_outputs(model, [name]) for name in outputs}
+    graphs["int32 inputs"] = int32_inputs(model)
+    graphs[f"int32 inputs, only {outputs[0]}"] = pruned_to_outputs(int32_inputs(model), [outputs[0]])
+    variants: list[tuple[str, Path, dict[str, str]]] = [("as built", path, {})]
+    for label, graph in graphs.items():
+        file = folder / (re.sub(r"[^a-z0-9]+", "_", label) + ".onnx")
+        onnx.save(graph, str(file))
+        variants.append((label, file, {}))
+    variants += [
+        ("tunable ops (GEMM tuning)", path, {"tunable_op_enable": "1", "tunable_op_tuning_enable": "1"}),
+        ("one unified stream", path, {"use_ep_level_unified_stream": "1"}),
+        ("copy in the default stream off", path, {"do_copy_in_default_stream": "0"}),
+    ]
+    return compare_variants(variants, tokenizer, names, ((1, 128), (8, 128), (32, 512)))
+
+
+def kernel_profile(path: Path, tokenizer: Path, names: list[str], runs: int = 50) -> dict[str, Any]:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.init()
+    session, refused = cuda_session(str(path))
+    runner = DeviceRunner(session)
+    feeds = batch_arrays(tokenizer, names, 1, 128)
+    result: dict[str, Any] = {"shape": [1, 128], "runs": runs, "unit": "us per run"}
+    for label, graph in (("graph_replay", refused is None), ("no_graph", False)):
+        slot = runner.slot(feeds, graph=graph)
+        wall = time_callable(lambda: runner.launch(slot), runs=200, warmup=20)  # noqa: B023 (called at once)
+        trace = Path(tempfile.mkdtemp(prefix="trace-")) / "trace.json"
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(runs):
+                runner.launch(slot)
+        prof.export_chrome_trace(str(trace))
+        events = [e for e in json.loads(trace.read_text()).get("traceEvents", []) if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+        by_name: dict[str, list[float]] = {}
+        for event in events:
+            by_name.setdefault(str(event.get("name", "?"))[:140], []).append(float(event.get("dur", 0.0)))
+        top = sorted(by_name.items(), key=lambda item: -sum(item[1]))
+        busy = sum(sum(d) for d in by_name.values()) / runs
+        result[label] = {
+            "wall_median_us": round(wall.median_ms * 1000, 1),
+            "kernels_per_run": round(len(events) / runs, 1),
+            "kernel_busy_us": round(busy, 1),
+            "between_kernels_us": round(wall.median_ms * 1000 - busy, 1),
+            "by_kind": _kernel_kinds(by_name, runs),
+            "top": [
+                {
+                    "kernel": name,
+                    "per_run": round(len(d) / runs, 2),
+                    "us_per_run": round(sum(d) / runs, 1),
+                    "us_each": round(float(np.median(d)), 2),
+                }
+                for name, d in top[:40]
+            ],
+        }
+        print(json.dumps({label: {k: v for k, v in result[label].items() if k != "top"}}), flush=True)
+    return result
+
+
+KERNEL_KINDS: tuple[tuple[str, str], ...] = (
+    ("attention", r"flash|fmha|attention|sdpa|softmax"),
+    ("gemm", r"gemm|xmma|cutlass|nvjet|sm90|cublas"),
+    ("layernorm", r"layernorm|layer_norm"),
+    ("gelu", r"gelu"),
+    ("copy/cast", r"memcpy|memset|cast|copy|transpose|addbias"),
+)
+
+
+def _kernel_kinds(by_name: dict[str, list[float]], runs: int) -> dict[str, dict[str, float]]:
+    kinds: dict[str, dict[str, float]] = {}
+    for name, durations in by_name.items():
+        kind = next((k for k, pattern in KERNEL_KINDS if re.search(pattern, name, re.IGNORECASE)), "other")
+        entry = kinds.setdefault(kind, {"per_run": 0.0, "us_per_run": 0.0})
+        entry["per_run"] = round(entry["per_run"] + len(durations) / runs, 2)
+        entry["us_per_run"] = round(entry["us_per_run"] + sum(durations) / runs, 1)
+    return kinds
 
 
 def request_path(path: Path, tokenizer: Path, names: list[str]) -> dict[str, Any]:
@@ -123,28 +296,37 @@ def cpu_threads(fp32: Path, tokenizer: Path, names: list[str]) -> dict[str, Any]
     return result
 
 
+EXPERIMENTS: dict[str, Callable[[dict[str, Path], Path, list[str]], Any]] = {
+    "request_path": lambda files, tok, names: request_path(files["fp16"], tok, names),
+    "tokenizer": lambda files, tok, names: tokenizer_time(tok),
+    "cpu_threads": lambda files, tok, names: cpu_threads(files["fp32"], tok, names),
+    "kernel_profile": lambda files, tok, names: kernel_profile(files["fp16"], tok, names),
+    "engine_variants": lambda files, tok, names: engine_variants(files["fp16"], tok, names),
+    "attention_kernels": lambda files, tok, names: attention_kernels(files["fp16"], tok, names),
+}
+
+
 @click.command()
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
 @click.option("--model", default="bert-base-uncased", show_default=True)
+@click.option("--experiments", "chosen", default=",".join(EXPERIMENTS), show_default=True, help="Comma-separated experiments to run.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-def main(repository: Path, model: str, out: Path) -> None:
+def main(repository: Path, model: str, chosen: str, out: Path) -> None:
     """Run the experiments on MODEL's engines and write OUT/<gpu>/experiments.json."""
+    names_chosen = comma_items(chosen, "--experiments", allowed=tuple(EXPERIMENTS))
     tokenizer = find_tokenizer(repository, model, None)
     names = list(engine_input_names(repository, model, "fp16", "onnxruntime"))
-    fp16, fp32 = require_engine_file(repository, model, "fp16"), require_engine_file(repository, model, "fp32")
-    record = {
-        "model": model,
-        "device_info": device_info(),
-        "code": os.environ.get("TOOLKIT_COMMIT"),
-        "request_path": request_path(fp16, tokenizer, names),
-        "tokenizer": tokenizer_time(tokenizer),
-        "cpu_threads": cpu_threads(fp32, tokenizer, names),
-    }
-    print(json.dumps(record, indent=1), flush=True)
-    record["attention_kernels"] = attention_kernels(fp16, tokenizer, names)
+    files = {precision: require_engine_file(repository, model, precision) for precision in ("fp16", "fp32")}
+    record: dict[str, Any] = {"model": model, "device_info": device_info(), "code": os.environ.get("TOOLKIT_COMMIT")}
     path = out / record["device_info"]["name"] / "experiments.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    for name in names_chosen:
+        try:
+            record[name] = EXPERIMENTS[name](files, tokenizer, names)
+        except Exception as error:  # one failed experiment must not lose the others' numbers
+            record[name] = {"status": f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"}
+        print(json.dumps({name: record[name]}, indent=1), flush=True)
+        path.write_text(json.dumps(record, indent=1) + "\n")  # after each, so a timeout keeps what ran
     click.echo(f"wrote {path}")
 
 
