@@ -96,12 +96,16 @@ def device_folder(gpu: str | None = None) -> str:
 
 
 def code_version() -> str | None:
-    """The toolkit's commit (``git describe``, "-dirty" with local changes), else ``$TOOLKIT_COMMIT``, else None.
+    """``$TOOLKIT_COMMIT`` when set, else the toolkit's commit (``git describe``, "-dirty" with local
+    changes), else None.
 
-    A copy of the tree without ``.git`` (a GPU machine's) names its commit through the variable.
+    The variable comes first: a GPU machine's copy of the tree can carry a ``.git`` that names an older
+    commit than the files it runs (seen there: ``git describe`` gave the session's first commit, "-dirty").
     """
     import os
 
+    if os.environ.get("TOOLKIT_COMMIT"):
+        return os.environ["TOOLKIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         done = subprocess.run(
@@ -109,4 +113,4 @@ def code_version() -> str | None:
         )
         return done.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("TOOLKIT_COMMIT") or None
+        return None
