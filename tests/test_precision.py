@@ -122,3 +122,14 @@ def test_variant_graphs_define_each_tensor_once_when_converter_duplicates_a_cast
     model = _prepared(helper.make_model(graph))
     onnx.checker.check_model(model)
     assert [node.op_type for node in model.graph.node] == ["Cast", "Identity"]
+
+
+def test_reduced_precision_outputs_are_cast_without_an_identity_copy_when_other_nodes_read_them(
+    minilm_graphs: dict[Precision, Path],
+) -> None:
+    """MiniLM's ``last_hidden_state`` is also read by its pooling: the Cast back to FP32 reads it directly."""
+    for precision in (Precision.FP16, Precision.HYBRID):
+        graph = onnx.load(str(minilm_graphs[precision])).graph
+        identities = {node.output[0] for node in graph.node if node.op_type == "Identity"}
+        assert not [node.name for node in graph.node if node.op_type == "Cast" and node.input[0] in identities], precision
+        assert "last_hidden_state" in {output.name for output in graph.output}
