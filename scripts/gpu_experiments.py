@@ -1,7 +1,7 @@
 """Measurements on the GPU machine that inform serving choices; run by ``scripts/gpu_pipeline.sh experiments``.
 
 Not part of the grid or the report: each answers one question with numbers from this machine, and lands
-in ``<out>/<gpu>/experiments.json`` (also printed):
+in ``<out>/<gpu>/experiments_<model>.json`` (also printed):
 
 - ``attention_kernels``: ONNX Runtime's CUDA attention kernel (EP option ``sdpa_kernel``, 0 = its own
   choice) for the BERT-base FP16 engine at a few shapes, each output compared with the default kernel's.
@@ -327,13 +327,13 @@ EXPERIMENTS: dict[str, Callable[[dict[str, Path], Path, list[str]], Any]] = {
 @click.option("--experiments", "chosen", default=",".join(EXPERIMENTS), show_default=True, help="Comma-separated experiments to run.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 def main(repository: Path, model: str, chosen: str, out: Path) -> None:
-    """Run the experiments on MODEL's engines and write OUT/<gpu>/experiments.json."""
+    """Run the experiments on MODEL's engines and write OUT/<gpu>/experiments_<MODEL>.json."""
     names_chosen = comma_items(chosen, "--experiments", allowed=tuple(EXPERIMENTS))
     tokenizer = find_tokenizer(repository, model, None)
     names = list(engine_input_names(repository, model, "fp16", "onnxruntime"))
     files = {precision: require_engine_file(repository, model, precision) for precision in ("fp16", "fp32")}
     record: dict[str, Any] = {"model": model, "device_info": device_info(), "code": os.environ.get("TOOLKIT_COMMIT")}
-    path = out / record["device_info"]["name"] / "experiments.json"
+    path = out / record["device_info"]["name"] / f"experiments_{model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     for name in names_chosen:
         try:

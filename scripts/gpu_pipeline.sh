@@ -11,7 +11,8 @@
 #                                       #        engine variants, attention kernels, where a served request's time
 #                                       #        goes, tokenizer and CPU threads)
 #   scripts/gpu_pipeline.sh serve       # there: Triton on the GPU (started unless already up), served fidelity
-#   scripts/gpu_pipeline.sh sweep       # there: perf_analyzer sweeps through that server, by priority (raw CSVs kept)
+#   scripts/gpu_pipeline.sh sweep       # there: perf_analyzer sweeps through that server, by priority (raw CSVs kept),
+#                                       #        then the paper's grid with PAPER_TIMEOUT
 #   scripts/gpu_pipeline.sh stop        # there: stop the server
 #   scripts/gpu_pipeline.sh collect     # there: results/<gpu>/ and the logs -> $OUT/results.tgz
 #   scripts/gpu_pipeline.sh all         # every stage from install to collect, for a machine without a per-call limit
@@ -20,7 +21,7 @@
 # Results are written outside the repository (RESULTS, default /tmp/gpu_results): the device tool copies the
 # working tree again before every call, which removes files a previous call wrote into tracked folders.
 # Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_MODELS, SWEEP_BATCH, SWEEP_SEQ, SWEEP_CONCURRENCY,
-# SWEEP_TIMEOUT (the Triton grid), FID_MODELS, BUILD_MODELS, EXPERIMENTS (comma-separated), EXPERIMENTS_MODEL, EXPERIMENTS_TIMEOUT;
+# SWEEP_TIMEOUT (the Triton grid), PAPER_TIMEOUT (the rest of the paper's grid), FID_MODELS, BUILD_MODELS, EXPERIMENTS (comma-separated), EXPERIMENTS_MODEL, EXPERIMENTS_TIMEOUT;
 # TOOLKIT_COMMIT=$(git rev-parse --short HEAD) names the code in the records (the copied tree has no .git).
 # The machine reaches no package index, so everything it lacks travels as wheels (see the device tool's README).
 set -uo pipefail
@@ -123,15 +124,17 @@ run_stage() {
       ;;
     sweep)
       # Sweeps resume (finished points are skipped), so they run by priority: the target point first,
-      # then the Triton grid, each under its own time limit so the call ends with something to collect.
+      # then the Triton grid, then (with PAPER_TIMEOUT) the rest of the paper's grid, each under its own time
+      # limit so the call ends with something to collect.
       ensure_server
-      sweep() { timeout "$1" python3 -m perf sweep --sweep gpu --no-cpu-baseline --no-progress --out "$RESULTS" "${@:2}" 2>&1 | tail -4; }
+      sweep() { timeout "$1" python3 -m perf sweep --sweep "$2" --no-cpu-baseline --no-progress --out "$RESULTS" "${@:3}" 2>&1 | tail -4; }
       {
-        sweep 90 --models bert-base-uncased --batch 1 --seq 128
-        sweep 60 --models bert-base-uncased --targets engine --batch 1 --seq 128
-        sweep "${SWEEP_TIMEOUT:-300}" --models "${SWEEP_MODELS:-bert-base-uncased,gpt2}" --batch "${SWEEP_BATCH:-1,8,32}" \
+        sweep 90 gpu --models bert-base-uncased --batch 1 --seq 128
+        sweep 60 gpu --models bert-base-uncased --targets engine --batch 1 --seq 128
+        sweep "${SWEEP_TIMEOUT:-300}" gpu --models "${SWEEP_MODELS:-bert-base-uncased,gpt2}" --batch "${SWEEP_BATCH:-1,8,32}" \
           --seq "${SWEEP_SEQ:-32,128,512}" --concurrency "${SWEEP_CONCURRENCY:-1,2}"
-        sweep 60 --models minilm --batch 1,8 --seq 32,128
+        sweep 60 gpu --models minilm --batch 1,8 --seq 32,128
+        [ "${PAPER_TIMEOUT:-0}" -gt 0 ] && sweep "$PAPER_TIMEOUT" paper
       } | tee -a "$LOGS/sweep.log"
       cp build/server/*.log "$LOGS/" 2>/dev/null
       ;;
