@@ -5,7 +5,8 @@ writes then have rows whose stride is not a multiple of 16 bytes in FP16. cuBLAS
 16-byte-aligned strides for every operand, so this one GEMM, the largest of the model at long sequences,
 falls back to slower ones. Zero columns up to the next multiple of 64 (50304) align it; a ``Slice`` then
 gives the logits their true width. Nothing after the ``Slice`` sees the extra columns, so the graph's
-outputs are unchanged. Hugging Face pads GPT-2's vocabulary to 50304 for training for the same reason.
+outputs are unchanged. nanoGPT pads GPT-2's vocabulary to 50304 for the same reason. On an H100 it made GPT-2's
+FP16 engine 1.11x faster at batch 1, length 128 and 1.27x at batch 32, length 512 (``results/h100/NOTES.md``).
 """
 
 from __future__ import annotations
