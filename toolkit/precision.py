@@ -180,6 +180,7 @@ def fp16_from_fp32(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = ()) 
         op_block_list=float16.DEFAULT_OP_BLOCK_LIST,
     )
     _restore_fp32_outputs(converted, declared)
+    _bypass_identities_before_casts(converted.graph)
     return converted
 
 
