@@ -12,8 +12,8 @@ in ``<out>/<gpu>/experiments_<model>.json`` (also printed):
 - ``kernel_profile``: the GPU kernels of one FP16 run at batch 1 length 128 (with and without its CUDA graph)
   and at batch 32 length 512 (CUPTI through torch.profiler, which records every kernel of the process, ONNX
   Runtime's too): how many, how long, and how much of a run is spent between kernels.
-- ``engine_variants``: the same FP16 engine changed in one way each (vocabulary projection unpadded, one
-  output only, INT32 inputs), timed in one process against the engine as built, each output compared with
+- ``engine_variants``: the same FP16 engine changed in one way each (vocabulary projection unpadded, causal
+  attention given key lengths, one output only, INT32 inputs), timed in one process against the engine as built, each output compared with
   the built one's.
 
 ``--experiments`` picks some; the record holds those that ran.
@@ -42,6 +42,7 @@ from perf.environment import device_info
 from perf.inputs import batch_arrays, load_tokenizer, text_samples
 from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
 from toolkit.cli_values import comma_items
+from toolkit.engines.causal_attention import key_lengths_mask
 from toolkit.engines.onnxrt import session_for
 from toolkit.engines.vocab_padding import unpad_vocab_projection
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
@@ -165,16 +166,20 @@ def int32_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def engine_variants(path: Path, tokenizer: Path, names: list[str]) -> list[dict[str, Any]]:
     """The built engine against copies changed in one way each: its vocabulary projection unpadded (where
-    the build padded one), one output only, INT32 inputs. (CUDA EP options -- GEMM tunable ops, one unified
+    the build padded one), its causal attention given key lengths instead of the 2-D mask, one output only,
+    INT32 inputs. (CUDA EP options -- GEMM tunable ops, one unified
     stream, copies off the default stream -- were measured at code 6bdc6dd and changed nothing.)"""
     model = onnx.load(str(path))
     outputs = [o.name for o in model.graph.output]
     folder = Path(tempfile.mkdtemp(prefix="variants-"))
     graphs: dict[str, onnx.ModelProto] = {}
-    unpadded = onnx.ModelProto()
+    unpadded, key_lengths = onnx.ModelProto(), onnx.ModelProto()
     unpadded.CopyFrom(model)
+    key_lengths.CopyFrom(model)
     if unpad_vocab_projection(unpadded):
         graphs["vocabulary projection unpadded"] = unpadded
+    if key_lengths_mask(key_lengths):
+        graphs["causal attention with key lengths"] = key_lengths
     graphs.update({f"only {name}": pruned_to_outputs(model, [name]) for name in outputs})
     graphs["int32 inputs"] = int32_inputs(model)
     graphs[f"int32 inputs, only {outputs[0]}"] = pruned_to_outputs(int32_inputs(model), [outputs[0]])
