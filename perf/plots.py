@@ -104,6 +104,25 @@ def bars(labels: list[str], series: dict[str, list[float | None]], title: str, y
     return path
 
 
+def stacked_bars(labels: list[str], series: dict[str, list[float]], title: str, xlabel: str, path: Path) -> Path | None:
+    """Horizontal bars, one per label, each split into ``series`` (e.g. GPU time by kernel kind)."""
+    if not labels or not series:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(labels) + 1.6))
+    left = [0.0] * len(labels)
+    for name, values in series.items():
+        ax.barh(labels, values, left=left, label=name)
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.invert_yaxis()
+    ax.set(title=title, xlabel=xlabel)
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the bars stay visible
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def image(md: list[str], path: Path | None, out: Path) -> None:
     if path is not None:
         md.append(f"![{path.stem}]({path.relative_to(out).as_posix()})\n")

@@ -2,8 +2,9 @@
 
 Plots (matplotlib, Agg): latency vs batch and vs sequence length per precision, speedup heat maps
 (batch x sequence) over the CPU FP32 baseline, throughput vs concurrency, engine size / GPU memory
-bars, fidelity per precision (from ``results/*/fidelity*.json`` when present), and a cross-device
-table when more than one device folder exists. Missing inputs leave their section out.
+bars, fidelity per precision (from ``results/*/fidelity*.json`` when present), GPU time by kernel kind
+(``experiments_*.json`` kernel profiles), and a cross-device table when more than one device folder exists.
+Missing inputs leave their section out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from perf import results as rf
 from perf.grid_report import gpu_comparison, grid_section
-from perf.plots import PRECISION_ORDER, bars, heatmap, image, line_plot, table
+from perf.plots import PRECISION_ORDER, bars, heatmap, image, line_plot, stacked_bars, table
 from perf.sweep import derive
 
 NOTES_FILE = "NOTES.md"
@@ -156,7 +157,82 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         md.append("### Failed configurations\n")
         md.append(table(["configuration", "error"], ([r["key"], str(r.get("error", ""))[-200:]] for r in errors)) + "\n")
     md.extend(grid_section(device_dir, out, plots))
+    md.extend(_kernel_section(device_dir, out, plots))
     md.extend(_fidelity_section(device_dir, out, plots))
+    return md
+
+
+KERNEL_KINDS = ("gemm", "attention", "layernorm", "gelu", "copy/cast", "other")
+
+
+def kernel_profiles(device_dir: Path) -> list[dict[str, Any]]:
+    """One row per (model, shape, mode) of the ``kernel_profile`` experiments (``scripts/gpu_experiments.py``)
+    in ``<device>/experiments_*.json``; the first files profiled one shape, with its ``shape`` beside the modes."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(device_dir.glob("experiments_*.json")):
+        record = json.loads(path.read_text())
+        profile = record.get("kernel_profile")
+        if not isinstance(profile, dict) or "status" in profile:
+            continue
+        if "shape" in profile:
+            batch, seq = profile["shape"]
+            shapes = {f"b{batch}_s{seq}": profile}
+        else:
+            shapes = {k: v for k, v in profile.items() if isinstance(v, dict)}
+        for shape, modes in shapes.items():
+            for mode in ("graph_replay", "no_graph"):
+                if isinstance(modes.get(mode), dict):
+                    rows.append({"model": record.get("model"), "code": record.get("code"), "shape": shape, "mode": mode, **modes[mode]})
+    return rows
+
+
+def _kernel_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
+    rows = kernel_profiles(device_dir)
+    if not rows:
+        return []
+    md = [
+        "### Where the GPU time of one FP16 run goes (kernel profiles)\n",
+        'CUPTI through torch.profiler over ONNX Runtime\'s CUDA runs; µs per run. "between" is the wall time of a run '
+        "less the time kernels were busy: launch gaps, most of which a CUDA graph replay removes.\n",
+    ]
+    labels = [f"{r['model']} {r['shape']} {r['mode'].replace('_', ' ')}" for r in rows]
+    kinds = {kind: [float((r.get("by_kind") or {}).get(kind, {}).get("us_per_run", 0.0)) for r in rows] for kind in KERNEL_KINDS}
+    kinds["between kernels"] = [max(0.0, float(r.get("between_kernels_us", 0.0))) for r in rows]
+    shares = [{**r, "label": label} for r, label in zip(rows, labels, strict=True)]
+    for scale, picked in (
+        ("short", [r for r in shares if r["wall_median_us"] < 5000]),
+        ("long", [r for r in shares if r["wall_median_us"] >= 5000]),
+    ):
+        if picked:
+            indices = [labels.index(r["label"]) for r in picked]
+            series = {kind: [values[i] for i in indices] for kind, values in kinds.items()}
+            image(
+                md,
+                stacked_bars(
+                    [r["label"] for r in picked], series, "GPU time per run by kernel kind", "µs per run", plots / f"kernels_{scale}.png"
+                ),
+                out,
+            )
+    md.append(
+        table(
+            ["model", "shape", "mode", "code", "wall µs", "kernels", "busy µs", "between µs", *KERNEL_KINDS],
+            (
+                [
+                    r["model"],
+                    r["shape"],
+                    r["mode"],
+                    r.get("code"),
+                    r.get("wall_median_us"),
+                    r.get("kernels_per_run"),
+                    r.get("kernel_busy_us"),
+                    r.get("between_kernels_us"),
+                ]
+                + [(r.get("by_kind") or {}).get(kind, {}).get("us_per_run", 0.0) for kind in KERNEL_KINDS]
+                for r in rows
+            ),
+        )
+        + "\n"
+    )
     return md
 
 

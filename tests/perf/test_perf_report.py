@@ -89,3 +89,31 @@ def test_cli_report_says_run_sweep_when_no_results(tmp_path: Path) -> None:
 def test_cli_sweep_reports_unknown_sweep_name(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["sweep", "--sweep", "huge", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "--sweep" in result.output
+
+
+def _profile(busy_gemm: float, wall: float) -> dict[str, object]:
+    return {
+        "wall_median_us": wall,
+        "kernels_per_run": 10.0,
+        "kernel_busy_us": busy_gemm + 20.0,
+        "between_kernels_us": wall - busy_gemm - 20.0,
+        "by_kind": {"gemm": {"per_run": 6.0, "us_per_run": busy_gemm}, "attention": {"per_run": 4.0, "us_per_run": 20.0}},
+        "top": [],
+    }
+
+
+def test_report_shows_kernel_profiles_of_either_experiments_layout(tmp_path: Path) -> None:
+    """The first experiments file profiled one shape (``shape`` beside the modes); later ones name each shape."""
+    device = tmp_path / "results" / "h100"
+    device.mkdir(parents=True)
+    rf.append_jsonl(device / rf.GRID_FILE, {"kind": "environment", "run_id": "1", "key": "environment|1"})
+    one_shape = {"shape": [1, 128], "graph_replay": _profile(300.0, 400.0), "no_graph": _profile(300.0, 1200.0)}
+    per_shape = {"unit": "us per run", "b32_s512": {"runs": 10, "no_graph": _profile(9000.0, 9100.0)}}
+    (device / "experiments_bert.json").write_text(json.dumps({"model": "bert", "code": "abc", "kernel_profile": one_shape}))
+    (device / "experiments_gpt2.json").write_text(json.dumps({"model": "gpt2", "code": "def", "kernel_profile": per_shape}))
+    report = write_report(tmp_path / "results").read_text()
+    section = report.split("Where the GPU time of one FP16 run goes")[1]
+    assert "| bert | b1_s128 | graph_replay | abc | 400.00 |" in section
+    assert "| gpt2 | b32_s512 | no_graph | def | 9100.00 |" in section
+    assert (tmp_path / "results" / "plots" / "h100" / "kernels_short.png").is_file()
+    assert (tmp_path / "results" / "plots" / "h100" / "kernels_long.png").is_file()
