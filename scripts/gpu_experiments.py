@@ -1,7 +1,7 @@
 """Measurements on the GPU machine that inform serving choices; run by ``scripts/gpu_pipeline.sh experiments``.
 
-Not part of the grid or the report: each answers one question with numbers from this machine, and lands
-in ``<out>/<gpu>/experiments_<model>.json`` (also printed):
+Not part of the grid: each answers one question with numbers from this machine, and lands in
+``<out>/<gpu>/experiments_<model>.json`` (also printed; the report plots the kernel profiles):
 
 - ``attention_kernels``: ONNX Runtime's CUDA attention kernel (EP option ``sdpa_kernel``, 0 = its own
   choice) for the BERT-base FP16 engine at a few shapes, each output compared with the default kernel's.
@@ -13,8 +13,8 @@ in ``<out>/<gpu>/experiments_<model>.json`` (also printed):
   and at batch 32 length 512 (CUPTI through torch.profiler, which records every kernel of the process, ONNX
   Runtime's too): how many, how long, and how much of a run is spent between kernels.
 - ``engine_variants``: the same FP16 engine changed in one way each (vocabulary projection unpadded, causal
-  attention given key lengths, one output only, INT32 inputs), timed in one process against the engine as built, each output compared with
-  the built one's.
+  attention given key lengths, one output only, INT32 inputs), timed in one process against the engine as
+  built, each output compared with the built one's.
 
 ``--experiments`` picks some; the record holds those that ran.
 """
@@ -188,7 +188,7 @@ def engine_variants(path: Path, tokenizer: Path, names: list[str]) -> list[dict[
         file = folder / (re.sub(r"[^a-z0-9]+", "_", label) + ".onnx")
         onnx.save(graph, str(file))
         variants.append((label, file, {}))
-    return compare_variants(variants, tokenizer, names, ((1, 128), (8, 128), (32, 512)))
+    return compare_variants(variants, tokenizer, names, SHAPES)
 
 
 def kernel_profile(path: Path, tokenizer: Path, names: list[str]) -> dict[str, Any]:
