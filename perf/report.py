@@ -162,9 +162,6 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     return md
 
 
-KERNEL_KINDS = ("gemm", "attention", "layernorm", "gelu", "copy/cast", "other")
-
-
 def kernel_profiles(device_dir: Path) -> list[dict[str, Any]]:
     """One row per (model, shape, mode) of the ``kernel_profile`` experiments (``scripts/gpu_experiments.py``)
     in ``<device>/experiments_*.json``; the first files profiled one shape, with its ``shape`` beside the modes."""
@@ -196,26 +193,22 @@ def _kernel_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         "less the time kernels were busy: launch gaps, most of which a CUDA graph replay removes.\n",
     ]
     labels = [f"{r['model']} {r['shape']} {r['mode'].replace('_', ' ')}" for r in rows]
-    kinds = {kind: [float((r.get("by_kind") or {}).get(kind, {}).get("us_per_run", 0.0)) for r in rows] for kind in KERNEL_KINDS}
-    kinds["between kernels"] = [max(0.0, float(r.get("between_kernels_us", 0.0))) for r in rows]
-    shares = [{**r, "label": label} for r, label in zip(rows, labels, strict=True)]
-    for scale, picked in (
-        ("short", [r for r in shares if r["wall_median_us"] < 5000]),
-        ("long", [r for r in shares if r["wall_median_us"] >= 5000]),
+    us = [{kind: float(entry.get("us_per_run", 0.0)) for kind, entry in (r.get("by_kind") or {}).items()} for r in rows]
+    # The kinds the experiments script classified kernels into, biggest first.
+    kinds = sorted({kind for per_kind in us for kind in per_kind}, key=lambda kind: -sum(per_kind.get(kind, 0.0) for per_kind in us))
+    series = {kind: [per_kind.get(kind, 0.0) for per_kind in us] for kind in kinds}
+    series["between kernels"] = [max(0.0, float(r.get("between_kernels_us", 0.0))) for r in rows]
+    for scale, indices in (
+        ("short", [i for i, r in enumerate(rows) if r["wall_median_us"] < 5000]),
+        ("long", [i for i, r in enumerate(rows) if r["wall_median_us"] >= 5000]),
     ):
-        if picked:
-            indices = [labels.index(r["label"]) for r in picked]
-            series = {kind: [values[i] for i in indices] for kind, values in kinds.items()}
-            image(
-                md,
-                stacked_bars(
-                    [r["label"] for r in picked], series, "GPU time per run by kernel kind", "µs per run", plots / f"kernels_{scale}.png"
-                ),
-                out,
-            )
+        if indices:
+            picked = {kind: [values[i] for i in indices] for kind, values in series.items()}
+            path = plots / f"kernels_{scale}.png"
+            image(md, stacked_bars([labels[i] for i in indices], picked, "GPU time per run by kernel kind", "µs per run", path), out)
     md.append(
         table(
-            ["model", "shape", "mode", "code", "wall µs", "kernels", "busy µs", "between µs", *KERNEL_KINDS],
+            ["model", "shape", "mode", "code", "wall µs", "kernels", "busy µs", "between µs", *kinds],
             (
                 [
                     r["model"],
@@ -227,8 +220,8 @@ def _kernel_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
                     r.get("kernel_busy_us"),
                     r.get("between_kernels_us"),
                 ]
-                + [(r.get("by_kind") or {}).get(kind, {}).get("us_per_run", 0.0) for kind in KERNEL_KINDS]
-                for r in rows
+                + [per_kind.get(kind, 0.0) for kind in kinds]
+                for r, per_kind in zip(rows, us, strict=True)
             ),
         )
         + "\n"
