@@ -42,9 +42,10 @@ from perf.environment import device_info
 from perf.inputs import batch_arrays, load_tokenizer, text_samples
 from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
 from toolkit.cli_values import comma_items
-from toolkit.engines.causal_attention import key_lengths_mask
+from toolkit.engines.causal_attention import key_lengths_mask, live_nodes
 from toolkit.engines.onnxrt import session_for
 from toolkit.engines.vocab_padding import unpad_vocab_projection
+from toolkit.environment import code_version
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
 
 # ONNX Runtime's AttentionBackend bits (attention_kernel_options.h); 0 lets it choose.
@@ -123,13 +124,9 @@ def pruned_to_outputs(model: onnx.ModelProto, keep: Iterable[str]) -> onnx.Model
     kept_outputs = [o for o in pruned.graph.output if o.name in wanted]
     del pruned.graph.output[:]
     pruned.graph.output.extend(kept_outputs)
-    needed, kept_nodes = set(wanted), []
-    for node in reversed(pruned.graph.node):
-        if any(out in needed for out in node.output):
-            kept_nodes.append(node)
-            needed.update(i for i in node.input if i)
+    kept_nodes, _ = live_nodes(list(pruned.graph.node), [o.name for o in kept_outputs])
     del pruned.graph.node[:]
-    pruned.graph.node.extend(reversed(kept_nodes))
+    pruned.graph.node.extend(kept_nodes)
     used = {i for node in pruned.graph.node for i in node.input}
     kept_inits = [init for init in pruned.graph.initializer if init.name in used]
     del pruned.graph.initializer[:]
@@ -167,8 +164,8 @@ def int32_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 def engine_variants(path: Path, tokenizer: Path, names: list[str]) -> list[dict[str, Any]]:
     """The built engine against copies changed in one way each: its vocabulary projection unpadded (where
     the build padded one), its causal attention given key lengths instead of the 2-D mask, one output only,
-    INT32 inputs. (CUDA EP options -- GEMM tunable ops, one unified
-    stream, copies off the default stream -- were measured at code 6bdc6dd and changed nothing.)"""
+    INT32 inputs. (CUDA EP options -- GEMM tunable ops, one unified stream, copies off the default stream --
+    were measured at code 6bdc6dd and changed nothing.)"""
     model = onnx.load(str(path))
     outputs = [o.name for o in model.graph.output]
     folder = Path(tempfile.mkdtemp(prefix="variants-"))
@@ -340,7 +337,7 @@ def main(repository: Path, model: str, chosen: str, out: Path) -> None:
     tokenizer = find_tokenizer(repository, model, None)
     names = list(engine_input_names(repository, model, "fp16", "onnxruntime"))
     files = {precision: require_engine_file(repository, model, precision) for precision in ("fp16", "fp32")}
-    record: dict[str, Any] = {"model": model, "device_info": device_info(), "code": os.environ.get("TOOLKIT_COMMIT")}
+    record: dict[str, Any] = {"model": model, "device_info": device_info(), "code": code_version()}
     path = out / record["device_info"]["name"] / f"experiments_{model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     for name in names_chosen:

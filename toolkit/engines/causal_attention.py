@@ -135,7 +135,7 @@ def _match(g: _Graph, softmax: onnx.NodeProto, hidden: int) -> tuple[list[onnx.N
     return nodes, [projection.input[0], weight, bias], merge.output[0], scale
 
 
-def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+def live_nodes(nodes: list[onnx.NodeProto], outputs: list[str]) -> tuple[list[onnx.NodeProto], set[str]]:
     """The nodes ``outputs`` depend on (in their order) and every tensor name those read or give."""
     producer = {output: node for node in nodes for output in node.output}
     needed, stack = set(), list(outputs)
@@ -185,7 +185,7 @@ def fuse_causal_attention(model: onnx.ModelProto, num_heads: int, hidden_size: i
         elif id(node) not in removed:
             rebuilt.append(node)
     graph = model.graph
-    kept, needed = _live(rebuilt, [output.name for output in graph.output])
+    kept, needed = live_nodes(rebuilt, [output.name for output in graph.output])
     provided = {i.name for i in graph.input} | set(g.initializers) | {""} | {out for node in kept for out in node.output}
     if any(name not in provided for node in kept for name in node.input):
         return 0  # a removed tensor still feeds a live node: this export differs, leave the graph as it was
