@@ -21,8 +21,10 @@
 # Results are written outside the repository (RESULTS, default /tmp/gpu_results): the device tool copies the
 # working tree again before every call, which removes files a previous call wrote into tracked folders.
 # Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_MODELS, SWEEP_BATCH, SWEEP_SEQ, SWEEP_CONCURRENCY,
-# SWEEP_TIMEOUT (the Triton grid), PAPER_TIMEOUT (the rest of the paper's grid), FID_MODELS, BUILD_MODELS, EXPERIMENTS (comma-separated), EXPERIMENTS_MODEL, EXPERIMENTS_TIMEOUT;
-# TOOLKIT_COMMIT=$(git rev-parse --short HEAD) names the code in the records (the copied tree has no .git).
+# SWEEP_TIMEOUT (the Triton grid), PAPER_TIMEOUT (the rest of the paper's grid), FID_MODELS, BUILD_MODELS,
+# EXPERIMENTS (comma-separated), EXPERIMENTS_MODEL, EXPERIMENTS_TIMEOUT;
+# TOOLKIT_COMMIT=$(git rev-parse --short HEAD) names the code in the records (the copied tree's .git, if any,
+# may name an older commit).
 # The machine reaches no package index, so everything it lacks travels as wheels (see the device tool's README).
 set -uo pipefail
 cd "$(dirname "$0")/.."
