@@ -7,7 +7,8 @@ Not part of the grid: each answers one question with numbers from this machine, 
   choice) for the BERT-base FP16 engine at a few shapes, each output compared with the default kernel's.
 - ``request_path``: where one served request's time goes in ``DeviceRunner.run`` at batch 1, length 128:
   input copies, the graph replay, the device sync, the output copy.
-- ``tokenizer``: the Python tokenizer's time for one 128-token text on this host's CPU.
+- ``tokenizer``: the Python tokenizer's time for one 128-token text on this host's CPU, with and without
+  BertNormalizer (the served model skips it on plain ASCII).
 - ``cpu_threads``: the CPU FP32 baseline with ONNX Runtime's default threads and with every logical core.
 - ``kernel_profile``: the GPU kernels of one FP16 run at batch 1 length 128 (with and without its CUDA graph)
   and at batch 32 length 512 (CUPTI through torch.profiler, which records every kernel of the process, ONNX
@@ -297,13 +298,23 @@ def request_path(path: Path, tokenizer: Path, names: list[str]) -> dict[str, Any
 
 
 def tokenizer_time(tokenizer: Path) -> dict[str, Any]:
+    """One 128-token text; ``plain_ascii_us`` is the served model's path for plain ASCII BERT texts (no
+    BertNormalizer, texts lowercased first), null for tokenizers without that normalizer."""
     text = text_samples(tokenizer, 128, 1)[0]
     tok = load_tokenizer(tokenizer)
     tok.no_padding()
-    result: dict[str, Any] = {"tokens": len(tok.encode(text).ids)}
+    result: dict[str, Any] = {"tokens": len(tok.encode(text).ids), "plain_ascii_us": None}
+
+    def median_us(call: Callable[[], Any]) -> float:
+        return round(time_callable(call, runs=500, warmup=20).median_ms * 1000, 1)
+
     for method in ("encode_batch", "encode_batch_fast"):  # the served tokenizer model calls the second
-        timing = time_callable(lambda: getattr(tok, method)([text]), runs=500, warmup=20)  # noqa: B023 (called at once)
-        result[f"{method}_us"] = round(timing.median_ms * 1000, 1)
+        result[f"{method}_us"] = median_us(lambda: getattr(tok, method)([text]))  # noqa: B023 (called at once)
+    if type(tok.normalizer).__name__ == "BertNormalizer":
+        plain = load_tokenizer(tokenizer)
+        plain.no_padding()
+        plain.normalizer = None
+        result["plain_ascii_us"] = median_us(lambda: plain.encode_batch_fast([text.lower()]))
     return result
 
 

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from tokenizers import Tokenizer
 from tritonclient.utils import InferenceServerException
 
+from client.inputs import read_corpus
 from toolkit.artifacts import EngineArtifact, ServedModel
 from toolkit.errors import ServerError
 from toolkit.names import (
@@ -138,6 +139,38 @@ def test_tokenizer_pads_to_min_seq_len_when_text_is_shorter(server: Ports, gpt2_
     outputs = _infer(server, "grpc", tokenizer_model(gpt2_model.name), [b"a"])
     assert outputs["input_ids"].shape == (1, gpt2_model.min_seq_len)
     assert outputs["attention_mask"][0].tolist() == [1] + [0] * (gpt2_model.min_seq_len - 1)
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["Water boils at 100 DEGREES Celsius!", "Tabs\tand\nnew lines,\r\nand (brackets) -- e.g. 3.14?"],
+        ["Caf\u00e9 na\u00efve \u6771\u4eac", "PLAIN ascii Row"],  # one non-ASCII row: the whole request takes the full path
+        ["control\x07char", "Hello World"],
+    ],
+)
+def test_bert_tokenizer_ids_equal_full_normalizer_when_ascii_fast_path_or_not(
+    server: Ports, bert_model: ServedModel, texts: list[str]
+) -> None:
+    _assert_served_ids_equal_full_tokenizer(server, bert_model, texts)
+
+
+def test_bert_tokenizer_ids_equal_full_normalizer_when_corpus(server: Ports, bert_model: ServedModel) -> None:
+    corpus = read_corpus()
+    rows = bert_model.max_batch_size
+    for start in range(0, 64, rows):
+        _assert_served_ids_equal_full_tokenizer(server, bert_model, corpus[start : start + rows])
+
+
+def _assert_served_ids_equal_full_tokenizer(server: Ports, bert_model: ServedModel, texts: list[str]) -> None:
+    """The served tokenizer (BertNormalizer skipped on plain ASCII) against the tokenizer as shipped."""
+    outputs = _infer(server, "grpc", tokenizer_model(bert_model.name), [t.encode() for t in texts])
+    tokenizer = Tokenizer.from_file(str(bert_model.tokenizer_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(bert_model.max_seq_len)
+    for row, encoding in enumerate(tokenizer.encode_batch(texts)):
+        length = int(outputs["attention_mask"][row].sum())
+        assert outputs["input_ids"][row, :length].tolist() == encoding.ids, texts[row]
 
 
 def test_ensemble_flags_truncation_when_text_exceeds_max_seq_len(server: Ports, bert_model: ServedModel) -> None:
