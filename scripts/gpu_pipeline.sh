@@ -22,7 +22,7 @@
 # working tree again before every call, which removes files a previous call wrote into tracked folders.
 # Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_MODELS, SWEEP_BATCH, SWEEP_SEQ, SWEEP_CONCURRENCY,
 # SWEEP_TIMEOUT (the Triton grid), PAPER_TIMEOUT (the rest of the paper's grid), FID_MODELS, BUILD_MODELS,
-# EXPERIMENTS (comma-separated), EXPERIMENTS_MODEL, EXPERIMENTS_TIMEOUT;
+# EXPERIMENTS (comma-separated), EXPERIMENTS_MODEL, EXPERIMENTS_TIMEOUT, GPU_TESTS (0: experiments without the GPU tests);
 # TOOLKIT_COMMIT=$(git rev-parse --short HEAD) names the code in the records (the copied tree's .git, if any,
 # may name an older commit).
 # The machine reaches no package index, so everything it lacks travels as wheels (see the device tool's README).
@@ -114,7 +114,7 @@ run_stage() {
       ;;
     experiments)
       gpu_env
-      timeout 240 python3 -m pytest -q -m gpu tests/engines -p no:cacheprovider 2>&1 | tail -5 | tee "$LOGS/gpu_tests.log"
+      [ "${GPU_TESTS:-1}" = 1 ] && timeout 240 python3 -m pytest -q -m gpu tests/engines -p no:cacheprovider 2>&1 | tail -5 | tee "$LOGS/gpu_tests.log"
       timeout "${EXPERIMENTS_TIMEOUT:-300}" python3 scripts/gpu_experiments.py --out "$RESULTS" ${EXPERIMENTS:+--experiments "$EXPERIMENTS"} ${EXPERIMENTS_MODEL:+--model "$EXPERIMENTS_MODEL"} 2>&1 | tee "$LOGS/experiments.log"
       ;;
     serve)
