@@ -13,9 +13,9 @@ Not part of the grid: each answers one question with numbers from this machine, 
 - ``kernel_profile``: the GPU kernels of one FP16 run at batch 1 length 128 (with and without its CUDA graph)
   and at batch 32 length 512 (CUPTI through torch.profiler, which records every kernel of the process, ONNX
   Runtime's too): how many, how long, and how much of a run is spent between kernels.
-- ``engine_variants``: the same FP16 engine changed in one way each (vocabulary projection unpadded, causal
-  attention given key lengths, one output only, INT32 inputs), timed in one process against the engine as
-  built, each output compared with the built one's.
+- ``engine_variants``: the same FP16 engine changed in one way each (vocabulary projection unpadded, one output
+  only, INT32 inputs), timed in one process against the engine as built, each output compared with the built
+  one's.
 
 ``--experiments`` picks some; the record holds those that ran.
 """
@@ -43,7 +43,7 @@ from perf.environment import device_info
 from perf.inputs import batch_arrays, load_tokenizer, text_samples
 from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
 from toolkit.cli_values import comma_items
-from toolkit.engines.causal_attention import key_lengths_mask, live_nodes
+from toolkit.engines.causal_attention import live_nodes
 from toolkit.engines.onnxrt import session_for
 from toolkit.engines.vocab_padding import unpad_vocab_projection
 from toolkit.environment import code_version
@@ -164,20 +164,17 @@ def int32_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def engine_variants(path: Path, tokenizer: Path, names: list[str]) -> list[dict[str, Any]]:
     """The built engine against copies changed in one way each: its vocabulary projection unpadded (where
-    the build padded one), its causal attention given key lengths instead of the 2-D mask, one output only,
-    INT32 inputs. (CUDA EP options -- GEMM tunable ops, one unified stream, copies off the default stream --
-    were measured at code 6bdc6dd and changed nothing.)"""
+    the build padded one), one output only, INT32 inputs. (CUDA EP options -- GEMM tunable ops, one unified
+    stream, copies off the default stream -- were measured at code 6bdc6dd and changed nothing; causal
+    attention given key lengths instead of the 2-D mask was measured at f578394 and is now how it is built.)"""
     model = onnx.load(str(path))
     outputs = [o.name for o in model.graph.output]
     folder = Path(tempfile.mkdtemp(prefix="variants-"))
     graphs: dict[str, onnx.ModelProto] = {}
-    unpadded, key_lengths = onnx.ModelProto(), onnx.ModelProto()
+    unpadded = onnx.ModelProto()
     unpadded.CopyFrom(model)
-    key_lengths.CopyFrom(model)
     if unpad_vocab_projection(unpadded):
         graphs["vocabulary projection unpadded"] = unpadded
-    if key_lengths_mask(key_lengths):
-        graphs["causal attention with key lengths"] = key_lengths
     graphs.update({f"only {name}": pruned_to_outputs(model, [name]) for name in outputs})
     graphs["int32 inputs"] = int32_inputs(model)
     graphs[f"int32 inputs, only {outputs[0]}"] = pruned_to_outputs(int32_inputs(model), [outputs[0]])

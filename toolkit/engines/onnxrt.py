@@ -117,22 +117,23 @@ PRECISION_CRITICAL_OPS = ("MatMul", "Gemm", "Softmax", "LayerNormalization")
 
 def fused_onnx(source: Path, target: Path, model_type: str, num_heads: int, hidden_size: int) -> tuple[Path, dict[str, int]]:
     """ONNX Runtime's transformer fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu),
-    plus GPT-2's causal attention (``causal_attention.py``), which ONNX Runtime's optimizer misses, and a
-    vocabulary projection padded to aligned widths (``vocab_padding.py``).
+    plus GPT-2's causal attention (``causal_attention.py``), which ONNX Runtime's optimizer misses, given its
+    padding as per-row key lengths (what ONNX Runtime's fused attention kernels take), and a vocabulary
+    projection padded to aligned widths (``vocab_padding.py``).
 
     The fused graph uses ``com.microsoft`` ops that only ONNX Runtime runs, and it is what lets every node
     stay on the CUDA provider and be captured in a CUDA graph. Returns the file and the fused-op counts.
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from toolkit.engines.causal_attention import fuse_causal_attention
+    from toolkit.engines.causal_attention import fuse_causal_attention, key_lengths_mask
     from toolkit.engines.vocab_padding import pad_vocab_projection
 
     optimized = optimize_model(str(source), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=True)
     stats = {op: int(count) for op, count in optimized.get_fused_operator_statistics().items() if count}
     if model_type == "gpt2" and not stats.get("Attention"):  # ONNX Runtime's own GPT-2 fusion missed transformers 5's export
         causal = fuse_causal_attention(optimized.model, num_heads, hidden_size)
-        stats.update({"Attention": causal} if causal else {})
+        stats.update({"Attention": causal, "AttentionKeyLengths": key_lengths_mask(optimized.model)} if causal else {})
     padded = pad_vocab_projection(optimized.model)
     stats.update({"PaddedVocabProjection": padded} if padded else {})
     optimized.save_model_to_file(str(target))
