@@ -19,19 +19,15 @@ if TYPE_CHECKING:
     import numpy as np
     from tokenizers import Tokenizer
 
+from client.inputs import load_tokenizer
 from perf.text import TEXT as SHIPPED_TEXT
 
 
 @lru_cache(maxsize=8)
-def load_tokenizer(path: Path) -> Tokenizer:
-    """Load a ``tokenizers`` tokenizer from ``tokenizer.json`` (or a folder holding it)."""
-    from tokenizers import Tokenizer
-
-    path = Path(path)
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.is_file():
-        raise BadInputError(f"no tokenizer.json at {path}; pass --tokenizer PATH to a tokenizer.json file")
-    return Tokenizer.from_file(str(file))
+def cached_tokenizer(path: Path) -> Tokenizer:
+    """One tokenizer per file for the samplers below, which cut many shapes from one file and set its padding
+    and truncation for each cut; whoever needs a tokenizer of its own calls ``client.inputs.load_tokenizer``."""
+    return load_tokenizer(Path(path))
 
 
 def _window_ids(tokenizer: Tokenizer, seq_len: int, offset: int) -> tuple[list[int], list[int]]:
@@ -51,7 +47,7 @@ def token_samples(tokenizer_path: Path, seq_len: int, n_samples: int) -> list[di
     """``n_samples`` different windows of real text, each exactly ``seq_len`` tokens, unpadded."""
     if seq_len < 2:
         raise BadInputError(f"sequence length {seq_len} is below 2; pass --seq 2 or more")
-    tokenizer = load_tokenizer(Path(tokenizer_path))
+    tokenizer = cached_tokenizer(Path(tokenizer_path))
     samples = []
     for i in range(n_samples):
         ids, types = _window_ids(tokenizer, seq_len, offset=7 * i)
@@ -61,7 +57,7 @@ def token_samples(tokenizer_path: Path, seq_len: int, n_samples: int) -> list[di
 
 def text_samples(tokenizer_path: Path, seq_len: int, n_samples: int) -> list[str]:
     """Texts that the same tokenizer turns into about ``seq_len`` tokens (special tokens included)."""
-    tokenizer = load_tokenizer(Path(tokenizer_path))
+    tokenizer = cached_tokenizer(Path(tokenizer_path))
     texts = []
     for i in range(n_samples):
         ids, _ = _window_ids(tokenizer, seq_len, offset=7 * i)

@@ -38,9 +38,10 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from client.fidelity import compare_arrays
+from client.inputs import load_tokenizer
 from perf.engine_timing import time_callable, time_for
 from perf.environment import device_info
-from perf.inputs import batch_arrays, load_tokenizer, text_samples
+from perf.inputs import batch_arrays, text_samples
 from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
 from toolkit.cli_values import comma_items
 from toolkit.engines.causal_attention import live_nodes

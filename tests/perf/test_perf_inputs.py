@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from client.inputs import load_tokenizer
 from perf.inputs import (
     batch_arrays,
-    load_tokenizer,
     perf_analyzer_data,
     text_samples,
     token_samples,
@@ -27,6 +27,7 @@ def test_token_samples_have_exact_length_and_special_tokens_when_cut(tokenizer_j
 def test_text_samples_tokenize_to_length_when_encoded_again(tokenizer_json: Path) -> None:
     tokenizer = load_tokenizer(tokenizer_json)
     tokenizer.no_truncation()
+    tokenizer.no_padding()
     assert [len(tokenizer.encode(t).ids) for t in text_samples(tokenizer_json, 64, 3)] == [64, 64, 64]
 
 
