@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from toolkit.errors import BadInputError
 from toolkit.names import Precision
+from toolkit.onnx_graph import tensor_readers
 
 if TYPE_CHECKING:
     import onnx
@@ -151,10 +152,7 @@ def _bypass_identities_before_casts(graph: onnx.GraphProto) -> None:
     run in the BERT-base profile); GPT-2's logits at batch 32, length 512 are 1.6 GB copied for nothing.
     """
     outputs = {output.name for output in graph.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = tensor_readers(graph)
     for node in [n for n in graph.node if n.op_type == "Identity" and n.output[0] not in outputs]:
         readers = consumers.get(node.output[0], [])
         if not readers or any(reader.op_type != "Cast" for reader in readers):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from toolkit.onnx_graph import tensor_readers
+
 if TYPE_CHECKING:
     import onnx
 
@@ -36,10 +38,7 @@ class _Graph:
     def __init__(self, model: onnx.ModelProto) -> None:
         self.graph = model.graph
         self.producer = {output: node for node in self.graph.node for output in node.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in self.graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
+        self.consumers = tensor_readers(self.graph)
         self.initializers = {init.name: init for init in self.graph.initializer}
 
     def scalar(self, name: str) -> float | None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from toolkit.onnx_graph import tensor_readers
+
 if TYPE_CHECKING:
     import onnx
 
@@ -33,10 +35,7 @@ def pad_vocab_projection(model: onnx.ModelProto, multiple: int = 64, min_columns
     graph = model.graph
     outputs = {output.name for output in graph.output}
     weights = {init.name: init for init in graph.initializer}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = tensor_readers(graph)
     padded = 0
     for index, node in reversed(list(enumerate(graph.node))):  # reversed: inserting keeps earlier indices valid
         weight = weights.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
@@ -50,7 +49,7 @@ def pad_vocab_projection(model: onnx.ModelProto, multiple: int = 64, min_columns
         wide[:, :columns] = values
         wide_name = f"{weight.name}{PADDED_SUFFIX}"
         graph.initializer.append(numpy_helper.from_array(wide, wide_name))
-        if readers.get(weight.name, 0) == 1:  # no other reader: the narrow copy would only take memory
+        if len(readers.get(weight.name, [])) == 1:  # no other reader: the narrow copy would only take memory
             graph.initializer.remove(weight)
         target = node.output[0]
         node.input[1] = wide_name
