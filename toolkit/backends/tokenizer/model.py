@@ -26,23 +26,22 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, normalizers
 
 # Texts on which BertNormalizer's cleaning, CJK spacing and accent stripping change nothing its
 # pre-tokenizer would not (tab, newline and carriage return split words either way).
 PLAIN_ASCII = re.compile(r"[\t\n\r\x20-\x7e]*")
 
 
-def plain_ascii_tokenizer(path: str) -> tuple[Tokenizer, bool] | None:
-    """The tokenizer at ``path`` without its BertNormalizer, and whether texts must be lowercased first;
+def plain_ascii_tokenizer(tokenizer: Tokenizer) -> tuple[Tokenizer, bool] | None:
+    """A copy of ``tokenizer`` without its BertNormalizer, and whether texts must be lowercased first;
     None when its normalizer is anything else (GPT-2 has none: nothing to skip)."""
-    with open(path, encoding="utf-8") as file:
-        normalizer = json.load(file).get("normalizer") or {}
-    if normalizer.get("type") != "BertNormalizer":
+    normalizer = tokenizer.normalizer
+    if not isinstance(normalizer, normalizers.BertNormalizer):
         return None
-    tokenizer = Tokenizer.from_file(path)
-    tokenizer.normalizer = None
-    return tokenizer, bool(normalizer.get("lowercase", True))
+    plain = Tokenizer.from_str(tokenizer.to_str())
+    plain.normalizer = None
+    return plain, bool(normalizer.lowercase)
 
 
 class InputError(ValueError):
@@ -62,11 +61,10 @@ class TritonPythonModel:
         self.output_names = [output["name"] for output in config["output"]]
         self.input_name = config["input"][0]["name"]
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        path = os.path.join(version_dir, "tokenizer", "tokenizer.json")
-        self.tokenizer = Tokenizer.from_file(path)
+        self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer", "tokenizer.json"))
         padding = self.tokenizer.padding
         self.pad_id = int(padding["pad_id"]) if padding else 0
-        plain = plain_ascii_tokenizer(path)
+        plain = plain_ascii_tokenizer(self.tokenizer)
         self.lowercase = plain is not None and plain[1]
         self.encode = self._encoder(self.tokenizer)
         self.encode_plain = self._encoder(plain[0]) if plain else None
