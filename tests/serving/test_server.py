@@ -69,12 +69,17 @@ def _text_input(texts: list[bytes], client: ModuleType = grpcclient) -> Any:
     return tensor
 
 
-def _reference(model: ServedModel, text: str) -> dict[str, np.ndarray]:
-    """Direct onnxruntime run on one unpadded text, post-processed in numpy."""
+def _shipped_tokenizer(model: ServedModel) -> Tokenizer:
+    """The model's tokenizer as shipped, unpadded and truncated as the served tokenizer model truncates."""
     tokenizer = Tokenizer.from_file(str(model.tokenizer_dir / "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.enable_truncation(model.max_seq_len)
-    encoding = tokenizer.encode(text)
+    return tokenizer
+
+
+def _reference(model: ServedModel, text: str) -> dict[str, np.ndarray]:
+    """Direct onnxruntime run on one unpadded text, post-processed in numpy."""
+    encoding = _shipped_tokenizer(model).encode(text)
     feeds = {"input_ids": np.array([encoding.ids]), "attention_mask": np.array([encoding.attention_mask])}
     if model.family is Family.BERT:
         feeds["token_type_ids"] = np.array([encoding.type_ids])
@@ -165,10 +170,7 @@ def test_bert_tokenizer_ids_equal_full_normalizer_when_corpus(server: Ports, ber
 def _assert_served_ids_equal_full_tokenizer(server: Ports, bert_model: ServedModel, texts: list[str]) -> None:
     """The served tokenizer (BertNormalizer skipped on plain ASCII) against the tokenizer as shipped."""
     outputs = _infer(server, "grpc", tokenizer_model(bert_model.name), [t.encode() for t in texts])
-    tokenizer = Tokenizer.from_file(str(bert_model.tokenizer_dir / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(bert_model.max_seq_len)
-    for row, encoding in enumerate(tokenizer.encode_batch(texts)):
+    for row, encoding in enumerate(_shipped_tokenizer(bert_model).encode_batch(texts)):
         length = int(outputs["attention_mask"][row].sum())
         assert outputs["input_ids"][row, :length].tolist() == encoding.ids, texts[row]
 
