@@ -178,7 +178,7 @@ def engine_variants(path: Path, tokenizer: Path, names: list[str]) -> list[dict[
         graphs["vocabulary projection unpadded"] = unpadded
     graphs.update({f"only {name}": pruned_to_outputs(model, [name]) for name in outputs})
     graphs["int32 inputs"] = int32_inputs(model)
-    graphs[f"int32 inputs, only {outputs[0]}"] = pruned_to_outputs(int32_inputs(model), [outputs[0]])
+    graphs[f"int32 inputs, only {outputs[0]}"] = pruned_to_outputs(graphs["int32 inputs"], [outputs[0]])
     variants: list[tuple[str, Path, dict[str, str]]] = [("as built", path, {})]
     for label, graph in graphs.items():
         file = folder / (re.sub(r"[^a-z0-9]+", "_", label) + ".onnx")
