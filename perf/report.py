@@ -156,9 +156,69 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     if errors:
         md.append("### Failed configurations\n")
         md.append(table(["configuration", "error"], ([r["key"], str(r.get("error", ""))[-200:]] for r in errors)) + "\n")
+    md.extend(_hops_section(perf, out, plots))
     md.extend(grid_section(device_dir, out, plots))
     md.extend(_kernel_section(device_dir, out, plots))
     md.extend(_fidelity_section(device_dir, out, plots))
+    return md
+
+
+def request_breakdown(record: dict[str, Any]) -> dict[str, float] | None:
+    """An ensemble record's average request split into where it went (ms): gRPC and client (perf_analyzer's
+    send, network and receive), each step's queue and compute (Triton's statistics), and the ensemble's own
+    time between its steps. None without per-model statistics (``hops``)."""
+    hops, metrics = record.get("hops") or {}, record.get("metrics") or {}
+    ensemble = hops.get(record["triton_model"])
+    if ensemble is None:
+        return None
+    parts = {"gRPC and client": sum(metrics.get(k, 0.0) for k in ("client_send", "network_server_send_recv", "client_recv"))}
+    steps = 0.0
+    for name, hop in sorted(hops.items(), key=lambda item: not item[0].endswith("_tokenizer")):  # tokenizer first
+        if name == record["triton_model"]:
+            continue
+        role = "tokenizer" if name.endswith("_tokenizer") else "engine"
+        compute = hop["compute_input_us"] + hop["compute_infer_us"] + hop["compute_output_us"]
+        parts[f"{role} queue"] = hop["queue_us"] / 1000.0
+        parts[f"{role} compute"] = compute / 1000.0
+        steps += hop["request_us"]
+    parts["ensemble between steps"] = max(0.0, (ensemble["request_us"] - steps) / 1000.0)
+    return parts
+
+
+def _hops_section(perf: list[dict[str, Any]], out: Path, plots: Path, batch: int = 1, seq: int = 128) -> list[str]:
+    chosen = [
+        r
+        for r in perf
+        if r.get("status") == "ok"
+        and r["target"] == "ensemble"
+        and r["batch_size"] == batch
+        and r["seq_len"] == seq
+        and r["concurrency"] == 1
+    ]
+    rows = [(r, parts) for r in sorted(chosen, key=lambda r: r["key"]) if (parts := request_breakdown(r)) is not None]
+    if not rows:
+        return []
+    names = list(dict.fromkeys(name for _, parts in rows for name in parts))
+    md = [
+        f"### Where a request's time goes (text ensembles, batch {batch}, sequence {seq}, concurrency 1)\n",
+        "Averages over each perf_analyzer run, in ms: gRPC and client from its CSV, each step's queue and compute "
+        "(input, infer, output) from Triton's per-model statistics, and the ensemble's own time between its steps "
+        "(its end-to-end time less its steps'). The p50 beside them is the run's median.\n",
+    ]
+    labels = [r["triton_model"] for r, _ in rows]
+    series = {name: [parts.get(name, 0.0) for _, parts in rows] for name in names}
+    image(
+        md,
+        stacked_bars(labels, series, f"average request at b{batch} s{seq} c1", "ms", plots / f"request_breakdown_b{batch}_s{seq}.png"),
+        out,
+    )
+    md.append(
+        table(
+            ["ensemble", "p50 ms", *names],
+            ([r["triton_model"], r["metrics"].get("latency_p50"), *(parts.get(n) for n in names)] for r, parts in rows),
+        )
+        + "\n"
+    )
     return md
 
 

@@ -27,6 +27,7 @@ from perf.analyzer import (
     run_perf_analyzer,
 )
 from perf.environment import device_info, manifest_hash, slug
+from perf.server_stats import StatisticsReader, hop_times
 from toolkit.environment import code_version, package_versions
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import TEXT, Precision, Runtime, engine_model, ensemble_model
@@ -177,6 +178,7 @@ class SweepContext:
     repository: Path | None
     tokenizer: Path | None = None
     metrics_url: str | None = None
+    statistics: StatisticsReader | None = None  # per-model server time around each perf_analyzer run
     inputs_cache: dict[tuple[str, int, str], Path] = field(default_factory=dict)
 
     def stamp(self) -> dict[str, Any]:
@@ -224,6 +226,7 @@ def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner
             metrics_url=ctx.metrics_url,
         )
         record["argv"] = args.argv()
+        before = ctx.statistics.snapshot() if ctx.statistics else None
         try:
             rows = runner(args)
         except PerfAnalyzerError as error:
@@ -235,6 +238,9 @@ def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner
             rows = runner(args)
         row = next((r for r in rows if r.get("concurrency") == config.concurrency), rows[0])
         record.update(status="ok", metrics=row, raw_csv=str(csv_path.relative_to(ctx.out_dir)))
+        after = ctx.statistics.snapshot() if ctx.statistics else None
+        if before is not None and after is not None:
+            record["hops"] = hop_times(before, after)  # each model's server time per request: tokenizer, engine, ensemble
     except (ToolkitError, OSError) as error:
         record.update(status="error", error=f"{type(error).__name__}: {error}")
     return record
@@ -312,13 +318,15 @@ def run_sweep(
     progress: bool = True,
     runner: Runner = run_perf_analyzer,
     metrics_url: str | None = None,
+    server_statistics: bool = True,
 ) -> Path:
     """Run (or resume) ``sweep`` against the server at ``url``; return ``out/<device>/``.
 
     Configurations whose Triton model is not in ``repository`` are left out (logged); pass
     ``repository=None`` to keep them all. On a GPU machine perf_analyzer also collects the server's
     GPU metrics from ``metrics_url`` (its default: localhost:8002/metrics). Finished configurations are skipped unless they ended in
-    an error and ``retry_errors`` is set.
+    an error and ``retry_errors`` is set. With ``server_statistics`` each record gets ``hops``: every model's
+    server time per request during its run, from Triton's statistics API (``perf.server_stats``).
     """
     from tqdm import tqdm
 
@@ -333,6 +341,7 @@ def run_sweep(
         repository=repository,
         tokenizer=tokenizer,
         metrics_url=metrics_url,
+        statistics=StatisticsReader(url) if server_statistics else None,
     )
     rf.append_jsonl(
         out_dir / rf.ENVIRONMENT_FILE,

@@ -7,12 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from test_perf_sweep import FakeAnalyzer
 
 from perf import results as rf
 from perf.cli import main
-from perf.report import write_report
+from perf.report import request_breakdown, write_report
 from perf.sweep import Sweep, derive, run_sweep
 
 
@@ -117,3 +118,22 @@ def test_report_shows_kernel_profiles_of_either_experiments_layout(tmp_path: Pat
     assert "| gpt2 | b32_s512 | no_graph | def | 9100.00 |" in section
     assert (tmp_path / "results" / "plots" / "h100" / "kernels_short.png").is_file()
     assert (tmp_path / "results" / "plots" / "h100" / "kernels_long.png").is_file()
+
+
+def test_request_breakdown_splits_an_ensemble_request_into_grpc_steps_and_the_time_between() -> None:
+    step = {"requests": 40, "executions": 40, "compute_input_us": 10.0, "compute_output_us": 20.0}
+    record = {
+        "triton_model": "m_fp16",
+        "metrics": {"client_send": 0.01, "network_server_send_recv": 0.3, "client_recv": 0.01, "latency_p50": 2.0},
+        "hops": {
+            "m_fp16_onnx": {**step, "queue_us": 30.0, "compute_infer_us": 600.0, "request_us": 660.0},
+            "m_tokenizer": {**step, "queue_us": 40.0, "compute_infer_us": 200.0, "request_us": 270.0},
+            "m_fp16": {**step, "queue_us": 1.0, "compute_infer_us": 1100.0, "request_us": 1130.0},
+        },
+    }
+    parts = request_breakdown(record)
+    assert parts is not None and list(parts)[:3] == ["gRPC and client", "tokenizer queue", "tokenizer compute"]
+    assert parts["gRPC and client"] == pytest.approx(0.32)
+    assert parts["tokenizer compute"] == pytest.approx(0.23) and parts["engine compute"] == pytest.approx(0.63)
+    assert parts["ensemble between steps"] == pytest.approx(0.2)  # 1130 - 270 - 660 us
+    assert request_breakdown({**record, "hops": {}}) is None

@@ -62,7 +62,16 @@ def test_run_sweep_skips_finished_configurations_when_run_again(tmp_path: Path, 
         targets=("engine", "ensemble"),
     )
     fake = FakeAnalyzer(failing="m_fp16_onnx")
-    out_dir = run_sweep(sweep, repository=None, out=tmp_path, tokenizer=tokenizer_json, cpu_baseline=False, progress=False, runner=fake)
+    out_dir = run_sweep(
+        sweep,
+        repository=None,
+        out=tmp_path,
+        tokenizer=tokenizer_json,
+        cpu_baseline=False,
+        progress=False,
+        runner=fake,
+        server_statistics=False,
+    )
     assert len(fake.calls) == 8
     records = rf.read_jsonl(out_dir / rf.PERF_FILE)
     errors = [r for r in records if r["status"] == "error"]
@@ -71,10 +80,27 @@ def test_run_sweep_skips_finished_configurations_when_run_again(tmp_path: Path, 
     assert all((out_dir / r["raw_csv"]).is_file() for r in ok)
 
     again = FakeAnalyzer()
-    run_sweep(sweep, repository=None, out=tmp_path, tokenizer=tokenizer_json, cpu_baseline=False, progress=False, runner=again)
+    run_sweep(
+        sweep,
+        repository=None,
+        out=tmp_path,
+        tokenizer=tokenizer_json,
+        cpu_baseline=False,
+        progress=False,
+        runner=again,
+        server_statistics=False,
+    )
     assert again.calls == []
     run_sweep(
-        sweep, repository=None, out=tmp_path, tokenizer=tokenizer_json, cpu_baseline=False, progress=False, runner=again, retry_errors=True
+        sweep,
+        repository=None,
+        out=tmp_path,
+        tokenizer=tokenizer_json,
+        cpu_baseline=False,
+        progress=False,
+        runner=again,
+        retry_errors=True,
+        server_statistics=False,
     )
     assert again.calls == ["m_fp16_onnx", "m_fp16_onnx"]
     derived = {r["key"]: r for r in derive(out_dir)}
@@ -116,3 +142,10 @@ def test_sweep_records_failure_and_continues_when_sequence_exceeds_engine(grpc_u
     assert all(r["speedup_vs_cpu"] > 0 and r["same_run"] for r in derived)
     assert json.loads((tiny_repository / tokenizer_model(NAME) / MANIFEST).read_text())["name"] == NAME
     assert latest[f"{NAME}_fp32_onnx|b1|s16|c1"]["manifest_hash"]
+    # Each ensemble request passed the tokenizer and the engine once; the ensemble's compute holds both steps'.
+    hops = latest[f"{NAME}_fp32|b2|s16|c1"]["hops"]
+    tokenizer, engine, ensemble = hops[tokenizer_model(NAME)], hops[f"{NAME}_fp32_onnx"], hops[f"{NAME}_fp32"]
+    assert tokenizer["requests"] == engine["requests"] == ensemble["requests"] >= 20
+    assert 0 < engine["compute_infer_us"] and 0 < tokenizer["compute_infer_us"]
+    assert ensemble["compute_infer_us"] >= engine["compute_infer_us"] + tokenizer["compute_infer_us"]
+    assert set(latest[f"{NAME}_fp32_onnx|b1|s16|c1"]["hops"]) == {f"{NAME}_fp32_onnx"}

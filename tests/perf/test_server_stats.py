@@ -1,0 +1,60 @@
+"""Per-model server time from two statistics snapshots (Triton's JSON form)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from perf.server_stats import StatisticsReader, hop_times, snapshot_from_json
+
+
+def _stats(name: str, requests: int, executions: int, queue_ns: int, infer_ns: int, version: str = "1") -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": version,
+        "execution_count": str(executions),
+        "inference_stats": {
+            "success": {"count": str(requests), "ns": str(queue_ns + infer_ns)},
+            "queue": {"count": str(requests), "ns": str(queue_ns)},
+            "compute_input": {"count": str(requests)},  # Triton leaves out zero fields
+            "compute_infer": {"count": str(requests), "ns": str(infer_ns)},
+            "compute_output": {},
+        },
+    }
+
+
+def test_hop_times_divides_each_phase_by_the_requests_in_between() -> None:
+    before = snapshot_from_json({"model_stats": [_stats("tok", 10, 10, 1_000_000, 5_000_000), _stats("idle", 3, 3, 0, 9)]})
+    after = snapshot_from_json(
+        {
+            "model_stats": [
+                _stats("tok", 30, 20, 3_000_000, 9_000_000),
+                _stats("idle", 3, 3, 0, 9),
+                _stats("engine", 20, 5, 0, 40_000_000),  # new since the first snapshot
+            ]
+        }
+    )
+    hops = hop_times(before, after)
+    assert set(hops) == {"tok", "engine"}  # a model without requests in between is no hop
+    assert hops["tok"] == {
+        "requests": 20,
+        "executions": 10,
+        "request_us": pytest.approx(300.0),
+        "queue_us": pytest.approx(100.0),
+        "compute_input_us": 0.0,
+        "compute_infer_us": pytest.approx(200.0),
+        "compute_output_us": 0.0,
+    }
+    assert hops["engine"]["compute_infer_us"] == pytest.approx(2000.0) and hops["engine"]["executions"] == 5
+
+
+def test_snapshot_sums_the_versions_of_one_model() -> None:
+    snapshot = snapshot_from_json({"model_stats": [_stats("m", 2, 2, 10, 20, "1"), _stats("m", 3, 1, 30, 40, "2")]})
+    assert snapshot["m"]["requests"] == 5 and snapshot["m"]["executions"] == 3 and snapshot["m"]["compute_infer_ns"] == 60
+
+
+def test_reader_gives_none_once_the_server_cannot_answer() -> None:
+    reader = StatisticsReader("localhost:1")  # nothing listens on port 1
+    assert reader.snapshot() is None and reader.failed
+    assert reader.snapshot() is None
