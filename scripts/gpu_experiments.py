@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +39,26 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tritonclient.grpc import model_config_pb2
+
 from client.fidelity import compare_arrays
 from client.inputs import load_tokenizer
+from perf.analyzer import PerfAnalyzerArgs, run_perf_analyzer
+from perf.engine_grid import GridPlan
 from perf.engine_timing import time_callable, time_for
 from perf.environment import device_info
-from perf.inputs import batch_arrays, text_samples
+from perf.inputs import batch_arrays, perf_analyzer_data, text_samples, write_perf_analyzer_data
+from perf.server_stats import StatisticsReader, hop_times
 from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
 from toolkit.cli_values import comma_items
 from toolkit.engines.causal_attention import live_nodes
 from toolkit.engines.onnxrt import session_for
 from toolkit.engines.vocab_padding import unpad_vocab_projection
 from toolkit.environment import code_version
+from toolkit.names import TEXT, Precision, engine_model, ensemble_model, tokenizer_model
+from toolkit.repository.configs import config_from_text, config_text
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
+from toolkit.serving.server import running_server
 
 # ONNX Runtime's AttentionBackend bits (attention_kernel_options.h); 0 lets it choose.
 KERNELS = {0: "default", 1: "flash", 2: "efficient", 4: "trt_fused", 8: "cudnn_flash", 16: "math", 32: "trt_flash"}
@@ -316,6 +326,100 @@ def tokenizer_time(tokenizer: Path) -> dict[str, Any]:
     return result
 
 
+def timing_conditions(subject: Subject) -> dict[str, Any]:
+    """FP16 at b1 s128: the replay timed as the grid times a point (a fresh slot, ``time_for`` with the grid's
+    budget) and as ``request_path`` does (300 runs after 20), in a process holding only this session, then
+    holding the grid's three precisions (FP32 timed first, as the grid does), then with PyTorch's CUDA
+    context up as well: is a gap between the grid's and request_path's numbers the method's or the process's?"""
+    feeds = batch_arrays(subject.tokenizer, subject.names, 1, 128)
+    budget = GridPlan(models=(subject.model,)).budget()
+
+    def times(runner: DeviceRunner) -> dict[str, float]:
+        grid = runner.slot(feeds, graph=True)
+        grid_timing = time_for(lambda: runner.launch(grid), *budget)
+        long = runner.slot(feeds, graph=True)
+        long_timing = time_callable(lambda: runner.launch(long), runs=300, warmup=20)
+        return {
+            "grid_median_us": round(grid_timing.median_ms * 1000, 1),
+            "grid_p90_us": round(grid_timing.p90_ms * 1000, 1),
+            "long_median_us": round(long_timing.median_ms * 1000, 1),
+            "long_p90_us": round(long_timing.p90_ms * 1000, 1),
+        }
+
+    fp16 = DeviceRunner(cuda_session(str(subject.files["fp16"]))[0], max_graphs=1 << 10)
+    result: dict[str, Any] = {"unit": "us", "one session": [times(fp16), times(fp16)]}
+    others = {p: DeviceRunner(cuda_session(str(subject.files[p]))[0], max_graphs=1 << 10) for p in ("fp32", "hybrid")}
+    rounds = []
+    for _ in range(2):
+        fp32 = others["fp32"].slot(feeds, graph=True)
+        time_for(lambda: others["fp32"].launch(fp32), *budget)  # noqa: B023 (called at once)
+        rounds.append(times(fp16))
+    result["three sessions, fp32 timed first"] = rounds
+    import torch
+
+    torch.zeros(1, device="cuda").sum().item()  # the grid's process has had PyTorch's CUDA context since its memory points
+    result["three sessions and torch"] = [times(fp16), times(fp16)]
+    return result
+
+
+def serving_variants(subject: Subject, precision: str = "fp16") -> dict[str, Any]:
+    """The text ensemble of one engine served three ways by one Triton server on free ports: as built, without
+    the dynamic batcher (tokenizer and engine), and with one ONNX Runtime thread in the engine. Each variant's
+    p50 at b1 s128 c1 (two interleaved rounds) and throughput at b1 s128 c4, with every model's server time."""
+    tokenizer, engine, ensemble = (
+        tokenizer_model(subject.model),
+        engine_model(subject.model, precision),
+        ensemble_model(subject.model, precision),
+    )
+    variants: dict[str, Callable[[str, model_config_pb2.ModelConfig], None]] = {
+        "as built": lambda role, config: None,
+        "no dynamic batcher": lambda role, config: config.ClearField("dynamic_batching") if role != "ensemble" else None,
+        "engine on one ORT thread": lambda role, config: (
+            config.parameters["intra_op_threads"].CopyFrom(model_config_pb2.ModelParameter(string_value="1")) if role == "engine" else None
+        ),
+    }
+    folder = Path(tempfile.mkdtemp(prefix="serving-variants-"))
+    repository = folder / "repository"
+    names = {}
+    for index, (label, change) in enumerate(variants.items()):
+        suffix = f"_v{index}"
+        renamed = {tokenizer: tokenizer + suffix, engine: engine + suffix, ensemble: ensemble + suffix}
+        for role, original in (("tokenizer", tokenizer), ("engine", engine), ("ensemble", ensemble)):
+            shutil.copytree(subject.repository / original, repository / renamed[original], symlinks=True)
+            config = config_from_text((subject.repository / original / "config.pbtxt").read_text())
+            config.name = renamed[original]
+            for step in config.ensemble_scheduling.step:
+                step.model_name = renamed[step.model_name]
+            change(role, config)
+            (repository / renamed[original] / "config.pbtxt").write_text(config_text(config))
+        names[label] = renamed[ensemble]
+    text = write_perf_analyzer_data(folder / "text.json", perf_analyzer_data(subject.tokenizer, (TEXT,), 128))
+    result: dict[str, Any] = {"precision": precision, "batch_size": 1, "seq_len": 128, "runs": []}
+    with running_server(repository, state_dir=folder / "state", timeout=300) as server:
+        url = f"localhost:{server.ports.grpc}"
+        statistics = StatisticsReader(url)
+        plan = [(label, 1) for _ in range(2) for label in variants] + [(label, 4) for label in variants]
+        for label, concurrency in plan:
+            args = PerfAnalyzerArgs(
+                model=names[label], csv_path=folder / "pa.csv", url=url, concurrency=(concurrency, concurrency), input_data=text,
+                measurement_request_count=100, stability_percentage=15.0, max_trials=5,
+            )  # fmt: skip
+            row: dict[str, Any] = {"variant": label, "concurrency": concurrency}
+            try:
+                before = statistics.snapshot()
+                metrics = run_perf_analyzer(args, timeout_s=120)[0]
+                after = statistics.snapshot()
+                row.update(
+                    status="ok", p50_ms=metrics["latency_p50"], p90_ms=metrics["latency_p90"], throughput=metrics["throughput"],
+                    hops=hop_times(before, after) if before and after else None,
+                )  # fmt: skip
+            except Exception as error:
+                row["status"] = f"failed: {str(error).splitlines()[0][:200]}"
+            result["runs"].append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "hops"}), flush=True)
+    return result
+
+
 def cpu_threads(fp32: Path, tokenizer: Path, names: list[str]) -> dict[str, Any]:
     feeds = batch_arrays(tokenizer, names, 1, 128)
     result: dict[str, Any] = {"logical_cpus": os.cpu_count()}
@@ -325,13 +429,26 @@ def cpu_threads(fp32: Path, tokenizer: Path, names: list[str]) -> dict[str, Any]
     return result
 
 
-EXPERIMENTS: dict[str, Callable[[dict[str, Path], Path, list[str]], Any]] = {
-    "request_path": lambda files, tok, names: request_path(files["fp16"], tok, names),
-    "tokenizer": lambda files, tok, names: tokenizer_time(tok),
-    "cpu_threads": lambda files, tok, names: cpu_threads(files["fp32"], tok, names),
-    "kernel_profile": lambda files, tok, names: kernel_profile(files["fp16"], tok, names),
-    "engine_variants": lambda files, tok, names: engine_variants(files["fp16"], tok, names),
-    "attention_kernels": lambda files, tok, names: attention_kernels(files["fp16"], tok, names),
+@dataclass(frozen=True)
+class Subject:
+    """What every experiment may read: the repository, the model, its engine files and inputs."""
+
+    repository: Path
+    model: str
+    files: dict[str, Path]  # precision -> ONNX engine
+    tokenizer: Path
+    names: list[str]  # engine input names
+
+
+EXPERIMENTS: dict[str, Callable[[Subject], Any]] = {
+    "request_path": lambda s: request_path(s.files["fp16"], s.tokenizer, s.names),
+    "tokenizer": lambda s: tokenizer_time(s.tokenizer),
+    "cpu_threads": lambda s: cpu_threads(s.files["fp32"], s.tokenizer, s.names),
+    "kernel_profile": lambda s: kernel_profile(s.files["fp16"], s.tokenizer, s.names),
+    "engine_variants": lambda s: engine_variants(s.files["fp16"], s.tokenizer, s.names),
+    "attention_kernels": lambda s: attention_kernels(s.files["fp16"], s.tokenizer, s.names),
+    "timing_conditions": timing_conditions,
+    "serving_variants": serving_variants,
 }
 
 
@@ -345,13 +462,14 @@ def main(repository: Path, model: str, chosen: str, out: Path) -> None:
     names_chosen = comma_items(chosen, "--experiments", allowed=tuple(EXPERIMENTS))
     tokenizer = find_tokenizer(repository, model, None)
     names = list(engine_input_names(repository, model, "fp16", "onnxruntime"))
-    files = {precision: require_engine_file(repository, model, precision) for precision in ("fp16", "fp32")}
+    files = {precision.value: require_engine_file(repository, model, precision.value) for precision in Precision}
+    subject = Subject(repository, model, files, tokenizer, names)
     record: dict[str, Any] = {"model": model, "device_info": device_info(), "code": code_version()}
     path = out / record["device_info"]["name"] / f"experiments_{model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     for name in names_chosen:
         try:
-            record[name] = EXPERIMENTS[name](files, tokenizer, names)
+            record[name] = EXPERIMENTS[name](subject)
         except Exception as error:  # one failed experiment must not lose the others' numbers
             record[name] = {"status": f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"}
         print(json.dumps({name: record[name]}, indent=1), flush=True)
