@@ -1,11 +1,13 @@
 """The engine-only grid: models x precisions x batch sizes x sequence lengths, timed and checked in one run.
 
-Per model, one ONNX Runtime session per precision stays loaded while the grid walks the shapes, so
-every ratio of a point (FP16 over FP32, hybrid over FP16) divides numbers taken seconds apart on the
-same device. On CUDA each point runs through ``toolkit/backends/common/cuda_graphs.py``, the code the
-Triton backend serves with: I/O binding on preallocated device buffers and, up to
-``graph_token_limit`` tokens (batch x length), a CUDA graph per shape, as the server replays them.
-Each precision's output is compared with FP32's on the same inputs (cosine, errors, NaN/Inf).
+Per model, each precision's engine is timed at every shape in a process that holds only that engine
+(``perf.isolated_timing``), as Triton's stub process holds it: ONNX Runtime CUDA sessions sharing a process
+slow each other's replays (about 10% at BERT-base b1 s128 on an H100). The precisions are timed one after
+the other within minutes, on the same inputs. On CUDA each point runs through
+``toolkit/backends/common/cuda_graphs.py``, the code the Triton backend serves with: I/O binding on
+preallocated device buffers and, up to ``graph_token_limit`` tokens (batch x length), a CUDA graph per
+shape, as the server replays them. Then, in this process, each precision's first output is compared with
+FP32's on the same inputs (cosine, errors, NaN/Inf).
 
 Also measured, once per model: the CPU FP32 baseline (the same FP32 graph on the CPU execution
 provider) at ``cpu_points``, PyTorch eager FP32/FP16 at ``torch_points``, and the GPU memory each
@@ -27,10 +29,11 @@ import numpy as np
 
 from client.fidelity import compare_arrays
 from perf import results as rf
-from perf.engine_timing import Timing, file_size_mib, session_memory_mib, time_for, time_torch
+from perf.engine_timing import file_size_mib, session_memory_mib, time_for, time_torch
 from perf.environment import device_info
 from perf.inputs import batch_arrays
-from toolkit.engines.onnxrt import Device, require_cuda, session_for
+from perf.isolated_timing import TimingJob, time_in_own_process
+from toolkit.engines.onnxrt import Device, session_for
 from toolkit.environment import code_version, package_versions
 from toolkit.errors import BadInputError
 from toolkit.names import Precision
@@ -80,36 +83,27 @@ class GridPlan:
         return self.target_seconds, self.min_runs, self.max_runs, self.warmup
 
 
-class _Engine:
-    """One precision's session and how a shape is timed on it (CUDA: device runner; CPU: session.run)."""
+class _Outputs:
+    """One precision's session in this process, for the first output of a run (fidelity); timings come from
+    ``perf.isolated_timing``, where each engine has a process to itself, as in the server."""
 
     def __init__(self, path: Path, plan: GridPlan) -> None:
-        self.path, self.plan = path, plan
-        self.graphs = plan.device == "cuda"
         self.runner = None
         if plan.device == "cpu":
             self.session = session_for(path, "cpu")
         else:
             from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
 
-            require_cuda()
-            self.session, refused = cuda_session(str(path))
-            if refused:
-                log.warning("%s: no CUDA graphs (%s); timing without", path, refused)
-                self.graphs = False
-            self.runner = DeviceRunner(self.session, max_graphs=(1 << 20) if self.graphs else 0)
+            self.session, _ = cuda_session(str(path), graphs=False)
+            self.runner = DeviceRunner(self.session, max_graphs=0)
         self.names = [i.name for i in self.session.get_inputs()]
+        self.first = self.session.get_outputs()[0].name
 
-    def measure(self, feeds: dict[str, np.ndarray], graph: bool) -> tuple[Timing, np.ndarray]:
-        """Timing of this shape and the first output (host copy) of its last run."""
+    def first_output(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         feeds = {name: feeds[name] for name in self.names}
         if self.runner is None:
-            timing = time_for(lambda: self.session.run(None, feeds), *self.plan.budget())
-            return timing, self.session.run(None, feeds)[0]
-        # The slot's device buffers go back when this returns; its graph (if any) is never replayed again.
-        runner, slot = self.runner, self.runner.slot(feeds, graph=graph and self.graphs)
-        timing = time_for(lambda: runner.launch(slot), *self.plan.budget())
-        return timing, runner.fetch(slot)[0]
+            return self.session.run([self.first], feeds)[0]
+        return self.runner.run(feeds, [self.first])[0]
 
 
 def _fidelity(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
@@ -136,11 +130,20 @@ def _model_files(repository: Path, model: str, precisions: tuple[str, ...]) -> d
     return {precision: require_engine_file(repository, model, precision) for precision in precisions}
 
 
-def _engine_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
-    engines = {precision: _Engine(path, plan) for precision, path in files.items()}
-    for batch, seq in plan.shapes():
+def _engine_points(
+    plan: GridPlan, model: str, files: dict[str, Path], tokenizer: Path, names: list[str], tick: Callable[[], None]
+) -> Iterator[dict[str, Any]]:
+    shapes = tuple(plan.shapes())
+    timings = {
+        precision: time_in_own_process(
+            TimingJob(path, shapes, tokenizer, tuple(names), plan.device, plan.budget(), plan.graph_token_limit),
+            on_row=lambda _row: tick(),
+        )
+        for precision, path in files.items()
+    }
+    engines = {precision: _Outputs(path, plan) for precision, path in files.items()}
+    for batch, seq in shapes:
         feeds = batch_arrays(tokenizer, names, batch, seq)
-        graph = plan.device == "cuda" and batch * seq <= plan.graph_token_limit
         outputs: dict[str, np.ndarray] = {}
         for precision in plan.precisions:  # FP32 first: the reference of the others
             record: dict[str, Any] = {
@@ -149,14 +152,15 @@ def _engine_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer
                 "model": model,
                 "precision": precision,
             }
-            record.update(batch_size=batch, seq_len=seq, cuda_graph=graph and engines[precision].graphs)
-            try:
-                timing, outputs[precision] = engines[precision].measure(feeds, graph)
-                record.update(status="ok", **timing.as_dict())
-                if precision != REFERENCE and REFERENCE in outputs:
-                    record.update(_fidelity(outputs[REFERENCE], outputs[precision], feeds["attention_mask"]))
-            except Exception as error:  # one failing point is this point's result; the grid goes on
-                record.update(rf.failure(error))
+            timing = timings[precision][(batch, seq)]
+            record.update(timing, cuda_graph=bool(timing.get("cuda_graph")))
+            if timing["status"] == "ok":
+                try:
+                    outputs[precision] = engines[precision].first_output(feeds)
+                    if precision != REFERENCE and REFERENCE in outputs:
+                        record.update(_fidelity(outputs[REFERENCE], outputs[precision], feeds["attention_mask"]))
+                except Exception as error:  # one failing point is this point's result; the grid goes on
+                    record.update(rf.failure(error))
             yield record
         outputs.clear()
     del engines
@@ -267,7 +271,7 @@ def run_grid(
         streams: list[Iterator[dict[str, Any]]] = []
         if plan.device == "cuda":
             streams.append(_memory_points(plan, model, files, tokenizer, names))  # first: nothing else on the GPU yet
-        streams.append(_engine_points(plan, model, files, tokenizer, names))
+        streams.append(_engine_points(plan, model, files, tokenizer, names, bar.update))
         if cpu_baseline and plan.device == "cuda":
             streams.append(_cpu_points(plan, model, files[REFERENCE], tokenizer, names))
         if torch_factories and model in torch_factories:
@@ -276,8 +280,6 @@ def run_grid(
             for record in stream:
                 record.update(stamp, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
                 rf.append_jsonl(path, record)
-                if record["kind"] == "engine":
-                    bar.update()
                 if echo:
                     echo(record)
     bar.close()

@@ -48,6 +48,7 @@ from perf.engine_grid import GridPlan
 from perf.engine_timing import time_callable, time_for
 from perf.environment import device_info
 from perf.inputs import batch_arrays, perf_analyzer_data, text_samples, write_perf_analyzer_data
+from perf.isolated_timing import TimingJob, time_in_own_process
 from perf.server_stats import StatisticsReader, hop_times
 from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
 from toolkit.cli_values import comma_items
@@ -66,6 +67,7 @@ SHAPES = ((1, 128), (8, 128), (32, 512))
 GRAPH_TOKENS = 4096  # as the grid: CUDA graphs up to this many tokens
 NUMPY_INPUT = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 PROFILE_SHAPES = ((1, 128, 50), (32, 512, 10))  # batch, length, profiled runs
+VARIANT_BUDGET = (0.3, 10, 200, 3)  # time_for per variant and shape: target seconds, min and max runs, warm-up
 
 
 def compare_variants(
@@ -89,27 +91,31 @@ def _variant_rows(
     shapes: Iterable[tuple[int, int]],
     reference: dict[tuple[int, int], dict[str, np.ndarray]],
 ) -> list[dict[str, Any]]:
-    """One variant's rows; fills ``reference`` when it is empty (the first variant). Its session is freed on return."""
+    """One variant's rows, timed in a process of its own (``perf.isolated_timing``: a variant timed after
+    another in one process would pay for sharing it); fills ``reference`` when it is empty (the first variant)."""
     first = not reference
+    shapes = tuple(shapes)
+    timings = time_in_own_process(TimingJob(path, shapes, tokenizer, tuple(names), "cuda", VARIANT_BUDGET, GRAPH_TOKENS, options))
     try:
-        session, refused = cuda_session(str(path), provider_options=options)
+        session, _ = cuda_session(str(path), graphs=False, provider_options=options)
     except Exception as error:
         return [{"variant": label, "status": f"session failed: {str(error).splitlines()[0][:160]}"}]
-    runner = DeviceRunner(session, max_graphs=0 if refused else 1 << 10)
+    runner = DeviceRunner(session, max_graphs=0)
     input_types = {i.name: NUMPY_INPUT[i.type] for i in session.get_inputs()}  # variants may take INT32
     rows = []
     for batch, seq in shapes:
-        feeds = {
-            name: array.astype(input_types[name])
-            for name, array in batch_arrays(tokenizer, names, batch, seq).items()
-            if name in input_types
-        }
         row: dict[str, Any] = {"variant": label, "batch_size": batch, "seq_len": seq, "options": options}
+        timing = timings[(batch, seq)]
         try:
-            slot = runner.slot(feeds, graph=runner.max_graphs > 0 and batch * seq <= GRAPH_TOKENS)
-            timing = time_for(lambda: runner.launch(slot), target_seconds=0.3)  # noqa: B023 (called at once)
-            outputs = dict(zip([o.name for o in session.get_outputs()], runner.fetch(slot), strict=True))
-            row.update(status="ok", median_ms=round(timing.median_ms, 4), min_ms=round(timing.min_ms, 4))
+            if timing["status"] != "ok":
+                raise RuntimeError(timing["error"])
+            row.update(status="ok", median_ms=round(timing["median_ms"], 4), min_ms=round(timing["min_ms"], 4))
+            feeds = {
+                name: array.astype(input_types[name])
+                for name, array in batch_arrays(tokenizer, names, batch, seq).items()
+                if name in input_types
+            }
+            outputs = dict(zip([o.name for o in session.get_outputs()], runner.run(feeds), strict=True))
             if first:
                 reference[(batch, seq)] = outputs
             elif (batch, seq) in reference:
@@ -327,18 +333,28 @@ def tokenizer_time(tokenizer: Path) -> dict[str, Any]:
 
 
 def timing_conditions(subject: Subject) -> dict[str, Any]:
-    """FP16 at b1 s128: the replay timed as the grid times a point (a fresh slot, ``time_for`` with the grid's
-    budget) and as ``request_path`` does (300 runs after 20), in a process holding only this session, then
-    holding the grid's three precisions (FP32 timed first, as the grid does), then with PyTorch's CUDA
-    context up as well: is a gap between the grid's and request_path's numbers the method's or the process's?"""
+    """FP16 at b1 s128, timed the grid's way (a fresh slot, ``time_for`` with the grid's budget) and at length
+    (400 runs after 20) in one process as it changes: the FP16 session alone; an FP32 session loaded but not
+    run; that session run without CUDA graphs; the hybrid session run with them; PyTorch's CUDA context up.
+    Session 6 found that a second session that has run slows every replay in the process (which is why the
+    grid times each engine in a process of its own, ``perf.isolated_timing``)."""
     feeds = batch_arrays(subject.tokenizer, subject.names, 1, 128)
     budget = GridPlan(models=(subject.model,)).budget()
 
-    def times(runner: DeviceRunner) -> dict[str, float]:
-        grid = runner.slot(feeds, graph=True)
-        grid_timing = time_for(lambda: runner.launch(grid), *budget)
-        long = runner.slot(feeds, graph=True)
-        long_timing = time_callable(lambda: runner.launch(long), runs=300, warmup=20)
+    def session(precision: str, graphs: bool = True) -> DeviceRunner:
+        return DeviceRunner(cuda_session(str(subject.files[precision]), graphs=graphs)[0], max_graphs=(1 << 10) if graphs else 0)
+
+    def run_for(runner: DeviceRunner, seconds: float) -> None:
+        slot = runner.slot(feeds, graph=runner.max_graphs > 0)
+        time_for(lambda: runner.launch(slot), seconds)
+
+    fp16 = session("fp16")
+
+    def times() -> dict[str, float]:
+        grid = fp16.slot(feeds, graph=True)
+        grid_timing = time_for(lambda: fp16.launch(grid), *budget)
+        long = fp16.slot(feeds, graph=True)
+        long_timing = time_callable(lambda: fp16.launch(long), runs=400, warmup=20)
         return {
             "grid_median_us": round(grid_timing.median_ms * 1000, 1),
             "grid_p90_us": round(grid_timing.p90_ms * 1000, 1),
@@ -346,19 +362,17 @@ def timing_conditions(subject: Subject) -> dict[str, Any]:
             "long_p90_us": round(long_timing.p90_ms * 1000, 1),
         }
 
-    fp16 = DeviceRunner(cuda_session(str(subject.files["fp16"]))[0], max_graphs=1 << 10)
-    result: dict[str, Any] = {"unit": "us", "one session": [times(fp16), times(fp16)]}
-    others = {p: DeviceRunner(cuda_session(str(subject.files[p]))[0], max_graphs=1 << 10) for p in ("fp32", "hybrid")}
-    rounds = []
-    for _ in range(2):
-        fp32 = others["fp32"].slot(feeds, graph=True)
-        time_for(lambda: others["fp32"].launch(fp32), *budget)  # noqa: B023 (called at once)
-        rounds.append(times(fp16))
-    result["three sessions, fp32 timed first"] = rounds
+    result: dict[str, Any] = {"unit": "us", "fp16 alone": [times(), times()]}
+    fp32 = session("fp32", graphs=False)
+    result["fp32 loaded, not run"] = times()
+    run_for(fp32, 0.3)
+    result["fp32 ran 0.3 s without CUDA graphs"] = times()
+    run_for(session("hybrid"), 0.3)
+    result["hybrid ran 0.3 s with CUDA graphs"] = times()
     import torch
 
-    torch.zeros(1, device="cuda").sum().item()  # the grid's process has had PyTorch's CUDA context since its memory points
-    result["three sessions and torch"] = [times(fp16), times(fp16)]
+    torch.zeros(1, device="cuda").sum().item()  # the grid's process holds PyTorch's CUDA context (eager points)
+    result["and torch's CUDA context"] = times()
     return result
 
 
