@@ -75,7 +75,16 @@ from toolkit.names import Runtime
     show_default=True,
     help="Dynamic batcher wait for more requests, per model (0: batch only what queued; raise for throughput under load).",
 )
-@click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Served GPU engines replay one CUDA graph per input shape (default: with --gpu).")
+@click.option(
+    "--dynamic-batching/--no-dynamic-batching",
+    default=True,
+    show_default=True,
+    help="Triton's dynamic batcher on the tokenizer and engine models (off: a lone request skips one thread hand-off per step, "
+    "but concurrent requests are no longer batched by the server).",
+)
+@click.option(
+    "--cuda-graphs/--no-cuda-graphs", default=None, help="Served GPU engines replay one CUDA graph per input shape (default: with --gpu)."
+)
 @click.option(
     "--seq-buckets",
     default=None,
@@ -111,6 +120,7 @@ def main(
     fuse: bool | None,
     engine_instances: int,
     max_queue_delay_us: int,
+    dynamic_batching: bool,
     cuda_graphs: bool | None,
     seq_buckets: str | None,
     repository: Path,
@@ -132,7 +142,12 @@ def main(
         on_gpu = gpu if gpu is not None else gpu_name() is not None
         buckets = None if seq_buckets is None else comma_ints(seq_buckets, "--seq-buckets", allow_empty=True)
         serving = ServingOptions(
-            gpu=on_gpu, engine_instances=engine_instances, max_queue_delay_us=max_queue_delay_us, cuda_graphs=cuda_graphs, seq_buckets=buckets
+            gpu=on_gpu,
+            engine_instances=engine_instances,
+            max_queue_delay_us=max_queue_delay_us,
+            dynamic_batching=dynamic_batching,
+            cuda_graphs=cuda_graphs,
+            seq_buckets=buckets,
         )
         for model in models:
             overrides = {"num_hidden_layers": layers, "n_layer": layers} if layers else {}

@@ -40,7 +40,11 @@ def _served(tmp_path: Path, family: Family, runtimes: tuple[Runtime, ...] = (Run
     if family is Family.BERT:
         outputs: tuple[TensorSpec, ...] = (TensorSpec("last_hidden_state", (-1, HIDDEN)), TensorSpec("sentence_embedding", (HIDDEN,)))
     else:
-        outputs = (TensorSpec("logits", (-1, VOCAB)), TensorSpec("next_token_logits", (VOCAB,)), TensorSpec("next_token_id", (1,), "TYPE_INT64"))
+        outputs = (
+            TensorSpec("logits", (-1, VOCAB)),
+            TensorSpec("next_token_logits", (VOCAB,)),
+            TensorSpec("next_token_id", (1,), "TYPE_INT64"),
+        )
     engines = []
     for runtime in runtimes:
         for precision in Precision:
@@ -140,6 +144,19 @@ def test_serving_defaults_follow_the_device_when_options_are_left_out(
 def test_serving_options_rejects_buckets_when_not_increasing_positive(buckets: tuple[int, ...]) -> None:
     with pytest.raises(BadInputError, match="--seq-buckets"):
         ServingOptions(gpu=True, seq_buckets=buckets)
+
+
+def test_no_dynamic_batching_leaves_the_batcher_out_of_tokenizer_and_engine(tmp_path: Path) -> None:
+    model = _served(tmp_path, Family.BERT)
+    options = ServingOptions(gpu=True, dynamic_batching=False)
+    for config in (_roundtrip(config_for_engine(model, model.engines[0], options)), _roundtrip(config_for_tokenizer(model, options))):
+        assert config.WhichOneof("scheduling_choice") is None and config.max_batch_size == 4  # still batched by the client
+    assert (
+        _roundtrip(config_for_engine(model, model.engines[0], ServingOptions(gpu=True))).WhichOneof("scheduling_choice")
+        == "dynamic_batching"
+    )
+    with pytest.raises(BadInputError, match="needs the dynamic batcher"):
+        ServingOptions(dynamic_batching=False, max_queue_delay_us=10)
 
 
 def test_serving_options_rejects_cuda_graphs_when_not_on_gpu() -> None:
