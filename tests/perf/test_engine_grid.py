@@ -65,3 +65,15 @@ def test_grid_plan_rejects_plan_when_fp32_reference_or_sizes_are_missing() -> No
 def test_grid_shapes_come_smallest_first_when_listed() -> None:
     shapes = GridPlan(models=("m",), batch_sizes=(1, 32), seq_lens=(512, 32)).shapes()
     assert shapes[0] == (1, 32) and shapes[-1] == (32, 512)
+
+
+def test_cpu_baseline_points_are_timed_in_their_own_process(outlier_repository: Path) -> None:
+    from perf.engine_grid import _cpu_points
+    from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
+
+    plan = GridPlan(models=("outlier",), cpu_points=((1, 8), (2, 16)), cpu_target_seconds=0.02)
+    names = list(engine_input_names(outlier_repository, "outlier", "fp32", "onnxruntime"))
+    fp32 = require_engine_file(outlier_repository, "outlier", "fp32")
+    records = list(_cpu_points(plan, "outlier", fp32, find_tokenizer(outlier_repository, "outlier", None), names))
+    assert [r["key"] for r in records] == ["outlier|cpu_fp32|b1|s8", "outlier|cpu_fp32|b2|s16"]
+    assert all(r["kind"] == "cpu_baseline" and r["status"] == "ok" and r["runs"] >= 3 and r["median_ms"] > 0 for r in records)
