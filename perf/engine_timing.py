@@ -1,8 +1,8 @@
-"""Engine-only timings outside Triton: ONNX Runtime (CPU, or CUDA with I/O binding and CUDA graphs)
-and PyTorch eager, plus GPU memory (NVML or nvidia-smi) and engine file sizes.
+"""Engine-only timings outside Triton: the timing loop (``time_callable``, ``time_for``), PyTorch eager,
+GPU memory (NVML or nvidia-smi), engine file sizes, and ``time_engines`` for one shape of every precision.
 
-The paper's baseline is the same model in FP32 on the CPU: ``cpu_baseline`` times the FP32 ONNX
-file with the CPU execution provider on the same inputs as every other measurement.
+ONNX Runtime engines are timed in a process of their own (``perf.isolated_timing``), the FP32 CPU baseline
+(the paper's) among them, on the same inputs as every other measurement.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,9 +64,7 @@ def time_callable(fn: Callable[[], object], runs: int = 50, warmup: int = 5) -> 
     )
 
 
-def time_for(
-    fn: Callable[[], object], target_seconds: float, min_runs: int = 10, max_runs: int = 200, warmup: int = 3
-) -> Timing:
+def time_for(fn: Callable[[], object], target_seconds: float, min_runs: int = 10, max_runs: int = 200, warmup: int = 3) -> Timing:
     """Warm up, time one call, then time as many calls as fit ``target_seconds`` (between ``min_runs`` and
     ``max_runs``): fast shapes get many samples, slow ones a bounded time."""
     for _ in range(warmup):
@@ -74,35 +72,8 @@ def time_for(
     started = time.perf_counter()
     fn()
     one_run_s = max(time.perf_counter() - started, 1e-6)
-    return time_callable(fn, runs=int(min(max_runs, max(min_runs, target_seconds / one_run_s))), warmup=0)
-
-
-def time_onnx(
-    path: Path,
-    inputs: Mapping[str, np.ndarray],
-    device: Device = "cpu",
-    runs: int = 50,
-    warmup: int = 5,
-    cuda_graph: bool = False,
-    threads: int | None = None,
-) -> Timing:
-    """Time ``path`` on ``inputs``. On CUDA, inputs and outputs stay on the device: the served path
-    (``toolkit/backends/common/cuda_graphs.py``: I/O binding on preallocated buffers, optionally a CUDA graph).
-    """
-    session = session_for(path, device, cuda_graph=cuda_graph, threads=threads)
-    feed = {i.name: inputs[i.name] for i in session.get_inputs()}
-    if device == "cpu":
-        return time_callable(lambda: session.run(None, feed), runs=runs, warmup=warmup)
-    from toolkit.backends.common.cuda_graphs import DeviceRunner
-
-    runner = DeviceRunner(session, max_graphs=1 if cuda_graph else 0)
-    slot = runner.slot(feed, graph=cuda_graph)
-    return time_callable(lambda: runner.launch(slot), runs=runs, warmup=warmup)
-
-
-def cpu_baseline(fp32_onnx: Path, inputs: Mapping[str, np.ndarray], runs: int = 20, warmup: int = 3, threads: int | None = None) -> Timing:
-    """The paper's baseline: the FP32 ONNX file on the CPU execution provider."""
-    return time_onnx(fp32_onnx, inputs, device="cpu", runs=runs, warmup=warmup, threads=threads)
+    timing = time_callable(fn, runs=int(min(max_runs, max(min_runs, target_seconds / one_run_s))), warmup=0)
+    return replace(timing, warmup=warmup + 1)  # the sizing call was one more untimed call
 
 
 def time_torch(
@@ -200,6 +171,7 @@ def time_engines(
     from perf import results as rf
     from perf.environment import device_info
     from perf.inputs import batch_arrays
+    from perf.isolated_timing import time_shape
     from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
 
     info = device_info()
@@ -213,14 +185,13 @@ def time_engines(
         "gpu": info["gpu"],
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    jobs: list[tuple[str, str, Callable[[], Timing]]] = []
+    jobs: list[tuple[str, str, Callable[[], dict[str, Any]]]] = []
 
-    def onnx_job(precision: str, on: Device, graph: bool, job_runs: int = runs) -> Callable[[], Timing]:
-        def run() -> Timing:
+    def onnx_job(precision: str, on: Device, graph: bool, job_runs: int = runs) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:  # in a process of its own, as the grid times engines (perf.isolated_timing)
             engine = require_engine_file(repository, model, precision)
-            names = engine_input_names(repository, model, precision, "onnxruntime")
-            inputs = batch_arrays(token_file, names, batch_size, seq_len)
-            return time_onnx(engine, inputs, on, runs=job_runs, warmup=min(warmup, job_runs), cuda_graph=graph)
+            names = tuple(engine_input_names(repository, model, precision, "onnxruntime"))
+            return time_shape(engine, (batch_size, seq_len), token_file, names, on, job_runs, min(warmup, job_runs), cuda_graph=graph)
 
         return run
 
@@ -232,16 +203,17 @@ def time_engines(
         jobs.append(("cpu_baseline_fp32", "fp32", onnx_job("fp32", "cpu", False, baseline_runs)))
     if torch_factory is not None:
 
-        def torch_job() -> Timing:
+        def torch_job() -> dict[str, Any]:
             names = engine_input_names(repository, model, "fp32", "onnxruntime")
-            return time_torch(torch_factory(), batch_arrays(token_file, names, batch_size, seq_len), device, runs=runs, warmup=warmup)
+            timing = time_torch(torch_factory(), batch_arrays(token_file, names, batch_size, seq_len), device, runs=runs, warmup=warmup)
+            return {"status": "ok", **timing.as_dict()}
 
         jobs.append((f"torch_eager_{device}_fp32", "fp32", torch_job))
     records = []
     for name, precision, job in jobs:
         record: dict[str, Any] = {"key": f"{model}|{name}|b{batch_size}|s{seq_len}", "runner": name, "precision": precision, **common}
         try:
-            record.update(status="ok", **job().as_dict())
+            record.update({k: v for k, v in job().items() if k not in ("batch_size", "seq_len")})
         except Exception as error:  # one failing engine must not stop the others
             record.update(rf.failure(error))
         rf.append_jsonl(path, record)

@@ -123,3 +123,12 @@ def time_in_own_process(job: TimingJob, on_row: Callable[[dict[str, Any]], None]
             if on_row:
                 on_row(rows[(batch, seq)])
     return rows
+
+
+def time_shape(
+    path: Path, shape: Shape, tokenizer: Path, names: tuple[str, ...], device: Device, runs: int, warmup: int, cuda_graph: bool = False
+) -> dict[str, Any]:
+    """One shape timed ``runs`` times after ``warmup`` calls, in a process of its own (``time_in_own_process``);
+    on CUDA with a captured graph when ``cuda_graph``. Returns that shape's row."""
+    job = TimingJob(path, (shape,), tokenizer, names, device, (0.0, runs, runs, warmup), graph_token_limit=(1 << 62) if cuda_graph else 0)
+    return time_in_own_process(job)[shape]

@@ -247,9 +247,9 @@ def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner
 
 
 def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int, seq: int) -> dict[str, Any]:
-    """The FP32 ONNX engine of ``model`` on the CPU execution provider at one batch and length."""
-    from perf.engine_timing import cpu_baseline
-    from perf.inputs import batch_arrays
+    """The FP32 ONNX engine of ``model`` on the CPU execution provider at one batch and length, timed in a
+    process of its own (``perf.isolated_timing``)."""
+    from perf.isolated_timing import time_shape
 
     record: dict[str, Any] = {"key": f"{model}|b{batch}|s{seq}", "model": model, "batch_size": batch, "seq_len": seq, **ctx.stamp()}
     try:
@@ -258,14 +258,10 @@ def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int
         path = engine_file(ctx.repository, model, Precision.FP32.value, Runtime.ONNXRUNTIME.value)
         if path is None:
             raise BadInputError(f"no FP32 ONNX engine for {model} in {ctx.repository}; build it or pass --no-cpu-baseline")
-        inputs = batch_arrays(
-            find_tokenizer(ctx.repository, model, ctx.tokenizer),
-            engine_input_names(ctx.repository, model, "fp32", "onnxruntime"),
-            batch,
-            seq,
-        )
-        timing = cpu_baseline(path, inputs, runs=sweep.baseline_runs, warmup=sweep.baseline_warmup)
-        record.update(status="ok", engine=str(path), **timing.as_dict())
+        names = tuple(engine_input_names(ctx.repository, model, "fp32", "onnxruntime"))
+        tokenizer = find_tokenizer(ctx.repository, model, ctx.tokenizer)
+        row = time_shape(path, (batch, seq), tokenizer, names, "cpu", sweep.baseline_runs, sweep.baseline_warmup)
+        record.update(engine=str(path), **{k: v for k, v in row.items() if k not in ("batch_size", "seq_len")})
     except Exception as error:  # any ONNX Runtime failure is this point's result
         record.update(rf.failure(error))
     return record

@@ -12,10 +12,10 @@ from perf.engine_timing import (
     gpu_memory_used_mib,
     time_callable,
     time_engines,
-    time_onnx,
     time_torch,
 )
 from perf.inputs import batch_arrays
+from perf.isolated_timing import time_shape
 from toolkit.errors import BadInputError
 from toolkit.names import ENGINE_INPUTS, Family
 from toolkit.repository.lookup import engine_file
@@ -31,13 +31,14 @@ def test_time_callable_raises_when_runs_below_one() -> None:
         time_callable(lambda: None, runs=0)
 
 
-def test_time_onnx_and_torch_measure_when_on_cpu(tiny_repository: Path, tokenizer_json: Path) -> None:
+def test_time_shape_and_torch_measure_when_on_cpu(tiny_repository: Path, tokenizer_json: Path) -> None:
     import torch
 
     path = engine_file(tiny_repository, NAME, "fp32", "onnxruntime")
     assert path is not None and file_size_mib(path) > 0
+    row = time_shape(path, (2, 16), tokenizer_json, ENGINE_INPUTS[Family.BERT], "cpu", runs=5, warmup=1)
+    assert row["status"] == "ok" and row["runs"] == 5 and row["warmup"] == 2 and row["median_ms"] > 0  # + time_for's sizing call
     inputs = batch_arrays(tokenizer_json, ENGINE_INPUTS[Family.BERT], 2, 16)
-    assert time_onnx(path, inputs, runs=5, warmup=1).median_ms > 0
 
     class Toy(torch.nn.Module):
         def forward(self, input_ids: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
