@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -61,17 +62,19 @@ def test_run_sweep_skips_finished_configurations_when_run_again(tmp_path: Path, 
         runtimes=("onnxruntime",),
         targets=("engine", "ensemble"),
     )
-    fake = FakeAnalyzer(failing="m_fp16_onnx")
-    out_dir = run_sweep(
+    # No server: the fake stands in for perf_analyzer, and there are no statistics to read.
+    offline = functools.partial(
+        run_sweep,
         sweep,
         repository=None,
         out=tmp_path,
         tokenizer=tokenizer_json,
         cpu_baseline=False,
         progress=False,
-        runner=fake,
         server_statistics=False,
     )
+    fake = FakeAnalyzer(failing="m_fp16_onnx")
+    out_dir = offline(runner=fake)
     assert len(fake.calls) == 8
     records = rf.read_jsonl(out_dir / rf.PERF_FILE)
     errors = [r for r in records if r["status"] == "error"]
@@ -80,28 +83,9 @@ def test_run_sweep_skips_finished_configurations_when_run_again(tmp_path: Path, 
     assert all((out_dir / r["raw_csv"]).is_file() for r in ok)
 
     again = FakeAnalyzer()
-    run_sweep(
-        sweep,
-        repository=None,
-        out=tmp_path,
-        tokenizer=tokenizer_json,
-        cpu_baseline=False,
-        progress=False,
-        runner=again,
-        server_statistics=False,
-    )
+    offline(runner=again)
     assert again.calls == []
-    run_sweep(
-        sweep,
-        repository=None,
-        out=tmp_path,
-        tokenizer=tokenizer_json,
-        cpu_baseline=False,
-        progress=False,
-        runner=again,
-        retry_errors=True,
-        server_statistics=False,
-    )
+    offline(runner=again, retry_errors=True)
     assert again.calls == ["m_fp16_onnx", "m_fp16_onnx"]
     derived = {r["key"]: r for r in derive(out_dir)}
     assert derived["m_fp16_onnx|b1|s16|c1"]["speedup_vs_fp32"] == pytest.approx(1.0)
