@@ -14,8 +14,12 @@ Not part of the grid: each answers one question with numbers from this machine, 
   and at batch 32 length 512 (CUPTI through torch.profiler, which records every kernel of the process, ONNX
   Runtime's too): how many, how long, and how much of a run is spent between kernels.
 - ``engine_variants``: the same FP16 engine changed in one way each (vocabulary projection unpadded, one output
-  only, INT32 inputs), timed in one process against the engine as built, each output compared with the built
-  one's.
+  only, INT32 inputs), each timed in a process of its own against the engine as built, each output compared with
+  the built one's.
+- ``timing_conditions``: the FP16 replay at b1 s128 as the process around it changes (another session loaded,
+  another session run): why engines are timed in processes of their own.
+- ``serving_variants``: the text ensemble served as built, without the dynamic batcher and with one ONNX Runtime
+  thread, by one Triton server: p50 at c1, throughput at c4, each model's server time.
 
 ``--experiments`` picks some; the record holds those that ran.
 """
