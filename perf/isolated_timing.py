@@ -21,13 +21,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from perf.results import failure
 from toolkit.engines.onnxrt import Device
 
 Shape = tuple[int, int]  # (batch, sequence length)
-NUMPY_OF_ORT = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 @dataclass(frozen=True)
@@ -49,6 +46,7 @@ class TimingJob:
 def _time_shapes(job: TimingJob, send: Callable[[dict[str, Any]], None]) -> None:
     from perf.engine_timing import time_for
     from perf.inputs import batch_arrays
+    from toolkit.backends.common.cuda_graphs import NUMPY_OF_ORT
 
     if job.device == "cuda":
         from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
@@ -61,7 +59,7 @@ def _time_shapes(job: TimingJob, send: Callable[[dict[str, Any]], None]) -> None
         from toolkit.engines.onnxrt import session_for
 
         session = session_for(job.path, "cpu")
-    types = {i.name: NUMPY_OF_ORT.get(i.type, np.int64) for i in session.get_inputs()}
+    types = {i.name: NUMPY_OF_ORT[i.type] for i in session.get_inputs()}
     for batch, seq in job.shapes:
         row: dict[str, Any] = {"batch_size": batch, "seq_len": seq}
         try:

@@ -54,7 +54,7 @@ from perf.environment import device_info
 from perf.inputs import batch_arrays, perf_analyzer_data, text_samples, write_perf_analyzer_data
 from perf.isolated_timing import TimingJob, time_in_own_process
 from perf.server_stats import StatisticsReader, hop_times
-from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
+from toolkit.backends.common.cuda_graphs import NUMPY_OF_ORT, DeviceRunner, cuda_session
 from toolkit.cli_values import comma_items
 from toolkit.engines.causal_attention import live_nodes
 from toolkit.engines.onnxrt import session_for
@@ -69,7 +69,6 @@ from toolkit.serving.server import running_server
 KERNELS = {0: "default", 1: "flash", 2: "efficient", 4: "trt_fused", 8: "cudnn_flash", 16: "math", 32: "trt_flash"}
 SHAPES = ((1, 128), (8, 128), (32, 512))
 GRAPH_TOKENS = 4096  # as the grid: CUDA graphs up to this many tokens
-NUMPY_INPUT = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 PROFILE_SHAPES = ((1, 128, 50), (32, 512, 10))  # batch, length, profiled runs
 VARIANT_BUDGET = (0.3, 10, 200, 3)  # time_for per variant and shape: target seconds, min and max runs, warm-up
 
@@ -105,7 +104,7 @@ def _variant_rows(
     except Exception as error:
         return [{"variant": label, "status": f"session failed: {str(error).splitlines()[0][:160]}"}]
     runner = DeviceRunner(session, max_graphs=0)
-    input_types = {i.name: NUMPY_INPUT[i.type] for i in session.get_inputs()}  # variants may take INT32
+    input_types = {i.name: NUMPY_OF_ORT[i.type] for i in session.get_inputs()}  # variants may take INT32
     rows = []
     for batch, seq in shapes:
         row: dict[str, Any] = {"variant": label, "batch_size": batch, "seq_len": seq, "options": options}
