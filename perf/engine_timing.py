@@ -213,7 +213,7 @@ def time_engines(
     for name, precision, job in jobs:
         record: dict[str, Any] = {"key": f"{model}|{name}|b{batch_size}|s{seq_len}", "runner": name, "precision": precision, **common}
         try:
-            record.update({k: v for k, v in job().items() if k not in ("batch_size", "seq_len")})
+            record.update(job())
         except Exception as error:  # one failing engine must not stop the others
             record.update(rf.failure(error))
         rf.append_jsonl(path, record)

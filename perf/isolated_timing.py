@@ -127,6 +127,7 @@ def time_shape(
     path: Path, shape: Shape, tokenizer: Path, names: tuple[str, ...], device: Device, runs: int, warmup: int, cuda_graph: bool = False
 ) -> dict[str, Any]:
     """One shape timed ``runs`` times after ``warmup`` calls, in a process of its own (``time_in_own_process``);
-    on CUDA with a captured graph when ``cuda_graph``. Returns that shape's row."""
+    on CUDA with a captured graph when ``cuda_graph``. Returns that shape's row without the shape (the caller's)."""
     job = TimingJob(path, (shape,), tokenizer, names, device, (0.0, runs, runs, warmup), graph_token_limit=(1 << 62) if cuda_graph else 0)
-    return time_in_own_process(job)[shape]
+    row = time_in_own_process(job)[shape]
+    return {key: value for key, value in row.items() if key not in ("batch_size", "seq_len")}

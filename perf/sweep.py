@@ -261,7 +261,7 @@ def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int
         names = tuple(engine_input_names(ctx.repository, model, "fp32", "onnxruntime"))
         tokenizer = find_tokenizer(ctx.repository, model, ctx.tokenizer)
         row = time_shape(path, (batch, seq), tokenizer, names, "cpu", sweep.baseline_runs, sweep.baseline_warmup)
-        record.update(engine=str(path), **{k: v for k, v in row.items() if k not in ("batch_size", "seq_len")})
+        record.update(engine=str(path), **row)
     except Exception as error:  # any ONNX Runtime failure is this point's result
         record.update(rf.failure(error))
     return record

@@ -38,6 +38,7 @@ def test_time_shape_and_torch_measure_when_on_cpu(tiny_repository: Path, tokeniz
     assert path is not None and file_size_mib(path) > 0
     row = time_shape(path, (2, 16), tokenizer_json, ENGINE_INPUTS[Family.BERT], "cpu", runs=5, warmup=1)
     assert row["status"] == "ok" and row["runs"] == 5 and row["warmup"] == 2 and row["median_ms"] > 0  # + time_for's sizing call
+    assert "batch_size" not in row and "seq_len" not in row  # the shape is the caller's
     inputs = batch_arrays(tokenizer_json, ENGINE_INPUTS[Family.BERT], 2, 16)
 
     class Toy(torch.nn.Module):
