@@ -10,7 +10,8 @@ covers the whole perf_analyzer run (every trial, not only the stable windows).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 Snapshot = dict[str, dict[str, int]]  # model -> {"requests", "executions", "<phase>_ns", "request_ns"}
+Result = TypeVar("Result")
 
 
 def snapshot_from_json(statistics: dict[str, Any]) -> Snapshot:
@@ -71,3 +73,11 @@ class StatisticsReader:
             log.warning("no per-model statistics from %s (%s: %s); records go without hops", self.url, type(error).__name__, error)
             self.failed = True
             return None
+
+    def around(self, run: Callable[[], Result]) -> tuple[Result, dict[str, dict[str, float]] | None]:
+        """``run()``'s result and each model's server time per request while it ran (``hop_times``); None
+        for the latter when the server gave no statistics before or after."""
+        before = self.snapshot()
+        result = run()
+        after = self.snapshot()
+        return result, (hop_times(before, after) if before is not None and after is not None else None)

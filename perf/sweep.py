@@ -27,7 +27,7 @@ from perf.analyzer import (
     run_perf_analyzer,
 )
 from perf.environment import device_info, manifest_hash, slug
-from perf.server_stats import StatisticsReader, hop_times
+from perf.server_stats import StatisticsReader
 from toolkit.environment import code_version, package_versions
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import TEXT, Precision, Runtime, engine_model, ensemble_model
@@ -226,21 +226,23 @@ def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner
             metrics_url=ctx.metrics_url,
         )
         record["argv"] = args.argv()
-        before = ctx.statistics.snapshot() if ctx.statistics else None
-        try:
-            rows = runner(args)
-        except PerfAnalyzerError as error:
-            if UNSTABLE not in str(error):
-                raise
-            # A busy host (laptop, shared CI) misses the stability bar: measure once more with half the rigour.
-            args = replace(args, stability_percentage=2 * args.stability_percentage)
-            record.update(argv=args.argv(), stability_relaxed_to=args.stability_percentage)
-            rows = runner(args)
+
+        def run() -> list[dict[str, float]]:
+            try:
+                return runner(args)
+            except PerfAnalyzerError as error:
+                if UNSTABLE not in str(error):
+                    raise
+                # A busy host (laptop, shared CI) misses the stability bar: measure once more with half the rigour.
+                relaxed = replace(args, stability_percentage=2 * args.stability_percentage)
+                record.update(argv=relaxed.argv(), stability_relaxed_to=relaxed.stability_percentage)
+                return runner(relaxed)
+
+        rows, hops = ctx.statistics.around(run) if ctx.statistics else (run(), None)
         row = next((r for r in rows if r.get("concurrency") == config.concurrency), rows[0])
         record.update(status="ok", metrics=row, raw_csv=str(csv_path.relative_to(ctx.out_dir)))
-        after = ctx.statistics.snapshot() if ctx.statistics else None
-        if before is not None and after is not None:
-            record["hops"] = hop_times(before, after)  # each model's server time per request: tokenizer, engine, ensemble
+        if hops is not None:
+            record["hops"] = hops  # each model's server time per request: tokenizer, engine, ensemble
     except (ToolkitError, OSError) as error:
         record.update(status="error", error=f"{type(error).__name__}: {error}")
     return record

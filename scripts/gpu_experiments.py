@@ -53,7 +53,7 @@ from perf.engine_timing import time_callable, time_for
 from perf.environment import device_info
 from perf.inputs import batch_arrays, perf_analyzer_data, text_samples, write_perf_analyzer_data
 from perf.isolated_timing import TimingJob, time_in_own_process
-from perf.server_stats import StatisticsReader, hop_times
+from perf.server_stats import StatisticsReader
 from toolkit.backends.common.cuda_graphs import NUMPY_OF_ORT, DeviceRunner, cuda_session
 from toolkit.cli_values import comma_items
 from toolkit.engines.causal_attention import live_nodes
@@ -423,12 +423,10 @@ def serving_variants(subject: Subject, precision: str = "fp16") -> dict[str, Any
             )  # fmt: skip
             row: dict[str, Any] = {"variant": label, "concurrency": concurrency}
             try:
-                before = statistics.snapshot()
-                metrics = run_perf_analyzer(args, timeout_s=120)[0]
-                after = statistics.snapshot()
+                rows, hops = statistics.around(lambda: run_perf_analyzer(args, timeout_s=120))  # noqa: B023 (called at once)
+                metrics = rows[0]
                 row.update(
-                    status="ok", p50_ms=metrics["latency_p50"], p90_ms=metrics["latency_p90"], throughput=metrics["throughput"],
-                    hops=hop_times(before, after) if before and after else None,
+                    status="ok", p50_ms=metrics["latency_p50"], p90_ms=metrics["latency_p90"], throughput=metrics["throughput"], hops=hops,
                 )  # fmt: skip
             except Exception as error:
                 row["status"] = f"failed: {str(error).splitlines()[0][:200]}"

@@ -58,3 +58,7 @@ def test_reader_gives_none_once_the_server_cannot_answer() -> None:
     reader = StatisticsReader("localhost:1")  # nothing listens on port 1
     assert reader.snapshot() is None and reader.failed
     assert reader.snapshot() is None
+
+
+def test_around_returns_the_result_and_no_hops_without_statistics() -> None:
+    assert StatisticsReader("localhost:1").around(lambda: 7) == (7, None)
