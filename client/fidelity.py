@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from toolkit.environment import device_folder, gpus, package_versions
-from toolkit.errors import BadInputError, ToolkitError
+from toolkit.errors import ToolkitError
+from toolkit.measurement.compare import Bar, Mismatch, OutputMetrics, compare_arrays, mismatches
 from toolkit.names import LOGITS, NEXT_TOKEN_LOGITS, Precision, Runtime, engine_model
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ DEFAULT_MIN_COSINE: dict[str, float] = {
     Precision.FP16.value: 0.999,
     Precision.HYBRID.value: 0.9998,
 }
-REL_EPS = 1e-6
 
 
 class FidelityError(ToolkitError):
@@ -48,99 +48,6 @@ class FidelityError(ToolkitError):
         shown = "; ".join(str(m) for m in self.mismatches[:20])
         more = f"; ... {len(self.mismatches) - 20} more" if len(self.mismatches) > 20 else ""
         super().__init__(f"{len(self.mismatches)} fidelity mismatch(es): {shown}{more}")
-
-
-# -- metrics --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OutputMetrics:
-    """How one candidate output differs from its reference (NaN where nothing finite was left)."""
-
-    elements: int
-    cosine_mean: float
-    cosine_min: float
-    max_abs: float
-    mean_abs: float
-    median_abs: float
-    max_rel: float
-    mean_rel: float
-    median_rel: float
-    nan_rate: float
-    inf_rate: float
-    top1_agreement: float | None = None
-
-
-def _rows(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """``array`` as float64 ``[rows, features]``: token rows selected by ``mask`` ([batch, seq]) if it applies."""
-    values = np.asarray(array, dtype=np.float64)
-    if mask is not None and values.ndim >= 3 and values.shape[:2] == mask.shape:
-        values = values[mask.astype(bool)]
-    if values.ndim == 0:
-        return values.reshape(1, 1)
-    if values.ndim == 1:
-        return values.reshape(1, -1)
-    return values.reshape(-1, values.shape[-1])
-
-
-def cosine_rows(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row pair; 1 when both rows are zero, 0 when only one is, NaN if non-finite."""
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        dot = np.sum(reference * candidate, axis=-1)
-        norm_r2 = np.sum(reference * reference, axis=-1)
-        norm_c2 = np.sum(candidate * candidate, axis=-1)
-        cosine = dot / np.sqrt(norm_r2 * norm_c2)  # one square root: parallel vectors give exactly 1
-    zero_r, zero_c = norm_r2 == 0, norm_c2 == 0
-    cosine = np.where(zero_r & zero_c, 1.0, np.where(zero_r | zero_c, 0.0, cosine))
-    cosine = np.where(np.isfinite(candidate).all(axis=-1) & np.isfinite(reference).all(axis=-1), cosine, np.nan)
-    return np.clip(cosine, -1.0, 1.0)
-
-
-def _stat(values: np.ndarray, reduce: Any) -> float:
-    return float(reduce(values)) if values.size else math.nan
-
-
-def compare_arrays(
-    reference: np.ndarray,
-    candidate: np.ndarray,
-    mask: np.ndarray | None = None,
-    top1: bool = False,
-    rel_eps: float = REL_EPS,
-) -> OutputMetrics:
-    """Metrics of ``candidate`` against ``reference`` (same shape).
-
-    ``mask`` ([batch, seq]) keeps only attended token rows of per-token outputs. Cosine is taken
-    over last-axis vectors; errors over elements finite in both; relative error is
-    ``|c - r| / (|r| + rel_eps)``. ``top1`` adds the fraction of rows whose argmax agrees.
-    """
-    if np.shape(reference) != np.shape(candidate):
-        raise BadInputError(f"shapes differ: reference {np.shape(reference)}, candidate {np.shape(candidate)}")
-    ref, cand = _rows(reference, mask), _rows(candidate, mask)
-    elements = cand.size
-    nan_rate = float(np.isnan(cand).sum() / elements) if elements else 0.0
-    inf_rate = float(np.isinf(cand).sum() / elements) if elements else 0.0
-    cosine = cosine_rows(ref, cand)
-    finite_cosine = cosine[np.isfinite(cosine)]
-    both = np.isfinite(ref) & np.isfinite(cand)
-    abs_err = np.abs(cand[both] - ref[both])
-    rel_err = abs_err / (np.abs(ref[both]) + rel_eps)
-    agreement = None
-    if top1 and ref.shape[0]:
-        agreement = float(np.mean(np.argmax(ref, axis=-1) == np.argmax(cand, axis=-1)))
-    return OutputMetrics(
-        elements=int(elements),
-        cosine_mean=_stat(finite_cosine, np.mean),
-        cosine_min=_stat(finite_cosine, np.min),
-        max_abs=_stat(abs_err, np.max),
-        mean_abs=_stat(abs_err, np.mean),
-        median_abs=_stat(abs_err, np.median),
-        max_rel=_stat(rel_err, np.max),
-        mean_rel=_stat(rel_err, np.mean),
-        median_rel=_stat(rel_err, np.median),
-        nan_rate=nan_rate,
-        inf_rate=inf_rate,
-        top1_agreement=agreement,
-    )
 
 
 # -- records and checks ---------------------------------------------------------------------------
@@ -195,28 +102,15 @@ class Tolerances:
         """The cosine floor of ``precision``."""
         return self.min_cosine if self.min_cosine is not None else DEFAULT_MIN_COSINE.get(precision, 0.999)
 
-
-@dataclass(frozen=True)
-class Mismatch:
-    """One metric of one output of one case outside its limit."""
-
-    case: str
-    output: str
-    metric: str
-    value: float | None
-    limit: float
-
-    def __str__(self) -> str:
-        shown = "nan" if self.value is None or math.isnan(self.value) else f"{self.value:.6g}"
-        return f"{self.case} {self.output}: {self.metric}={shown} (limit {self.limit:g})"
-
-
-def _below(value: float | None, limit: float) -> bool:
-    return value is None or math.isnan(value) or value < limit
-
-
-def _above(value: float | None, limit: float) -> bool:
-    return value is None or math.isnan(value) or value > limit
+    def bar(self, precision: str, judge_cosine: bool = True) -> Bar:
+        """The comparator's limits for one precision (no cosine floor when ``judge_cosine`` is False)."""
+        return Bar(
+            min_cosine=self.cosine_limit(precision) if judge_cosine else None,
+            max_nan_rate=self.max_nan_rate,
+            max_inf_rate=self.max_inf_rate,
+            min_top1=self.min_top1,
+            max_abs=self.max_abs,
+        )
 
 
 def check_records(records: Iterable[FidelityRecord], tolerances: Tolerances = Tolerances()) -> list[Mismatch]:
@@ -227,21 +121,8 @@ def check_records(records: Iterable[FidelityRecord], tolerances: Tolerances = To
     """
     found: list[Mismatch] = []
     for record in records:
-        cosine_limit = tolerances.cosine_limit(record.precision)
         judge_cosine = record.inputs != "random" or tolerances.cosine_on_random
-        for name, m in record.outputs.items():
-            checks: list[tuple[str, float | None, float, bool]] = [
-                ("nan_rate", m.nan_rate, tolerances.max_nan_rate, m.nan_rate > tolerances.max_nan_rate),
-                ("inf_rate", m.inf_rate, tolerances.max_inf_rate, m.inf_rate > tolerances.max_inf_rate),
-            ]
-            if judge_cosine:
-                checks.append(("cosine_min", m.cosine_min, cosine_limit, _below(m.cosine_min, cosine_limit)))
-            if tolerances.max_abs is not None:
-                checks.append(("max_abs", m.max_abs, tolerances.max_abs, _above(m.max_abs, tolerances.max_abs)))
-            if tolerances.min_top1 is not None and m.top1_agreement is not None:
-                top1_low = _below(m.top1_agreement, tolerances.min_top1)
-                checks.append(("top1_agreement", m.top1_agreement, tolerances.min_top1, top1_low))
-            found += [Mismatch(record.case, name, metric, value, limit) for metric, value, limit, bad in checks if bad]
+        found += mismatches(record.case, record.outputs, tolerances.bar(record.precision, judge_cosine))
     return found
 
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from client.fidelity import compare_arrays
 from perf import results as rf
 from perf.engine_timing import file_size_mib, session_memory_mib, time_torch
 from perf.environment import device_info
@@ -36,6 +35,7 @@ from perf.isolated_timing import TimingJob, time_in_own_process
 from toolkit.engines.onnxrt import Device, session_for
 from toolkit.environment import code_version, package_versions
 from toolkit.errors import BadInputError
+from toolkit.measurement.compare import compare_arrays
 from toolkit.names import Precision
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
 

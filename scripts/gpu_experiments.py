@@ -45,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tritonclient.grpc import model_config_pb2
 
-from client.fidelity import compare_arrays
 from client.inputs import load_tokenizer
 from perf.analyzer import PerfAnalyzerArgs, run_perf_analyzer
 from perf.engine_grid import GridPlan
@@ -60,6 +59,7 @@ from toolkit.engines.causal_attention import live_nodes
 from toolkit.engines.onnxrt import session_for
 from toolkit.engines.vocab_padding import unpad_vocab_projection
 from toolkit.environment import code_version
+from toolkit.measurement.compare import compare_arrays
 from toolkit.names import TEXT, Precision, engine_model, ensemble_model, tokenizer_model
 from toolkit.repository.configs import config_from_text, config_text
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file

@@ -10,7 +10,8 @@ import pytest
 
 from toolkit.engines.onnxrt import run_onnx
 from toolkit.errors import BadInputError
-from toolkit.models.export import cosine_rows, onnx_from_hf
+from toolkit.measurement.compare import cosine_rows
+from toolkit.models.export import onnx_from_hf
 from toolkit.models.loading import LoadedModel, load_model
 from toolkit.models.stress import add_outlier_channel
 from toolkit.names import Precision
@@ -105,7 +106,7 @@ def test_custom_keep_list_changes_hybrid_policy(minilm: LoadedModel, minilm_grap
 def test_variant_graphs_define_each_tensor_once_when_converter_duplicates_a_cast() -> None:
     from onnx import TensorProto, helper
 
-    from toolkit.precision import _prepared
+    from toolkit.precision.policy import _prepared
 
     cast = {"inputs": ["x"], "outputs": ["y"], "to": TensorProto.FLOAT16, "name": "x_cast"}
     nodes = [

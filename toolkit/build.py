@@ -28,8 +28,8 @@ from toolkit.names import (
 )
 from toolkit.precision import DEFAULT_KEEP_FP32
 from toolkit.repository.configs import ServingOptions
+from toolkit.repository.install import MANIFEST, install_into_repository
 
-MANIFEST = "manifest.json"
 # Bytes on disk per parameter for fp32 + fp16 + hybrid graphs, staged and installed (4 + 2 + 2, twice).
 DISK_BYTES_PER_PARAMETER = 16
 
@@ -248,7 +248,8 @@ def _fused_fp32(model: LoadedModel, fp32_path: Path, stage: Path, log: Callable[
 
     from toolkit.engines.onnxrt import fused_onnx, run_onnx
     from toolkit.errors import ExportMismatchError
-    from toolkit.models.export import cosine_rows, example_inputs, output_specs
+    from toolkit.measurement.compare import cosine_rows
+    from toolkit.models.export import example_inputs, output_specs
 
     heads = int(getattr(model.config, "num_attention_heads", None) or model.config.n_head)
     path, stats = fused_onnx(fp32_path, stage / "export" / "fused.onnx", model.family.value, heads, model.hidden_size)
@@ -269,28 +270,3 @@ def _check_disk(repository: Path, work_dir: Path, parameters: int) -> None:
         free = shutil.disk_usage(folder).free
         if free < needed:
             raise BadInputError(f"not enough disk space in {folder}: {free / 1e9:.1f} GB free, the build needs about {needed / 1e9:.1f} GB")
-
-
-def install_into_repository(model: ServedModel, repository: Path, staging: Path, options: ServingOptions | None = None) -> list[str]:
-    """Write ``model``'s Triton models into ``staging``, validate them, then swap them into ``repository``.
-
-    Folders of the same model name that the new build no longer has are removed; other models stay.
-    """
-    from toolkit.repository.layout import validate_repository, write_model_repository
-
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    written = write_model_repository(staging, model, options=options)
-    (staging / tokenizer_model(model.name) / MANIFEST).write_text(json.dumps(model.manifest, indent=2, default=str))
-    validate_repository(staging)
-    repository.mkdir(parents=True, exist_ok=True)
-    trash = staging.parent / "replaced"
-    shutil.rmtree(trash, ignore_errors=True)
-    trash.mkdir()
-    stale = [folder for folder in repository.iterdir() if folder.is_dir() and folder.name.startswith(f"{model.name}_")]
-    for folder in stale:
-        shutil.move(folder, trash / folder.name)
-    for entry in written:
-        shutil.move(staging / entry, repository / entry)
-    shutil.rmtree(trash, ignore_errors=True)
-    return written

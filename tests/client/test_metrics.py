@@ -10,11 +10,8 @@ import pytest
 from client.fidelity import (
     FidelityError,
     FidelityRecord,
-    OutputMetrics,
     Tolerances,
     check_records,
-    compare_arrays,
-    cosine_rows,
     format_table,
     raise_on_mismatch,
     random_vs_text,
@@ -23,6 +20,7 @@ from client.fidelity import (
 )
 from toolkit.environment import device_folder
 from toolkit.errors import BadInputError, ToolkitError
+from toolkit.measurement.compare import OutputMetrics, compare_arrays, cosine_rows
 
 
 def _metrics(**overrides: float | None) -> OutputMetrics:

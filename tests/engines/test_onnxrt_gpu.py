@@ -36,7 +36,7 @@ def test_fused_gpt2_graph_has_one_causal_attention_per_layer_and_matches_export(
 
     from toolkit.engines.causal_attention import fuse_causal_attention
     from toolkit.engines.onnxrt import run_onnx
-    from toolkit.models.export import cosine_rows
+    from toolkit.measurement.compare import cosine_rows
 
     exported = onnx_from_hf(tiny_gpt2, tmp_path / "fp32.onnx")
     fused, stats = fused_onnx(exported, tmp_path / "fused.onnx", "gpt2", 4, 128)
@@ -66,7 +66,7 @@ def test_fused_variant_on_cuda_matches_fp32(
     import onnx
 
     from toolkit.engines.onnxrt import session_for
-    from toolkit.models.export import cosine_rows
+    from toolkit.measurement.compare import cosine_rows
 
     model: LoadedModel = request.getfixturevalue(fixture)
     exported = onnx_from_hf(model, tmp_path / "fp32.onnx")
@@ -113,7 +113,7 @@ def test_fused_variants_keep_fp32_outputs_and_ensemble_tail_when_converted(
     import onnx
 
     from toolkit.engines.onnxrt import run_onnx
-    from toolkit.models.export import cosine_rows
+    from toolkit.measurement.compare import cosine_rows
 
     model: LoadedModel = request.getfixturevalue(fixture)
     exported = onnx_from_hf(model, tmp_path / "fp32.onnx")

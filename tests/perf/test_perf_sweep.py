@@ -13,9 +13,9 @@ from tiny_repo import MAX_SEQ, NAME
 from perf import results as rf
 from perf.analyzer import PerfAnalyzerArgs, PerfAnalyzerError, parse_csv
 from perf.sweep import SWEEPS, Sweep, derive, get_sweep, run_sweep
-from toolkit.build import MANIFEST
 from toolkit.errors import BadInputError
 from toolkit.names import tokenizer_model
+from toolkit.repository.install import MANIFEST
 
 DATA = Path(__file__).parent / "data"
 

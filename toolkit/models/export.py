@@ -24,6 +24,7 @@ import numpy as np
 
 from toolkit.artifacts import TensorSpec
 from toolkit.errors import ExportMismatchError
+from toolkit.measurement.compare import cosine_rows
 from toolkit.models.loading import LoadedModel
 from toolkit.names import (
     ATTENTION_MASK,
@@ -208,14 +209,3 @@ def verify_export(model: LoadedModel, path: Path, shapes: tuple[tuple[int, int],
         )
         raise ExportMismatchError(f"exported graph {path.name} disagrees with PyTorch (need cosine >= {MIN_EXPORT_COSINE}): {detail}")
     return checks
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of matching rows (last axis), computed in float64; NaN where a row is non-finite."""
-    a64 = a.reshape(-1, a.shape[-1]).astype(np.float64)
-    b64 = b.reshape(-1, b.shape[-1]).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        dot = (a64 * b64).sum(-1)
-        norms = np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1)
-        result: np.ndarray = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 1.0)
-    return result

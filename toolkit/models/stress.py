@@ -13,8 +13,7 @@ from typing import Any
 from toolkit.errors import BadInputError
 from toolkit.models.loading import LoadedModel
 from toolkit.names import Family
-
-FP16_MAX = 65504.0
+from toolkit.precision.policy import FP16_MAX
 
 
 def add_outlier_channel(model: LoadedModel, value: float, channel: int = 0) -> LoadedModel:
