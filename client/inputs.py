@@ -92,19 +92,6 @@ def load_sentiment(dataset: Dataset = "shipped") -> list[tuple[int, str]]:
     return [(int(label), sentence.strip()) for label, sentence in zip(split["label"], split["sentence"], strict=True)]
 
 
-# -- tokenizer --------------------------------------------------------------------------------------
-
-
-def load_tokenizer(path: Path) -> Tokenizer:
-    """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file or a folder holding one."""
-    from tokenizers import Tokenizer
-
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.is_file():
-        raise BadInputError(f"tokenizer file {file} does not exist; pass --tokenizer with a tokenizer.json")
-    return Tokenizer.from_file(str(file))
-
-
 # -- batches ----------------------------------------------------------------------------------------
 
 
@@ -155,12 +142,19 @@ def plain_copy(tokenizer: Tokenizer) -> Tokenizer:
     return local
 
 
+def tokenizer_pad_id(tokenizer: Tokenizer) -> int:
+    """The id padded positions carry: the padding a build saved in ``tokenizer.json``, else ``[PAD]``, else 0."""
+    if tokenizer.padding:
+        return int(tokenizer.padding["pad_id"])
+    found = tokenizer.token_to_id("[PAD]")
+    return found if found is not None else 0
+
+
 def encode_batch(tokenizer: Tokenizer, texts: Sequence[str], seq: int, kind: str = "text") -> TokenBatch:
     """Tokenize ``texts`` with special tokens, truncated and right-padded to exactly ``seq`` tokens."""
     _check_shape(len(texts), seq)
+    pad_id = tokenizer_pad_id(tokenizer)
     local = plain_copy(tokenizer)
-    pad_id = local.token_to_id("[PAD]")
-    pad_id = pad_id if pad_id is not None else 0
     local.enable_truncation(max_length=seq)
     local.enable_padding(length=seq, pad_id=pad_id)
     encodings = local.encode_batch(list(texts))

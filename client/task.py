@@ -16,7 +16,9 @@ import numpy as np
 from client.api import TritonTextClient
 from client.inputs import encode_batch
 from toolkit.errors import BadInputError
-from toolkit.names import LOGITS, Precision, Runtime, engine_model
+from toolkit.names import LOGITS, Precision
+from toolkit.repository.naming import engine_model
+from toolkit.runtimes import DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -58,7 +60,7 @@ def task_accuracy(
     name: str,
     labelled: Sequence[tuple[int, str]],
     precisions: Sequence[str] = ALL_PRECISIONS,
-    runtime: str = Runtime.ONNXRUNTIME.value,
+    runtime: str = DEFAULT_RUNTIME,
     seq: int = 128,
     batch: int = 8,
 ) -> list[TaskRecord]:

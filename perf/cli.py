@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import functools
 import json
 import logging
 from pathlib import Path
@@ -12,6 +12,7 @@ import click
 
 from toolkit.cli_values import comma_ints, comma_items
 from toolkit.errors import ToolkitError
+from toolkit.measurement.timing import Device
 
 
 def _items(value: str | None, flag: str) -> tuple[str, ...] | None:
@@ -105,13 +106,6 @@ def sweep(
     click.echo(f"{out_dir}: {json.dumps(summary(out_dir), sort_keys=True)}")
 
 
-def _load_callable(spec: str) -> object:
-    module_name, _, attribute = spec.partition(":")
-    if not attribute:
-        raise click.BadParameter(f"{spec!r} is not module:function, e.g. toolkit.models.load:torch_model")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
 @main.command()
 @click.option("--model", required=True, help="Model short name in the repository, e.g. minilm.")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
@@ -124,7 +118,7 @@ def _load_callable(spec: str) -> object:
 @click.option("--cuda-graph", is_flag=True, help="CUDA EP only: replay a captured CUDA graph.")
 @click.option("--runs", type=int, default=50, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)
-@click.option("--torch-factory", default=None, help="module:function returning a torch.nn.Module to time in PyTorch eager on --device.")
+@click.option("--torch/--no-torch", "with_torch", default=False, show_default=True, help="Also time the model in PyTorch eager on --device (rebuilt from its manifest).")
 def engine(
     model: str,
     repository: Path,
@@ -137,12 +131,13 @@ def engine(
     cuda_graph: bool,
     runs: int,
     warmup: int,
-    torch_factory: str | None,
+    with_torch: bool,
 ) -> None:
     """Time the repository's ONNX engines outside Triton (plus the CPU FP32 baseline and PyTorch eager)."""
-    from perf.engine_timing import Device, time_engines
+    from perf.engine_timing import time_engines
+    from perf.torch_models import torch_baseline
 
-    factory = _load_callable(torch_factory) if torch_factory else None
+    factory = (lambda: torch_baseline(repository, model)) if with_torch else None
     try:
         records, path = time_engines(
             model,
@@ -156,7 +151,7 @@ def engine(
             runs=runs,
             warmup=warmup,
             tokenizer=tokenizer,
-            torch_factory=factory,  # type: ignore[arg-type]
+            torch_factory=factory,
         )
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
@@ -172,7 +167,6 @@ def engine(
     click.echo(f"appended to {path}")
 
 
-TORCH_FACTORIES = {"minilm": "perf.torch_models:minilm", "bert-base-uncased": "perf.torch_models:bert_base_uncased", "gpt2": "perf.torch_models:gpt2"}
 
 
 def _grid_line(record: dict[str, object]) -> str:
@@ -217,7 +211,7 @@ def grid(
 ) -> None:
     """Engine-only grid: every precision x batch x length, timed and compared with FP32 in one run."""
     from perf.engine_grid import GridPlan, run_grid
-    from toolkit.engines.onnxrt import Device
+    from perf.torch_models import torch_baseline
 
     try:
         plan = GridPlan(
@@ -229,7 +223,7 @@ def grid(
             graph_token_limit=graph_token_limit,
             target_seconds=target_seconds,
         )
-        factories = {m: _load_callable(TORCH_FACTORIES[m]) for m in plan.models if with_torch and m in TORCH_FACTORIES}
+        factories = {m: functools.partial(torch_baseline, repository, m) for m in plan.models} if with_torch else {}
         path = run_grid(
             plan, repository, out, factories, cpu_baseline, progress=not no_progress, echo=lambda r: click.echo(_grid_line(r))  # type: ignore[arg-type]
         )

@@ -1,13 +1,13 @@
 """The engine-only grid: models x precisions x batch sizes x sequence lengths, timed and checked in one run.
 
-Per model, each precision's engine is timed at every shape in a process that holds only that engine
-(``perf.isolated_timing``), as Triton's stub process holds it: ONNX Runtime CUDA sessions sharing a process
-slow each other's replays (about 10% at BERT-base b1 s128 on an H100). The precisions are timed one after
-the other within minutes, on the same inputs. On CUDA each point runs through
-``toolkit/backends/common/cuda_graphs.py``, the code the Triton backend serves with: I/O binding on
-preallocated device buffers and, up to ``graph_token_limit`` tokens (batch x length), a CUDA graph per
-shape, as the server replays them. Then, in this process, each precision's first output is compared with
-FP32's on the same inputs (cosine, errors, NaN/Inf).
+Per model, each precision's engine is timed at every shape by its runtime plug-in (``toolkit.runtimes``), in a
+process that holds only that engine (``toolkit.measurement.isolated``), as Triton's stub process holds it:
+ONNX Runtime CUDA sessions sharing a process slow each other's replays (about 10% at BERT-base b1 s128 on an
+H100). The precisions are timed one after the other within minutes, on the same inputs. On CUDA an ONNX
+Runtime point runs through ``toolkit/runtimes/ort_device.py``, the code the Triton backend serves with: I/O
+binding on preallocated device buffers and, up to ``graph_token_limit`` tokens (batch x length), a CUDA graph
+per shape, as the server replays them. Then, in this process, each precision's first output is compared with
+FP32's on the same inputs (``toolkit.measurement.compare``: cosine, errors, NaN/Inf).
 
 Also measured, once per model: the CPU FP32 baseline (the same FP32 graph on the CPU execution
 provider) at ``cpu_points``, PyTorch eager FP32/FP16 at ``torch_points``, and the GPU memory each
@@ -28,16 +28,15 @@ from typing import Any
 import numpy as np
 
 from perf import results as rf
-from perf.engine_timing import file_size_mib, session_memory_mib, time_torch
-from perf.environment import device_info
+from perf.engine_timing import CPU_BASELINE_RUNTIME
 from perf.inputs import batch_arrays
-from perf.isolated_timing import TimingJob, time_in_own_process
-from toolkit.engines.onnxrt import Device, session_for
-from toolkit.environment import code_version, package_versions
+from toolkit.environment import code_version, device_info, package_versions
 from toolkit.errors import BadInputError
 from toolkit.measurement.compare import compare_arrays
+from toolkit.measurement.timing import Device, TimingBudget, TimingJob, failure, file_size_mib, time_torch
 from toolkit.names import Precision
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
+from toolkit.runtimes import DEFAULT_RUNTIME, EngineRunner, get_runtime
 
 REFERENCE = Precision.FP32.value
 # Outputs above this many elements are compared on evenly spaced rows (NaN/Inf still counted on all):
@@ -63,8 +62,10 @@ class GridPlan:
     cpu_points: tuple[tuple[int, int], ...] = ((1, 32), (1, 128), (1, 512), (8, 128), (32, 128), (32, 512))
     cpu_target_seconds: float = 3.0
     torch_points: tuple[tuple[int, int], ...] = ((1, 128), (32, 512))
+    runtime: str = DEFAULT_RUNTIME
 
     def __post_init__(self) -> None:
+        get_runtime(self.runtime)
         for precision in self.precisions:
             Precision(precision)
         if REFERENCE not in self.precisions:
@@ -78,32 +79,9 @@ class GridPlan:
         """(batch, length) points, smallest first, so a run cut short has the cheap points."""
         return sorted(((b, s) for b in self.batch_sizes for s in self.seq_lens), key=lambda p: (p[0] * p[1], p))
 
-    def budget(self) -> tuple[float, int, int, int]:
-        """``time_for``'s arguments after the call: target seconds, min and max runs, warm-up calls per point."""
-        return self.target_seconds, self.min_runs, self.max_runs, self.warmup
-
-
-class _Outputs:
-    """One precision's session in this process, for the first output of a run (fidelity); timings come from
-    ``perf.isolated_timing``, where each engine has a process to itself, as in the server."""
-
-    def __init__(self, path: Path, plan: GridPlan) -> None:
-        self.runner = None
-        if plan.device == "cpu":
-            self.session = session_for(path, "cpu")
-        else:
-            from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
-
-            self.session, _ = cuda_session(str(path), graphs=False)
-            self.runner = DeviceRunner(self.session, max_graphs=0)
-        self.names = [i.name for i in self.session.get_inputs()]
-        self.first = self.session.get_outputs()[0].name
-
-    def first_output(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        feeds = {name: feeds[name] for name in self.names}
-        if self.runner is None:
-            return self.session.run([self.first], feeds)[0]
-        return self.runner.run(feeds, [self.first])[0]
+    def budget(self) -> TimingBudget:
+        """How long each point is timed."""
+        return TimingBudget(self.target_seconds, self.min_runs, self.max_runs, self.warmup)
 
 
 def _fidelity(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
@@ -126,51 +104,54 @@ def _fidelity(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) ->
     }
 
 
-def _model_files(repository: Path, model: str, precisions: tuple[str, ...]) -> dict[str, Path]:
-    return {precision: require_engine_file(repository, model, precision) for precision in precisions}
+def _model_files(repository: Path, model: str, plan: GridPlan) -> dict[str, Path]:
+    return {precision: require_engine_file(repository, model, precision, plan.runtime) for precision in plan.precisions}
+
+
+def _shape_feeds(tokenizer: Path, names: list[str], shapes: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str, np.ndarray]]:
+    return {(batch, seq): batch_arrays(tokenizer, names, batch, seq) for batch, seq in shapes}
 
 
 def _engine_points(
     plan: GridPlan, model: str, files: dict[str, Path], tokenizer: Path, names: list[str], tick: Callable[[], None]
 ) -> Iterator[dict[str, Any]]:
-    shapes = tuple(plan.shapes())
+    runtime = get_runtime(plan.runtime)
+    feeds = _shape_feeds(tokenizer, names, plan.shapes())
     timings = {
-        precision: time_in_own_process(
-            TimingJob(path, shapes, tokenizer, tuple(names), plan.device, plan.budget(), plan.graph_token_limit),
-            on_row=lambda _row: tick(),
-        )
+        precision: runtime.time_job(TimingJob(path, feeds, plan.device, plan.budget(), plan.graph_token_limit), on_row=lambda _row: tick())
         for precision, path in files.items()
     }
-    engines = {precision: _Outputs(path, plan) for precision, path in files.items()}
-    for batch, seq in shapes:
-        feeds = batch_arrays(tokenizer, names, batch, seq)
+    engines: dict[str, EngineRunner] = {precision: runtime.load(path, plan.device) for precision, path in files.items()}
+    for shape, inputs in feeds.items():
         outputs: dict[str, np.ndarray] = {}
         for precision in plan.precisions:  # FP32 first: the reference of the others
-            record: dict[str, Any] = {
-                "kind": "engine",
-                "key": f"{model}|{precision}|b{batch}|s{seq}",
-                "model": model,
-                "precision": precision,
-            }
-            timing = timings[precision][(batch, seq)]
-            record.update(timing, cuda_graph=bool(timing.get("cuda_graph")))
-            if timing["status"] == "ok":
+            record = _engine_point(model, precision, shape, timings[precision][shape])
+            if record["status"] == "ok":
                 try:
-                    outputs[precision] = engines[precision].first_output(feeds)
+                    engine = engines[precision]
+                    outputs[precision] = engine.run(inputs, [engine.output_names[0]])[engine.output_names[0]]
                     if precision != REFERENCE and REFERENCE in outputs:
-                        record.update(_fidelity(outputs[REFERENCE], outputs[precision], feeds["attention_mask"]))
+                        record.update(_fidelity(outputs[REFERENCE], outputs[precision], inputs["attention_mask"]))
                 except Exception as error:  # one failing point is this point's result; the grid goes on
-                    record.update(rf.failure(error))
+                    record.update(failure(error))
             yield record
         outputs.clear()
     del engines
     gc.collect()
 
 
+def _engine_point(model: str, precision: str, shape: tuple[int, int], timing: dict[str, Any]) -> dict[str, Any]:
+    batch, seq = shape
+    record: dict[str, Any] = {"kind": "engine", "key": f"{model}|{precision}|b{batch}|s{seq}", "model": model, "precision": precision}
+    record.update(timing, cuda_graph=bool(timing.get("cuda_graph")))
+    return record
+
+
 def _cpu_points(plan: GridPlan, model: str, fp32: Path, tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
     """The baseline is timed in a process of its own too: both sides of a speedup come from clean processes."""
-    budget = (plan.cpu_target_seconds, 3, plan.max_runs, 1)
-    timings = time_in_own_process(TimingJob(fp32, tuple(plan.cpu_points), tokenizer, tuple(names), "cpu", budget))
+    budget = TimingBudget(plan.cpu_target_seconds, 3, plan.max_runs, 1)
+    feeds = _shape_feeds(tokenizer, names, list(plan.cpu_points))
+    timings = get_runtime(CPU_BASELINE_RUNTIME).time_job(TimingJob(fp32, feeds, "cpu", budget))
     for batch, seq in plan.cpu_points:
         record: dict[str, Any] = {
             "kind": "cpu_baseline",
@@ -203,7 +184,7 @@ def _torch_points(plan: GridPlan, model: str, factory: Callable[[], Any], tokeni
                 timing = time_torch(module, feeds, plan.device, runs=plan.min_runs * 3, warmup=plan.warmup, dtype=dtype)
                 record.update(status="ok", **timing.as_dict())
             except Exception as error:
-                record.update(rf.failure(error))
+                record.update(failure(error))
             yield record
     del module
     if plan.device == "cuda":
@@ -217,9 +198,9 @@ def _memory_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer
         record: dict[str, Any] = {"kind": "memory", "key": f"{model}|{precision}|memory", "model": model, "precision": precision}
         record.update(batch_size=batch, seq_len=seq, file_mib=file_size_mib(path))
         try:
-            record.update(status="ok", gpu_memory_mib=session_memory_mib(path, feeds, "cuda"))
+            record.update(status="ok", gpu_memory_mib=get_runtime(plan.runtime).memory_mib(path, feeds, "cuda"))
         except Exception as error:
-            record.update(rf.failure(error))
+            record.update(failure(error))
         gc.collect()
         yield record
 
@@ -260,15 +241,16 @@ def run_grid(
     per_model = len(plan.shapes()) * len(plan.precisions)
     bar = tqdm(total=per_model * len(plan.models), desc="engine grid", unit="point", disable=not progress)
     for model in plan.models:
-        files = _model_files(repository, model, plan.precisions)
+        files = _model_files(repository, model, plan)
         tokenizer = find_tokenizer(repository, model, None)
-        names = list(engine_input_names(repository, model, REFERENCE, "onnxruntime"))
+        names = list(engine_input_names(repository, model, REFERENCE, plan.runtime))
         streams: list[Iterator[dict[str, Any]]] = []
         if plan.device == "cuda":
             streams.append(_memory_points(plan, model, files, tokenizer, names))  # first: nothing else on the GPU yet
         streams.append(_engine_points(plan, model, files, tokenizer, names, bar.update))
         if cpu_baseline and plan.device == "cuda":
-            streams.append(_cpu_points(plan, model, files[REFERENCE], tokenizer, names))
+            baseline = require_engine_file(repository, model, REFERENCE, CPU_BASELINE_RUNTIME)
+            streams.append(_cpu_points(plan, model, baseline, tokenizer, names))
         if torch_factories and model in torch_factories:
             streams.append(_torch_points(plan, model, torch_factories[model], tokenizer, names))
         for stream in streams:

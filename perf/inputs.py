@@ -19,15 +19,15 @@ if TYPE_CHECKING:
     import numpy as np
     from tokenizers import Tokenizer
 
-from client.inputs import load_tokenizer
 from perf.text import TEXT as SHIPPED_TEXT
+from toolkit.models.tokenizers import load_tokenizer_file
 
 
 @lru_cache(maxsize=8)
 def cached_tokenizer(path: Path) -> Tokenizer:
     """One tokenizer per file for the samplers below, which cut many shapes from one file and set its padding
-    and truncation for each cut; whoever needs a tokenizer of its own calls ``client.inputs.load_tokenizer``."""
-    return load_tokenizer(Path(path))
+    and truncation for each cut; whoever needs a tokenizer of its own calls ``load_tokenizer_file``."""
+    return load_tokenizer_file(Path(path))
 
 
 def _window_ids(tokenizer: Tokenizer, seq_len: int, offset: int) -> tuple[list[int], list[int]]:

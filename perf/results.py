@@ -16,11 +16,6 @@ RAW_DIR = "raw"
 GRID_FILE = "grid.jsonl"  # perf.engine_grid
 
 
-def failure(error: BaseException, limit: int = 2000) -> dict[str, str]:
-    """The fields of a record whose measurement raised ``error`` (message cut to ``limit`` characters)."""
-    return {"status": "error", "error": f"{type(error).__name__}: {error}"[:limit]}
-
-
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """All records of a JSON-lines file; a missing file or a torn last line (killed run) is tolerated."""
     if not Path(path).is_file():

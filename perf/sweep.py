@@ -26,12 +26,17 @@ from perf.analyzer import (
     perf_analyzer_version,
     run_perf_analyzer,
 )
-from perf.environment import device_info, manifest_hash, slug
+from perf.engine_timing import CPU_BASELINE_RUNTIME, time_one_shape
+from perf.environment import manifest_hash
+from perf.inputs import batch_arrays
 from perf.server_stats import StatisticsReader
-from toolkit.environment import code_version, package_versions
+from toolkit.environment import code_version, device_info, package_versions, slug
 from toolkit.errors import BadInputError, ToolkitError
-from toolkit.names import TEXT, Precision, Runtime, engine_model, ensemble_model
+from toolkit.measurement.timing import TimingBudget, failure, file_size_mib
+from toolkit.names import ATTENTION_MASK, INPUT_IDS, TEXT, TOKEN_TYPE_IDS, Precision
 from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
+from toolkit.repository.naming import engine_model, ensemble_model
+from toolkit.runtimes import RUNTIMES, get_runtime
 
 Target = Literal["engine", "ensemble"]
 Runner = Callable[[PerfAnalyzerArgs], list[dict[str, float]]]
@@ -75,7 +80,7 @@ class Sweep:
     seq_lens: tuple[int, ...] = (128,)
     concurrencies: tuple[int, ...] = (1,)
     targets: tuple[Target, ...] = ("engine",)
-    runtimes: tuple[str, ...] = (Runtime.ONNXRUNTIME.value, Runtime.TENSORRT.value)
+    runtimes: tuple[str, ...] = tuple(RUNTIMES)
     measurement_request_count: int = 50
     stability_percentage: float = 25.0
     max_trials: int = 10
@@ -86,7 +91,7 @@ class Sweep:
         for precision in self.precisions:
             Precision(precision)
         for runtime in self.runtimes:
-            Runtime(runtime)
+            get_runtime(runtime)
         if not self.models or min(self.batch_sizes + self.seq_lens + self.concurrencies) < 1:
             raise BadInputError(f"sweep {self.name!r}: needs models, and batch/seq/concurrency values >= 1")
         bad = set(self.targets) - {"engine", "ensemble"}
@@ -160,9 +165,12 @@ def get_sweep(name: str, **overrides: Any) -> Sweep:
 
 
 def input_names(repository: Path | None, config: SweepConfig) -> tuple[str, ...]:
-    """Input names of the Triton model a configuration drives (``TEXT`` for an ensemble)."""
+    """Input names of the Triton model a configuration drives: ``TEXT`` for an ensemble, an engine's from its
+    config (without a repository, the three token tensors a BERT tokenizer model emits)."""
     if config.target == "ensemble":
         return (TEXT,)
+    if repository is None:
+        return (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)
     return engine_input_names(repository, config.model, config.precision, config.runtime)
 
 
@@ -249,44 +257,38 @@ def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner
 
 
 def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int, seq: int) -> dict[str, Any]:
-    """The FP32 ONNX engine of ``model`` on the CPU execution provider at one batch and length, timed in a
-    process of its own (``perf.isolated_timing``)."""
-    from perf.isolated_timing import time_shape
-
+    """The FP32 ONNX engine of ``model`` on ONNX Runtime's CPU provider at one batch and length, timed in a
+    process of its own (``perf.engine_timing.time_one_shape``)."""
     record: dict[str, Any] = {"key": f"{model}|b{batch}|s{seq}", "model": model, "batch_size": batch, "seq_len": seq, **ctx.stamp()}
     try:
         if ctx.repository is None:
             raise BadInputError("the CPU baseline needs --repository with the FP32 ONNX engine")
-        path = engine_file(ctx.repository, model, Precision.FP32.value, Runtime.ONNXRUNTIME.value)
+        path = engine_file(ctx.repository, model, Precision.FP32.value, CPU_BASELINE_RUNTIME)
         if path is None:
             raise BadInputError(f"no FP32 ONNX engine for {model} in {ctx.repository}; build it or pass --no-cpu-baseline")
-        names = tuple(engine_input_names(ctx.repository, model, "fp32", "onnxruntime"))
-        tokenizer = find_tokenizer(ctx.repository, model, ctx.tokenizer)
-        row = time_shape(path, (batch, seq), tokenizer, names, "cpu", sweep.baseline_runs, sweep.baseline_warmup)
+        names = engine_input_names(ctx.repository, model, Precision.FP32.value, CPU_BASELINE_RUNTIME)
+        feeds = batch_arrays(find_tokenizer(ctx.repository, model, ctx.tokenizer), names, batch, seq)
+        row = time_one_shape(path, feeds, "cpu", TimingBudget.fixed(sweep.baseline_runs, sweep.baseline_warmup), CPU_BASELINE_RUNTIME)
         record.update(engine=str(path), **row)
-    except Exception as error:  # any ONNX Runtime failure is this point's result
-        record.update(rf.failure(error))
+    except Exception as error:  # any runtime failure is this point's result
+        record.update(failure(error))
     return record
 
 
 def measure_engine(ctx: SweepContext, model: str, precision: str, runtime: str, seq: int) -> dict[str, Any]:
-    """Engine file size, and on a GPU the memory an ONNX engine takes once loaded."""
-    from perf.engine_timing import file_size_mib, session_memory_mib
-    from perf.inputs import batch_arrays
-
+    """Engine file size, and on a GPU the memory an engine takes once loaded (where its runtime measures it)."""
     triton_model = engine_model(model, precision, runtime)
     record: dict[str, Any] = {"key": triton_model, "model": model, "precision": precision, "runtime": runtime, **ctx.stamp()}
     path = engine_file(ctx.repository, model, precision, runtime) if ctx.repository else None
-    if path is None:
+    if ctx.repository is None or path is None:
         record.update(status="error", error=f"no engine file for {triton_model}")
         return record
     record.update(status="ok", engine=str(path), file_size_mib=file_size_mib(path), gpu_memory_mib=None)
-    if ctx.device["gpu"] is not None and runtime == Runtime.ONNXRUNTIME.value:
+    if ctx.device["gpu"] is not None:
         try:
-            inputs = batch_arrays(
-                find_tokenizer(ctx.repository, model, ctx.tokenizer), engine_input_names(ctx.repository, model, precision, runtime), 1, seq
-            )
-            record["gpu_memory_mib"] = session_memory_mib(path, inputs, "cuda")
+            names = engine_input_names(ctx.repository, model, precision, runtime)
+            inputs = batch_arrays(find_tokenizer(ctx.repository, model, ctx.tokenizer), names, 1, seq)
+            record["gpu_memory_mib"] = get_runtime(runtime).memory_mib(path, inputs, "cuda")
         except Exception as error:  # memory is optional; the size stays
             record["gpu_memory_error"] = f"{type(error).__name__}: {error}"[:500]
     return record

@@ -1,34 +1,24 @@
-"""Zero-argument factories of PyTorch models for ``python -m perf engine --torch-factory perf.torch_models:NAME``.
-
-Each returns the exact module the build exports (same weights for ``minilm``, same architecture and seeded
-random weights for the others), so PyTorch eager and the engines time the same computation.
-"""
+"""The PyTorch baseline of a built model: the very module its build exported (``toolkit.models.export``'s wrapper
+around the family's forward), with the same weights (or the same seeded random ones), rebuilt from the
+model's manifest. PyTorch eager and the engines then time the same computation."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from toolkit.build import model_from_manifest
+from toolkit.errors import BadInputError
+from toolkit.models.export import torch_module
+from toolkit.repository.lookup import read_manifest
 
 if TYPE_CHECKING:
     import torch
 
 
-def _module(spec: str, random_weights: bool) -> torch.nn.Module:
-    from toolkit.models.export import torch_module
-    from toolkit.models.loading import load_model
-
-    return torch_module(load_model(spec, random_weights=random_weights))
-
-
-def minilm() -> torch.nn.Module:
-    """all-MiniLM-L6-v2 with its real weights."""
-    return _module("minilm", random_weights=False)
-
-
-def bert_base_uncased() -> torch.nn.Module:
-    """bert-base-uncased's architecture, seeded random weights."""
-    return _module("bert-base-uncased", random_weights=True)
-
-
-def gpt2() -> torch.nn.Module:
-    """GPT-2 (124M) architecture, seeded random weights."""
-    return _module("gpt2", random_weights=True)
+def torch_baseline(repository: Path, name: str) -> torch.nn.Module:
+    """The exported module of model ``name`` in ``repository``, in eval mode."""
+    manifest = read_manifest(repository, name)
+    if manifest is None:
+        raise BadInputError(f"no manifest of {name!r} in {repository}: the PyTorch baseline is rebuilt from a build's manifest")
+    return torch_module(model_from_manifest(manifest))

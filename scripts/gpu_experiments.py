@@ -45,24 +45,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tritonclient.grpc import model_config_pb2
 
-from client.inputs import load_tokenizer
 from perf.analyzer import PerfAnalyzerArgs, run_perf_analyzer
 from perf.engine_grid import GridPlan
-from perf.engine_timing import time_callable, time_for
-from perf.environment import device_info
 from perf.inputs import batch_arrays, perf_analyzer_data, text_samples, write_perf_analyzer_data
-from perf.isolated_timing import TimingJob, time_in_own_process
 from perf.server_stats import StatisticsReader
-from toolkit.backends.common.cuda_graphs import NUMPY_OF_ORT, DeviceRunner, cuda_session
 from toolkit.cli_values import comma_items
-from toolkit.engines.causal_attention import live_nodes
-from toolkit.engines.onnxrt import session_for
-from toolkit.engines.vocab_padding import unpad_vocab_projection
-from toolkit.environment import code_version
+from toolkit.environment import code_version, device_info
+from toolkit.graphs.causal_attention import live_nodes
+from toolkit.graphs.vocab_padding import unpad_vocab_projection
 from toolkit.measurement.compare import compare_arrays
-from toolkit.names import TEXT, Precision, engine_model, ensemble_model, tokenizer_model
+from toolkit.measurement.timing import TimingBudget, TimingJob, time_callable, time_for
+from toolkit.models.tokenizers import load_tokenizer_file
+from toolkit.names import TEXT, Precision
 from toolkit.repository.configs import config_from_text, config_text
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
+from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model
+from toolkit.runtimes import DEFAULT_RUNTIME, get_runtime
+from toolkit.runtimes.onnxruntime import session_for
+from toolkit.runtimes.ort_device import NUMPY_OF_ORT, DeviceRunner, cuda_session
 from toolkit.serving.server import running_server
 
 # ONNX Runtime's AttentionBackend bits (attention_kernel_options.h); 0 lets it choose.
@@ -70,7 +70,7 @@ KERNELS = {0: "default", 1: "flash", 2: "efficient", 4: "trt_fused", 8: "cudnn_f
 SHAPES = ((1, 128), (8, 128), (32, 512))
 GRAPH_TOKENS = 4096  # as the grid: CUDA graphs up to this many tokens
 PROFILE_SHAPES = ((1, 128, 50), (32, 512, 10))  # batch, length, profiled runs
-VARIANT_BUDGET = (0.3, 10, 200, 3)  # time_for per variant and shape: target seconds, min and max runs, warm-up
+VARIANT_BUDGET = TimingBudget(0.3, 10, 200, 3)  # time_for per variant and shape
 
 
 def compare_variants(
@@ -94,11 +94,13 @@ def _variant_rows(
     shapes: Iterable[tuple[int, int]],
     reference: dict[tuple[int, int], dict[str, np.ndarray]],
 ) -> list[dict[str, Any]]:
-    """One variant's rows, timed in a process of its own (``perf.isolated_timing``: a variant timed after
+    """One variant's rows, timed in a process of its own (``toolkit.measurement.isolated``: a variant timed after
     another in one process would pay for sharing it); fills ``reference`` when it is empty (the first variant)."""
     first = not reference
     shapes = tuple(shapes)
-    timings = time_in_own_process(TimingJob(path, shapes, tokenizer, tuple(names), "cuda", VARIANT_BUDGET, GRAPH_TOKENS, options))
+    feeds_by_shape = {(batch, seq): batch_arrays(tokenizer, names, batch, seq) for batch, seq in shapes}
+    job = TimingJob(path, feeds_by_shape, "cuda", VARIANT_BUDGET, GRAPH_TOKENS, options)
+    timings = get_runtime(DEFAULT_RUNTIME).time_job(job)
     try:
         session, _ = cuda_session(str(path), graphs=False, provider_options=options)
     except Exception as error:
@@ -226,7 +228,7 @@ def _kernels_at(path: Path, feeds: dict[str, np.ndarray], runs: int, graph: bool
     modes = (("graph_replay", True), ("no_graph", False)) if graph and refused is None else (("no_graph", False),)
     for label, replay in modes:
         slot = runner.slot(feeds, graph=replay)
-        wall = time_for(lambda: runner.launch(slot), target_seconds=0.5)  # noqa: B023 (called at once)
+        wall = time_for(lambda: runner.launch(slot), TimingBudget(target_seconds=0.5))  # noqa: B023 (called at once)
         trace = Path(tempfile.mkdtemp(prefix="trace-")) / "trace.json"
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(runs):
@@ -318,7 +320,7 @@ def tokenizer_time(tokenizer: Path) -> dict[str, Any]:
     """One 128-token text; ``plain_ascii_us`` is the served model's path for plain ASCII BERT texts (no
     BertNormalizer, texts lowercased first), null for tokenizers without that normalizer."""
     text = text_samples(tokenizer, 128, 1)[0]
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer_file(tokenizer)
     tok.no_padding()
     result: dict[str, Any] = {"tokens": len(tok.encode(text).ids), "plain_ascii_us": None}
 
@@ -328,7 +330,7 @@ def tokenizer_time(tokenizer: Path) -> dict[str, Any]:
     for method in ("encode_batch", "encode_batch_fast"):  # the served tokenizer model calls the second
         result[f"{method}_us"] = median_us(lambda: getattr(tok, method)([text]))  # noqa: B023 (called at once)
     if type(tok.normalizer).__name__ == "BertNormalizer":
-        plain = load_tokenizer(tokenizer)
+        plain = load_tokenizer_file(tokenizer)
         plain.no_padding()
         plain.normalizer = None
         result["plain_ascii_us"] = median_us(lambda: plain.encode_batch_fast([text.lower()]))
@@ -340,7 +342,7 @@ def timing_conditions(subject: Subject) -> dict[str, Any]:
     (400 runs after 20) in one process as it changes: the FP16 session alone; an FP32 session loaded but not
     run; that session run without CUDA graphs; the hybrid session run with them; PyTorch's CUDA context up.
     Session 6 found that a second session that has run slows every replay in the process (which is why the
-    grid times each engine in a process of its own, ``perf.isolated_timing``)."""
+    grid times each engine in a process of its own, ``toolkit.measurement.isolated``)."""
     feeds = batch_arrays(subject.tokenizer, subject.names, 1, 128)
     budget = GridPlan(models=(subject.model,)).budget()
 
@@ -349,13 +351,13 @@ def timing_conditions(subject: Subject) -> dict[str, Any]:
 
     def run_for(runner: DeviceRunner, seconds: float) -> None:
         slot = runner.slot(feeds, graph=runner.max_graphs > 0)
-        time_for(lambda: runner.launch(slot), seconds)
+        time_for(lambda: runner.launch(slot), TimingBudget(target_seconds=seconds))
 
     fp16 = session("fp16")
 
     def times() -> dict[str, float]:
         grid = fp16.slot(feeds, graph=True)
-        grid_timing = time_for(lambda: fp16.launch(grid), *budget)
+        grid_timing = time_for(lambda: fp16.launch(grid), budget)
         long = fp16.slot(feeds, graph=True)
         long_timing = time_callable(lambda: fp16.launch(long), runs=400, warmup=20)
         return {
@@ -438,7 +440,7 @@ def serving_variants(subject: Subject, precision: str = "fp16") -> dict[str, Any
 def cpu_threads(fp32: Path, tokenizer: Path, names: list[str]) -> dict[str, Any]:
     feeds = batch_arrays(tokenizer, names, 1, 128)
     result: dict[str, Any] = {"logical_cpus": os.cpu_count()}
-    for label, threads in (("ort_default_threads_ms", None), ("all_logical_threads_ms", os.cpu_count())):
+    for label, threads in (("ort_default_threads_ms", 0), ("all_logical_threads_ms", os.cpu_count() or 0)):
         session = session_for(fp32, "cpu", threads=threads)
         result[label] = round(time_callable(lambda: session.run(None, feeds), runs=30, warmup=3).median_ms, 3)  # noqa: B023
     return result
@@ -476,7 +478,7 @@ def main(repository: Path, model: str, chosen: str, out: Path) -> None:
     """Run the experiments on MODEL's engines and write OUT/<gpu>/experiments_<MODEL>.json."""
     names_chosen = comma_items(chosen, "--experiments", allowed=tuple(EXPERIMENTS))
     tokenizer = find_tokenizer(repository, model, None)
-    names = list(engine_input_names(repository, model, "fp16", "onnxruntime"))
+    names = list(engine_input_names(repository, model, "fp16", DEFAULT_RUNTIME))
     files = {precision.value: require_engine_file(repository, model, precision.value) for precision in Precision}
     subject = Subject(repository, model, files, tokenizer, names)
     record: dict[str, Any] = {"model": model, "device_info": device_info(), "code": code_version()}

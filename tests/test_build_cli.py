@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from build_engines import main
 from toolkit.build import BuildRequest, build_model, existing_manifest, parse_precisions
 from toolkit.errors import BadInputError
-from toolkit.names import Precision, Runtime
+from toolkit.names import Precision
 
 TINY = [
     "--model",
@@ -63,7 +63,8 @@ def test_build_cli_rejects_unsupported_architecture(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 64}))
     code, output = _run("--model", str(folder), "--repository", str(tmp_path / "repo"))
-    assert code == 2 and "supported: bert, gpt2" in output
+    assert code == 2 and "supported: bert, roberta, xlm-roberta, distilbert, mpnet, modernbert, gpt2" in output
+    assert "one module under toolkit/models/families/" in output
 
 
 def test_build_writes_engines_manifest_and_is_idempotent(tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_failed_build_leaves_previous_repository_untouched(tmp_path: Path, monke
         opt_seq=32,
         config_overrides={"num_hidden_layers": 1},
     )
-    assert build_model(request, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None) is not None
+    assert build_model(request, repo, tmp_path / "work", log=lambda _: None) is not None
     snapshot = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
 
     def explode(*_: object, **__: object) -> None:
@@ -106,7 +107,7 @@ def test_failed_build_leaves_previous_repository_untouched(tmp_path: Path, monke
     monkeypatch.setattr("toolkit.repository.layout.write_model_repository", explode)
     changed = BuildRequest(**{**request.__dict__, "precisions": (Precision.FP32, Precision.FP16)})
     with pytest.raises(BadInputError, match="simulated"):
-        build_model(changed, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
+        build_model(changed, repo, tmp_path / "work", log=lambda _: None)
     assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == snapshot
     shutil.rmtree(tmp_path / "work")
 

@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 
-from toolkit.engines.onnxrt import run_onnx
 from toolkit.errors import BadInputError
 from toolkit.measurement.compare import cosine_rows
 from toolkit.models.export import onnx_from_hf
@@ -16,6 +15,7 @@ from toolkit.models.loading import LoadedModel, load_model
 from toolkit.models.stress import add_outlier_channel
 from toolkit.names import Precision
 from toolkit.precision import node_precisions, parse_keep_fp32, precision_census, save_onnx, variant_from_fp32
+from toolkit.runtimes.onnxruntime import run_onnx
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

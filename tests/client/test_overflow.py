@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 
 from client.fidelity import check_records, format_table, random_vs_text, run_fidelity
-from client.inputs import load_corpus, load_tokenizer
+from client.inputs import load_corpus
 from client.reference import OnnxReference
 from toolkit.artifacts import ServedModel
-from toolkit.names import LAST_HIDDEN_STATE, Precision, engine_model
+from toolkit.models.tokenizers import load_tokenizer_file
+from toolkit.names import LAST_HIDDEN_STATE, Precision
+from toolkit.repository.naming import engine_model
 
 pytestmark = pytest.mark.timeout(300)
 FREQUENT_TOKENS = 60
@@ -75,7 +77,7 @@ def overflow_engines(bert_model: ServedModel, tmp_path_factory: pytest.TempPathF
     from toolkit.precision import save_onnx, variant_from_fp32
 
     folder = tmp_path_factory.mktemp("overflow")
-    tokenizer = load_tokenizer(bert_model.tokenizer_dir)
+    tokenizer = load_tokenizer_file(bert_model.tokenizer_dir)
     counts = Counter(i for e in tokenizer.encode_batch(load_corpus(), add_special_tokens=False) for i in e.ids)
     frequent = [token for token, _ in counts.most_common(FREQUENT_TOKENS)]
     fp32 = _overflow_graph(bert_model.engines[0].path, frequent, folder / "fp32.onnx")
@@ -87,7 +89,7 @@ def overflow_engines(bert_model: ServedModel, tmp_path_factory: pytest.TempPathF
 
 
 def test_fp16_overflows_and_hybrid_stays_finite_when_real_text(bert_model: ServedModel, overflow_engines: dict[str, Path]) -> None:
-    tokenizer = load_tokenizer(bert_model.tokenizer_dir)
+    tokenizer = load_tokenizer_file(bert_model.tokenizer_dir)
     reference = OnnxReference(overflow_engines[engine_model("overflow", Precision.FP32)])
     records = run_fidelity(
         LocalEngines(overflow_engines),  # type: ignore[arg-type]

@@ -9,7 +9,8 @@ import pytest
 from tiny_models import build_outlier_repository
 
 from client.api import TritonTextClient
-from toolkit.names import Precision, ensemble_model
+from toolkit.names import Precision
+from toolkit.repository.naming import ensemble_model
 from toolkit.serving.server import running_server
 
 SENTENCES = ["The match was postponed because of heavy rain.", "Stir the sauce until it thickens, then serve it warm."]

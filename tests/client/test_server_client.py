@@ -19,23 +19,29 @@ import pytest
 from client.api import TritonTextClient
 from client.cli import main
 from client.fidelity import FidelityRecord, Tolerances, check_records, run_fidelity
-from client.inputs import load_tokenizer, make_batches
+from client.inputs import make_batches
 from client.reference import OnnxReference, reference_onnx_path
 from toolkit.artifacts import EngineArtifact, ServedModel
 from toolkit.errors import BadInputError
+from toolkit.measurement.compare import cosine_rows
+from toolkit.models.tokenizers import load_tokenizer_file
 from toolkit.names import (
     LAST_HIDDEN_STATE,
     LOGITS,
     NEXT_TOKEN_ID,
+    NEXT_TOKEN_LOGITS,
     SENTENCE_EMBEDDING,
     Precision,
-    Runtime,
-    engine_model,
-    ensemble_model,
 )
 from toolkit.repository.lookup import find_tokenizer
+from toolkit.repository.naming import engine_model, ensemble_model
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
+
+
+def _width(model: ServedModel, output: str) -> int:
+    """The width of one of the engines' outputs (an embedding's dimension, a vocabulary's size)."""
+    return next(spec.dims[-1] for spec in model.engines[0].outputs if spec.name == output)
 
 
 def _with_variants(model: ServedModel, folder: Path) -> ServedModel:
@@ -48,15 +54,15 @@ def _with_variants(model: ServedModel, folder: Path) -> ServedModel:
     engines = [fp32]
     for precision in (Precision.FP16, Precision.HYBRID):
         path = save_onnx(variant_from_fp32(onnx.load(str(fp32.path)), precision), folder / f"{model.name}_{precision.value}.onnx")
-        engines.append(EngineArtifact(precision, Runtime.ONNXRUNTIME, path, fp32.outputs))
+        engines.append(EngineArtifact(precision, "onnxruntime", path, fp32.outputs))
     return dataclasses.replace(model, engines=engines)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, bert_model: ServedModel, gpt2_model: ServedModel) -> Iterator[tuple[str, Path]]:
     """(grpc url, repository) of a server with tinybert and tinygpt2 in fp32, fp16 and hybrid."""
-    from toolkit.repository import write_model_repository
     from toolkit.repository.configs import ServingOptions
+    from toolkit.repository.layout import write_model_repository
     from toolkit.serving import running_server
 
     root = tmp_path_factory.mktemp("client_server")
@@ -75,7 +81,7 @@ def client(served: tuple[str, Path]) -> TritonTextClient:
 
 def _fidelity(client: TritonTextClient, repository: Path, name: str, **kwargs: object) -> list[FidelityRecord]:
     reference = OnnxReference(reference_onnx_path(repository, name))
-    tokenizer = load_tokenizer(find_tokenizer(repository, name))
+    tokenizer = load_tokenizer_file(find_tokenizer(repository, name))
     options: dict[str, object] = {
         "batch_sizes": [1, 4], "seq_lens": [8, 24], "input_kinds": ["random", "text", "sentences"], "progress": False,
     }  # fmt: skip
@@ -97,13 +103,13 @@ def test_infer_text_returns_embeddings_when_bert_ensemble(
         assert handle is not None
         url = f"127.0.0.1:{handle.ports.http}"
     out = TritonTextClient(url, protocol=protocol).infer_text(ensemble_model("tinybert", "fp32"), ["hi", "a b c"])
-    assert out[SENTENCE_EMBEDDING].shape == (2, bert_model.hidden_size)
+    assert out[SENTENCE_EMBEDDING].shape == (2, _width(bert_model, SENTENCE_EMBEDDING))
     assert np.isfinite(out[SENTENCE_EMBEDDING]).all()
 
 
 def test_infer_text_returns_next_token_when_gpt2_ensemble(client: TritonTextClient, gpt2_model: ServedModel) -> None:
     out = client.infer_text(ensemble_model("tinygpt2", "fp32"), ["the quick brown"])
-    assert 0 <= int(out[NEXT_TOKEN_ID][0, 0]) < gpt2_model.vocab_size
+    assert 0 <= int(out[NEXT_TOKEN_ID][0, 0]) < _width(gpt2_model, NEXT_TOKEN_LOGITS)
 
 
 def test_infer_lists_available_models_when_model_unknown(client: TritonTextClient) -> None:
@@ -113,7 +119,7 @@ def test_infer_lists_available_models_when_model_unknown(client: TritonTextClien
 
 
 def test_infer_ids_same_when_system_shared_memory(client: TritonTextClient, served: tuple[str, Path]) -> None:
-    tokenizer = load_tokenizer(find_tokenizer(served[1], "tinybert"))
+    tokenizer = load_tokenizer_file(find_tokenizer(served[1], "tinybert"))
     batch = make_batches("text", 2, 16, 1, tokenizer)[0]
     engine = engine_model("tinybert", "fp32")
     plain = client.infer_ids(engine, batch.input_ids, batch.attention_mask, batch.token_type_ids)
@@ -123,7 +129,7 @@ def test_infer_ids_same_when_system_shared_memory(client: TritonTextClient, serv
 
 
 def test_infer_many_keeps_request_order_when_concurrent(client: TritonTextClient, served: tuple[str, Path]) -> None:
-    tokenizer = load_tokenizer(find_tokenizer(served[1], "tinybert"))
+    tokenizer = load_tokenizer_file(find_tokenizer(served[1], "tinybert"))
     engine = engine_model("tinybert", "fp32")
     requests = [b.inputs(client.input_names(engine)) for b in make_batches("random", 2, 8, 6, tokenizer)]
     many = client.infer_many(engine, requests, concurrency=3, progress=False)
@@ -193,7 +199,7 @@ def minilm_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     repository = tmp_path_factory.mktemp("minilm_repository")
     request = BuildRequest(model="minilm", precisions=(Precision.FP32, Precision.HYBRID), max_batch=8, min_seq=1, max_seq=128)
-    build_model(request, repository, tmp_path_factory.mktemp("minilm_work"), (Runtime.ONNXRUNTIME,), log=lambda _: None)
+    build_model(request, repository, tmp_path_factory.mktemp("minilm_work"), log=lambda _: None)
     return repository
 
 
@@ -214,6 +220,22 @@ def test_minilm_hybrid_cosine_at_least_0_9998_when_real_text(minilm_url: str, mi
         limit = 0.99999 if record.precision == "fp32" else 0.9998
         assert metrics.cosine_min >= limit, record.case
         assert metrics.nan_rate == 0.0 and metrics.inf_rate == 0.0
+
+
+def test_minilm_served_sentence_embedding_equals_sentence_transformers_encode(minilm_url: str) -> None:
+    """The served vector is the library's own: mean pooling then Normalize, read from the checkpoint's files."""
+    from sentence_transformers import SentenceTransformer
+
+    from client.inputs import read_corpus
+    from toolkit.models.tokenizers import minilm_folder
+
+    texts = read_corpus()[:8]  # the fixture's max batch
+    encoded = SentenceTransformer(str(minilm_folder()), device="cpu").encode(texts, convert_to_numpy=True)
+    client = TritonTextClient(minilm_url, retries=2)
+    for precision, floor in (("fp32", 0.9999), ("hybrid", 0.999)):
+        served = client.infer_text(ensemble_model("minilm", precision), texts)[SENTENCE_EMBEDDING]
+        assert cosine_rows(encoded, served).min() >= floor, precision
+        np.testing.assert_allclose(np.linalg.norm(served, axis=-1), np.linalg.norm(encoded, axis=-1), rtol=0.01)
 
 
 def test_infer_raises_one_line_server_error_when_input_missing(client: TritonTextClient) -> None:

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from client.api import TritonTextClient
-from client.inputs import load_sentiment, load_tokenizer
+from client.inputs import load_sentiment
 from client.task import predictions, task_accuracy
 from toolkit.build import BuildRequest, build_model
 from toolkit.errors import BadInputError
-from toolkit.names import Precision, Runtime, tokenizer_model
+from toolkit.models.tokenizers import load_tokenizer_file
+from toolkit.names import Precision
+from toolkit.repository.naming import tokenizer_model
 from toolkit.serving.server import running_server
 
 
@@ -44,17 +46,17 @@ def test_task_accuracy_reports_agreement_with_fp32_when_model_has_a_head(classif
         opt_seq=32,
         max_seq=64,
     )
-    served = build_model(request, repository, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
+    served = build_model(request, repository, tmp_path / "work", log=lambda _: None)
     assert served is not None and "logits" in {spec.name for spec in served.engines[0].outputs}
     labelled = load_sentiment("shipped")[:40]
     with running_server(repository, state_dir=tmp_path / "server") as handle:
         client = TritonTextClient(f"localhost:{handle.ports.grpc}")
         records = task_accuracy(
-            client, load_tokenizer(repository / tokenizer_model("sst") / "1" / "tokenizer"), "sst", labelled, ["fp32", "hybrid"], seq=64
+            client, load_tokenizer_file(repository / tokenizer_model("sst") / "1" / "tokenizer"), "sst", labelled, ["fp32", "hybrid"], seq=64
         )
         with pytest.raises(BadInputError, match="classification head"):
             predictions(
-                client, tokenizer_model("sst"), load_tokenizer(repository / tokenizer_model("sst") / "1" / "tokenizer"), ["text"], 16, 1
+                client, tokenizer_model("sst"), load_tokenizer_file(repository / tokenizer_model("sst") / "1" / "tokenizer"), ["text"], 16, 1
             )
     by_precision = {record.precision: record for record in records}
     assert by_precision["fp32"].agreement_with_fp32 == 1.0 and by_precision["fp32"].examples == 40

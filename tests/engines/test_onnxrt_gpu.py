@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.engines.onnxrt import available_providers, fused_onnx
+from toolkit.build import fused_graph
 from toolkit.models.export import example_inputs, onnx_from_hf
 from toolkit.models.loading import LoadedModel
 from toolkit.names import Precision
 from toolkit.precision import fused_variant_from_fp32, save_onnx
+from toolkit.runtimes.onnxruntime import available_providers
 
 needs_cuda = pytest.mark.skipif(
     "CUDAExecutionProvider" not in available_providers(), reason="no CUDA execution provider (needs onnxruntime-gpu and an NVIDIA GPU)"
@@ -22,7 +23,7 @@ def test_fused_bert_graph_has_attention_and_fp32_layernorms_in_hybrid(tiny_bert:
 
     from toolkit.precision import precision_census
 
-    fused, stats = fused_onnx(onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx", "bert", 4, 128)
+    fused, stats = fused_graph(tiny_bert, onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx")
     assert stats.get("Attention") == 2 and stats.get("SkipLayerNormalization") == 4
     census = precision_census(fused_variant_from_fp32(onnx.load(str(fused)), Precision.HYBRID))
     assert census["Attention"] == {"fp16": 2}
@@ -34,12 +35,12 @@ def test_fused_gpt2_graph_has_one_causal_attention_per_layer_and_matches_export(
     import numpy as np
     import onnx
 
-    from toolkit.engines.causal_attention import fuse_causal_attention
-    from toolkit.engines.onnxrt import run_onnx
+    from toolkit.graphs.causal_attention import fuse_causal_attention
     from toolkit.measurement.compare import cosine_rows
+    from toolkit.runtimes.onnxruntime import run_onnx
 
     exported = onnx_from_hf(tiny_gpt2, tmp_path / "fp32.onnx")
-    fused, stats = fused_onnx(exported, tmp_path / "fused.onnx", "gpt2", 4, 128)
+    fused, stats = fused_graph(tiny_gpt2, exported, tmp_path / "fused.onnx")
     graph = onnx.load(str(fused)).graph
     attention = [node for node in graph.node if node.op_type == "Attention"]
     assert stats["Attention"] == len(attention) == 2
@@ -65,12 +66,12 @@ def test_fused_variant_on_cuda_matches_fp32(
     """Every fused graph the GPU serves (GPT-2's with its causal Attention too) agrees with FP32 on CUDA."""
     import onnx
 
-    from toolkit.engines.onnxrt import session_for
     from toolkit.measurement.compare import cosine_rows
+    from toolkit.runtimes.onnxruntime import session_for
 
     model: LoadedModel = request.getfixturevalue(fixture)
     exported = onnx_from_hf(model, tmp_path / "fp32.onnx")
-    fused, _ = fused_onnx(exported, tmp_path / "fused.onnx", family, 4, 128)
+    fused, _ = fused_graph(model, exported, tmp_path / "fused.onnx")
     inputs = example_inputs(model, 4, 96)
     outputs = {}
     for variant in (Precision.FP32, precision):
@@ -88,10 +89,10 @@ def test_device_runner_matches_plain_runs_when_graphs_replay_new_inputs(tiny_ber
     """The served path (cuda_graphs.DeviceRunner) matches a plain CUDA run for every shape, replay after replay."""
     import numpy as np
 
-    from toolkit.backends.common.cuda_graphs import DeviceRunner
-    from toolkit.engines.onnxrt import session_for
+    from toolkit.runtimes.onnxruntime import session_for
+    from toolkit.runtimes.ort_device import DeviceRunner
 
-    fused, _ = fused_onnx(onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx", "bert", 4, 128)
+    fused, _ = fused_graph(tiny_bert, onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx")
     runner = DeviceRunner(session_for(fused, "cuda", cuda_graph=True), max_graphs=2)
     plain = session_for(fused, "cuda")
     for seed, (batch, seq) in enumerate([(1, 16), (4, 32), (1, 16), (2, 8), (4, 32)]):  # (2, 8): past the graph budget
@@ -112,12 +113,12 @@ def test_fused_variants_keep_fp32_outputs_and_ensemble_tail_when_converted(
     import numpy as np
     import onnx
 
-    from toolkit.engines.onnxrt import run_onnx
     from toolkit.measurement.compare import cosine_rows
+    from toolkit.runtimes.onnxruntime import run_onnx
 
     model: LoadedModel = request.getfixturevalue(fixture)
     exported = onnx_from_hf(model, tmp_path / "fp32.onnx")
-    fused, _ = fused_onnx(exported, tmp_path / "fused.onnx", family, heads, hidden)
+    fused, _ = fused_graph(model, exported, tmp_path / "fused.onnx")
     variant = save_onnx(fused_variant_from_fp32(onnx.load(str(fused)), precision), tmp_path / "variant.onnx")
     types = {o.name: o.type.tensor_type.elem_type for o in onnx.load(str(variant)).graph.output}
     assert types == {o.name: o.type.tensor_type.elem_type for o in onnx.load(str(exported)).graph.output}
@@ -132,9 +133,9 @@ def test_fused_gpt2_attention_reads_key_lengths_not_the_2d_mask(tiny_gpt2: Loade
     agrees with the export on right-padded rows (the test above), which is what the tokenizer model sends."""
     import onnx
 
-    from toolkit.engines.causal_attention import KEY_LENGTHS, MASK_INT32, key_lengths_mask
+    from toolkit.graphs.causal_attention import KEY_LENGTHS, MASK_INT32, key_lengths_mask
 
-    fused, stats = fused_onnx(onnx_from_hf(tiny_gpt2, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx", "gpt2", 4, 128)
+    fused, stats = fused_graph(tiny_gpt2, onnx_from_hf(tiny_gpt2, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx")
     model = onnx.load(str(fused))
     attention = [node for node in model.graph.node if node.op_type == "Attention"]
     assert stats["AttentionKeyLengths"] == 2 and [node.input[3] for node in attention] == [KEY_LENGTHS] * 2

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.engines.tensorrt import ShapeProfile, is_tensorrt_available, plan_from_onnx
 from toolkit.errors import BadInputError, DependencyMissingError
 from toolkit.models.export import onnx_from_hf
 from toolkit.models.loading import LoadedModel
 from toolkit.names import Precision
 from toolkit.precision import save_onnx, variant_from_fp32
+from toolkit.runtimes.base import ShapeProfile
+from toolkit.runtimes.tensorrt import is_tensorrt_available, plan_from_onnx
 
 needs_tensorrt = pytest.mark.skipif(
     not is_tensorrt_available(), reason="TensorRT is not installed (it cannot be on this project's CPU machines)"

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from toolkit.engines.onnxrt import fused_onnx, run_onnx
-from toolkit.engines.vocab_padding import pad_vocab_projection, unpad_vocab_projection
+from toolkit.build import fused_graph
+from toolkit.graphs.vocab_padding import pad_vocab_projection, unpad_vocab_projection
 from toolkit.models.export import example_inputs, onnx_from_hf
 from toolkit.models.loading import LoadedModel
 from toolkit.names import Precision
 from toolkit.precision import fused_variant_from_fp32, save_onnx
+from toolkit.runtimes.onnxruntime import run_onnx
 
 
 def _projection_width(model: onnx.ModelProto) -> int:
@@ -26,7 +27,7 @@ def _projection_width(model: onnx.ModelProto) -> int:
 
 def test_fused_gpt2_pads_its_5000_word_projection_to_5056_and_keeps_every_output(tiny_gpt2: LoadedModel, tmp_path: Path) -> None:
     exported = onnx_from_hf(tiny_gpt2, tmp_path / "fp32.onnx")
-    fused, stats = fused_onnx(exported, tmp_path / "fused.onnx", "gpt2", 4, 128)
+    fused, stats = fused_graph(tiny_gpt2, exported, tmp_path / "fused.onnx")
     assert stats["PaddedVocabProjection"] == 1
     graph = onnx.load(str(fused))
     assert _projection_width(graph) == 5056
@@ -38,7 +39,7 @@ def test_fused_gpt2_pads_its_5000_word_projection_to_5056_and_keeps_every_output
 
 
 def test_unpad_restores_the_unpadded_projection_after_fp16_conversion(tiny_gpt2: LoadedModel, tmp_path: Path) -> None:
-    fused, _ = fused_onnx(onnx_from_hf(tiny_gpt2, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx", "gpt2", 4, 128)
+    fused, _ = fused_graph(tiny_gpt2, onnx_from_hf(tiny_gpt2, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx")
     fp16 = fused_variant_from_fp32(onnx.load(str(fused)), Precision.FP16)
     padded = save_onnx(fp16, tmp_path / "fp16.onnx")
     assert unpad_vocab_projection(fp16) == 1

@@ -45,7 +45,7 @@ def test_verify_export_raises_when_graph_disagrees(minilm: LoadedModel, export_d
 
 
 def test_padding_rows_do_not_change_valid_tokens(minilm: LoadedModel, export_dir: Path) -> None:
-    from toolkit.engines.onnxrt import run_onnx
+    from toolkit.runtimes.onnxruntime import run_onnx
 
     path = onnx_from_hf(minilm, export_dir / "minilm_pad.onnx")
     ids = np.array([[101, 7592, 2088, 102]], dtype=np.int64)
@@ -59,8 +59,8 @@ def test_padding_rows_do_not_change_valid_tokens(minilm: LoadedModel, export_dir
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt2"])
 def test_in_graph_ensemble_outputs_match_numpy_when_rows_are_padded(fixture: str, request: pytest.FixtureRequest, export_dir: Path) -> None:
     """sentence_embedding = masked mean of the states; next token = logits at each row's last attended position."""
-    from toolkit.engines.onnxrt import run_onnx
     from toolkit.models.export import example_inputs
+    from toolkit.runtimes.onnxruntime import run_onnx
 
     model: LoadedModel = request.getfixturevalue(fixture)
     inputs = example_inputs(model, 4, 24)  # rows 0 and 2 are right-padded

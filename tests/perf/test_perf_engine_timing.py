@@ -7,17 +7,10 @@ from pathlib import Path
 import pytest
 from tiny_repo import NAME
 
-from perf.engine_timing import (
-    file_size_mib,
-    gpu_memory_used_mib,
-    time_callable,
-    time_engines,
-    time_torch,
-)
+from perf.engine_timing import time_engines, time_one_shape
 from perf.inputs import batch_arrays
-from perf.isolated_timing import time_shape
 from toolkit.errors import BadInputError
-from toolkit.names import ENGINE_INPUTS, Family
+from toolkit.measurement.timing import TimingBudget, file_size_mib, gpu_memory_used_mib, time_callable, time_torch
 from toolkit.repository.lookup import engine_file
 
 
@@ -36,10 +29,10 @@ def test_time_shape_and_torch_measure_when_on_cpu(tiny_repository: Path, tokeniz
 
     path = engine_file(tiny_repository, NAME, "fp32", "onnxruntime")
     assert path is not None and file_size_mib(path) > 0
-    row = time_shape(path, (2, 16), tokenizer_json, ENGINE_INPUTS[Family.BERT], "cpu", runs=5, warmup=1)
+    inputs = batch_arrays(tokenizer_json, ("input_ids", "attention_mask", "token_type_ids"), 2, 16)
+    row = time_one_shape(path, inputs, "cpu", TimingBudget.fixed(runs=5, warmup=1))
     assert row["status"] == "ok" and row["runs"] == 5 and row["warmup"] == 2 and row["median_ms"] > 0  # + time_for's sizing call
     assert "batch_size" not in row and "seq_len" not in row  # the shape is the caller's
-    inputs = batch_arrays(tokenizer_json, ENGINE_INPUTS[Family.BERT], 2, 16)
 
     class Toy(torch.nn.Module):
         def forward(self, input_ids: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:

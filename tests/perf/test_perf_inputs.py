@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from client.inputs import load_tokenizer
 from perf.inputs import (
     batch_arrays,
     perf_analyzer_data,
     text_samples,
     token_samples,
 )
-from toolkit.names import ENGINE_INPUTS, TEXT, Family
+from toolkit.models.tokenizers import load_tokenizer_file
+from toolkit.names import TEXT
 
 
 @pytest.mark.parametrize("seq_len", [8, 128, 512])
@@ -25,14 +25,14 @@ def test_token_samples_have_exact_length_and_special_tokens_when_cut(tokenizer_j
 
 
 def test_text_samples_tokenize_to_length_when_encoded_again(tokenizer_json: Path) -> None:
-    tokenizer = load_tokenizer(tokenizer_json)
+    tokenizer = load_tokenizer_file(tokenizer_json)
     tokenizer.no_truncation()
     tokenizer.no_padding()
     assert [len(tokenizer.encode(t).ids) for t in text_samples(tokenizer_json, 64, 3)] == [64, 64, 64]
 
 
 def test_perf_analyzer_data_shapes_follow_inputs_when_engine_or_ensemble(tokenizer_json: Path) -> None:
-    names = ENGINE_INPUTS[Family.BERT]
+    names = ("input_ids", "attention_mask", "token_type_ids")
     engine = perf_analyzer_data(tokenizer_json, names, 32, n_samples=4)
     assert len(engine["data"]) == 4 and set(engine["data"][0]) == set(names)
     assert engine["data"][0]["input_ids"]["shape"] == [32]

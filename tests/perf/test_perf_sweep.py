@@ -14,8 +14,8 @@ from perf import results as rf
 from perf.analyzer import PerfAnalyzerArgs, PerfAnalyzerError, parse_csv
 from perf.sweep import SWEEPS, Sweep, derive, get_sweep, run_sweep
 from toolkit.errors import BadInputError
-from toolkit.names import tokenizer_model
 from toolkit.repository.install import MANIFEST
+from toolkit.repository.naming import tokenizer_model
 
 DATA = Path(__file__).parent / "data"
 

@@ -10,50 +10,52 @@ from tritonclient.grpc import model_config_pb2
 
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
 from toolkit.errors import BadInputError
-from toolkit.names import (
-    ENGINE_INPUTS,
-    Family,
-    Precision,
-    Runtime,
-    engine_model,
-    ensemble_model,
-    tokenizer_model,
-)
-from toolkit.repository import (
+from toolkit.names import Precision
+from toolkit.repository.configs import (
+    ServingOptions,
     config_for_engine,
     config_for_ensemble,
+    config_for_labels,
     config_for_tokenizer,
-    validate_repository,
-    write_model_repository,
 )
-from toolkit.repository.configs import ServingOptions
+from toolkit.repository.layout import validate_repository, write_model_repository
+from toolkit.repository.naming import engine_model, ensemble_model, labels_model, tokenizer_model
 
-HIDDEN, VOCAB = 16, 100
+HIDDEN, VOCAB, LABELS = 16, 100, 3
+ENCODER, DECODER, CLASSIFIER = "encoder", "decoder", "classifier"
+ENCODER_OUTPUTS = (TensorSpec("last_hidden_state", (-1, HIDDEN)), TensorSpec("sentence_embedding", (HIDDEN,)))
+KINDS: dict[str, tuple[tuple[str, ...], tuple[TensorSpec, ...], tuple[str, ...]]] = {  # engine inputs, engine outputs, ensemble outputs
+    ENCODER: (("input_ids", "attention_mask", "token_type_ids"), ENCODER_OUTPUTS, ("sentence_embedding",)),
+    DECODER: (
+        ("input_ids", "attention_mask"),
+        (TensorSpec("logits", (-1, VOCAB)), TensorSpec("next_token_logits", (VOCAB,)), TensorSpec("next_token_id", (1,), "TYPE_INT64")),
+        ("next_token_logits", "next_token_id"),
+    ),
+    CLASSIFIER: (
+        ("input_ids", "attention_mask"),
+        (*ENCODER_OUTPUTS, TensorSpec("logits", (LABELS,)), TensorSpec("probabilities", (LABELS,)), TensorSpec("label_id", (1,), "TYPE_INT64")),
+        ("sentence_embedding", "logits", "probabilities", "label"),
+    ),
+}
 
 
-def _served(tmp_path: Path, family: Family, runtimes: tuple[Runtime, ...] = (Runtime.ONNXRUNTIME,)) -> ServedModel:
+def _served(tmp_path: Path, kind: str, runtimes: tuple[str, ...] = ("onnxruntime",)) -> ServedModel:
     """A ServedModel whose files are placeholders: layout tests never open them."""
-    tokenizer_dir = tmp_path / f"{family.value}_tokenizer"
+    tokenizer_dir = tmp_path / f"{kind}_tokenizer"
     tokenizer_dir.mkdir(parents=True)
     (tokenizer_dir / "tokenizer.json").write_text("{}")
     (tokenizer_dir / "vocab.txt").write_text("[PAD]\n")
-    if family is Family.BERT:
-        outputs: tuple[TensorSpec, ...] = (TensorSpec("last_hidden_state", (-1, HIDDEN)), TensorSpec("sentence_embedding", (HIDDEN,)))
-    else:
-        outputs = (
-            TensorSpec("logits", (-1, VOCAB)),
-            TensorSpec("next_token_logits", (VOCAB,)),
-            TensorSpec("next_token_id", (1,), "TYPE_INT64"),
-        )
+    inputs, outputs, returned = KINDS[kind]
     engines = []
     for runtime in runtimes:
         for precision in Precision:
-            path = tmp_path / f"{family.value}_{precision.value}_{runtime.value}.bin"
+            path = tmp_path / f"{kind}_{precision.value}_{runtime}.bin"
             path.write_bytes(b"engine")
             engines.append(EngineArtifact(precision, runtime, path, outputs))
+    labels = {0: "negative", 1: "neutral", 2: "positive"} if kind == CLASSIFIER else {}
     return ServedModel(
-        name="m", family=family, tokenizer_dir=tokenizer_dir, max_batch_size=4, max_seq_len=32,
-        hidden_size=HIDDEN, vocab_size=VOCAB, min_seq_len=8, engines=engines,
+        name="m", family=kind, tokenizer_dir=tokenizer_dir, engine_inputs=inputs, ensemble_outputs=returned,
+        max_batch_size=4, max_seq_len=32, min_seq_len=8, labels=labels, engines=engines,
     )  # fmt: skip
 
 
@@ -70,8 +72,8 @@ def _tensors(entries: object) -> dict[str, tuple[str, list[int]]]:
     }
 
 
-def test_config_for_tokenizer_declares_text_in_and_bert_tensors_out_when_family_is_bert(tmp_path: Path) -> None:
-    config = _roundtrip(config_for_tokenizer(_served(tmp_path, Family.BERT)))
+def test_config_for_tokenizer_declares_text_in_and_token_tensors_out_when_encoder_takes_token_types(tmp_path: Path) -> None:
+    config = _roundtrip(config_for_tokenizer(_served(tmp_path, ENCODER)))
     assert (config.name, config.backend, config.max_batch_size) == (tokenizer_model("m"), "python", 4)
     assert _tensors(config.input) == {"TEXT": ("TYPE_STRING", [1])}
     assert _tensors(config.output) == {
@@ -85,19 +87,19 @@ def test_config_for_tokenizer_declares_text_in_and_bert_tensors_out_when_family_
     assert config.HasField("dynamic_batching")
 
 
-def test_config_for_tokenizer_omits_token_type_ids_when_family_is_gpt2(tmp_path: Path) -> None:
-    config = _roundtrip(config_for_tokenizer(_served(tmp_path, Family.GPT2)))
+def test_config_for_tokenizer_omits_token_type_ids_when_engine_takes_none(tmp_path: Path) -> None:
+    config = _roundtrip(config_for_tokenizer(_served(tmp_path, DECODER)))
     assert list(_tensors(config.output)) == ["input_ids", "attention_mask", "truncated"]
 
 
-@pytest.mark.parametrize(("runtime", "platform"), [(Runtime.ONNXRUNTIME, "onnxruntime_onnx"), (Runtime.TENSORRT, "tensorrt_plan")])
-def test_config_for_engine_uses_runtime_platform_and_cpu_instances_when_no_gpu(tmp_path: Path, runtime: Runtime, platform: str) -> None:
-    model = _served(tmp_path, Family.BERT, (runtime,))
+@pytest.mark.parametrize(("runtime", "platform"), [("onnxruntime", "onnxruntime_onnx"), ("tensorrt", "tensorrt_plan")])
+def test_config_for_engine_uses_runtime_platform_and_cpu_instances_when_no_gpu(tmp_path: Path, runtime: str, platform: str) -> None:
+    model = _served(tmp_path, ENCODER, (runtime,))
     engine = model.engines[1]
     config = _roundtrip(config_for_engine(model, engine, ServingOptions(max_queue_delay_us=500, intra_op_threads=2)))
     assert config.name == engine_model("m", engine.precision, runtime)
     assert config.platform == platform
-    assert list(_tensors(config.input)) == list(ENGINE_INPUTS[Family.BERT])
+    assert list(_tensors(config.input)) == list(("input_ids", "attention_mask", "token_type_ids"))
     assert _tensors(config.output) == {"last_hidden_state": ("TYPE_FP32", [-1, HIDDEN]), "sentence_embedding": ("TYPE_FP32", [HIDDEN])}
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
     assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_CPU"]
@@ -105,7 +107,7 @@ def test_config_for_engine_uses_runtime_platform_and_cpu_instances_when_no_gpu(t
 
 
 def test_config_for_engine_places_instances_on_gpu_with_cuda_graphs_when_asked(tmp_path: Path) -> None:
-    model = _served(tmp_path, Family.GPT2)
+    model = _served(tmp_path, DECODER)
     options = ServingOptions(gpu=True, engine_instances=2, cuda_graphs=True)
     config = _roundtrip(config_for_engine(model, model.engines[0], options))
     (group,) = config.instance_group
@@ -113,9 +115,9 @@ def test_config_for_engine_places_instances_on_gpu_with_cuda_graphs_when_asked(t
     assert config.parameters["enable_cuda_graph"].string_value == "1"
 
 
-def test_config_for_engine_rejects_engine_when_family_output_is_missing(tmp_path: Path) -> None:
-    model = _served(tmp_path, Family.BERT)
-    engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, tmp_path / "x.onnx", (TensorSpec("pooler_output", (HIDDEN,)),))
+def test_config_for_engine_rejects_engine_when_an_ensemble_output_is_missing(tmp_path: Path) -> None:
+    model = _served(tmp_path, ENCODER)
+    engine = EngineArtifact(Precision.FP32, "onnxruntime", tmp_path / "x.onnx", (TensorSpec("pooler_output", (HIDDEN,)),))
     with pytest.raises(BadInputError, match=r"must also output \['sentence_embedding'\] for the text ensemble"):
         config_for_engine(model, engine)
 
@@ -132,7 +134,7 @@ def test_config_for_engine_rejects_engine_when_family_output_is_missing(tmp_path
 def test_serving_defaults_follow_the_device_when_options_are_left_out(
     tmp_path: Path, options: ServingOptions, graphs: str | None, buckets: str, delay: int
 ) -> None:
-    model = _served(tmp_path, Family.BERT)  # min_seq_len 8, max_seq_len 32
+    model = _served(tmp_path, ENCODER)  # min_seq_len 8, max_seq_len 32
     engine = _roundtrip(config_for_engine(model, model.engines[0], options))
     tokenizer = _roundtrip(config_for_tokenizer(model, options))
     assert (engine.parameters["enable_cuda_graph"].string_value if "enable_cuda_graph" in engine.parameters else None) == graphs
@@ -147,7 +149,7 @@ def test_serving_options_rejects_buckets_when_not_increasing_positive(buckets: t
 
 
 def test_no_dynamic_batching_leaves_the_batcher_out_of_tokenizer_and_engine(tmp_path: Path) -> None:
-    model = _served(tmp_path, Family.BERT)
+    model = _served(tmp_path, ENCODER)
     options = ServingOptions(gpu=True, dynamic_batching=False)
     for config in (_roundtrip(config_for_engine(model, model.engines[0], options)), _roundtrip(config_for_tokenizer(model, options))):
         assert config.WhichOneof("scheduling_choice") is None and config.max_batch_size == 4  # still batched by the client
@@ -164,8 +166,8 @@ def test_serving_options_rejects_cuda_graphs_when_not_on_gpu() -> None:
         ServingOptions(cuda_graphs=True)
 
 
-def test_config_for_ensemble_chains_tokenizer_then_engine_when_bert(tmp_path: Path) -> None:
-    config = _roundtrip(config_for_ensemble(_served(tmp_path, Family.BERT), Precision.HYBRID, Runtime.TENSORRT))
+def test_config_for_ensemble_chains_tokenizer_then_engine_when_encoder(tmp_path: Path) -> None:
+    config = _roundtrip(config_for_ensemble(_served(tmp_path, ENCODER), Precision.HYBRID, "tensorrt"))
     assert (config.name, config.platform) == (ensemble_model("m", "hybrid", "tensorrt"), "ensemble")
     assert [s.model_name for s in config.ensemble_scheduling.step] == [tokenizer_model("m"), engine_model("m", "hybrid", "tensorrt")]
     assert _tensors(config.output) == {"sentence_embedding": ("TYPE_FP32", [HIDDEN]), "truncated": ("TYPE_BOOL", [1])}
@@ -176,18 +178,18 @@ def test_config_for_ensemble_chains_tokenizer_then_engine_when_bert(tmp_path: Pa
     assert set(_tensors(config.output)) <= produced
 
 
-def test_config_for_ensemble_outputs_next_token_when_gpt2(tmp_path: Path) -> None:
-    config = _roundtrip(config_for_ensemble(_served(tmp_path, Family.GPT2), Precision.FP16))
+def test_config_for_ensemble_outputs_next_token_when_decoder(tmp_path: Path) -> None:
+    config = _roundtrip(config_for_ensemble(_served(tmp_path, DECODER), Precision.FP16))
     assert config.name == "m_fp16"
     assert _tensors(config.output) == {
         "next_token_logits": ("TYPE_FP32", [VOCAB]), "next_token_id": ("TYPE_INT64", [1]), "truncated": ("TYPE_BOOL", [1]),
     }  # fmt: skip
-    model = _served(tmp_path / "engine", Family.GPT2)
+    model = _served(tmp_path / "engine", DECODER)
     assert _tensors(_roundtrip(config_for_engine(model, model.engines[0])).output)["next_token_id"] == ("TYPE_INT64", [1])
 
 
 def test_write_model_repository_writes_every_model_and_file_when_all_runtimes(tmp_path: Path) -> None:
-    model = _served(tmp_path, Family.BERT, (Runtime.ONNXRUNTIME, Runtime.TENSORRT))
+    model = _served(tmp_path, ENCODER, ("onnxruntime", "tensorrt"))
     root = tmp_path / "repository"
     names = write_model_repository(root, model)
     assert len(names) == 1 + 2 * len(model.engines)
@@ -201,7 +203,7 @@ def test_write_model_repository_writes_every_model_and_file_when_all_runtimes(tm
 
 def test_write_model_repository_writes_onnx_models_when_one_runtime(tmp_path: Path) -> None:
     root = tmp_path / "repository"
-    names = write_model_repository(root, _served(tmp_path, Family.GPT2), gpu=True)
+    names = write_model_repository(root, _served(tmp_path, DECODER), gpu=True)
     assert sorted(names) == sorted(["m_tokenizer", "m_fp32_onnx", "m_fp32", "m_fp16_onnx",
                                     "m_fp16", "m_hybrid_onnx", "m_hybrid"])  # fmt: skip
     configs = validate_repository(root)
@@ -210,7 +212,7 @@ def test_write_model_repository_writes_onnx_models_when_one_runtime(tmp_path: Pa
 
 
 def test_write_model_repository_copies_onnx_external_data_when_beside_engine(tmp_path: Path) -> None:
-    model = _served(tmp_path, Family.GPT2)
+    model = _served(tmp_path, DECODER)
     engine = model.engines[0]
     engine.path.with_name(engine.path.name + ".data").write_bytes(b"weights")
     write_model_repository(tmp_path / "repository", model)
@@ -218,7 +220,7 @@ def test_write_model_repository_copies_onnx_external_data_when_beside_engine(tmp
 
 
 def test_write_model_repository_rejects_model_when_tokenizer_json_and_engines_are_missing(tmp_path: Path) -> None:
-    model = _served(tmp_path, Family.BERT)
+    model = _served(tmp_path, ENCODER)
     (model.tokenizer_dir / "tokenizer.json").unlink()
     model.engines[0].path.unlink()
     with pytest.raises(BadInputError, match=r"no tokenizer\.json.*does not exist"):
@@ -227,7 +229,7 @@ def test_write_model_repository_rejects_model_when_tokenizer_json_and_engines_ar
 
 def test_validate_repository_lists_every_problem_when_configs_disagree(tmp_path: Path) -> None:
     root = tmp_path / "repository"
-    write_model_repository(root, _served(tmp_path, Family.GPT2))
+    write_model_repository(root, _served(tmp_path, DECODER))
     (root / "renamed").mkdir()
     (root / "m_fp32/config.pbtxt").rename(root / "renamed/config.pbtxt")
     (root / "m_tokenizer/config.pbtxt").write_text('name: "m_tokenizer"\nbogus_field: 1\n')
@@ -238,3 +240,22 @@ def test_validate_repository_lists_every_problem_when_configs_disagree(tmp_path:
         validate_repository(root)
     message = str(raised.value)
     assert "names the model 'm_fp32'" in message and "no version folder" in message and "lacks" in message
+
+
+def test_classifier_ensemble_ends_with_the_labels_model_that_names_the_engines_label_id(tmp_path: Path) -> None:
+    model = _served(tmp_path, CLASSIFIER)
+    config = _roundtrip(config_for_ensemble(model, Precision.FP16))
+    steps = config.ensemble_scheduling.step
+    assert [s.model_name for s in steps] == [tokenizer_model("m"), engine_model("m", "fp16"), labels_model("m")]
+    assert dict(steps[1].output_map)["label_id"] == "label_id" and dict(steps[2].input_map) == {"label_id": "label_id"}
+    assert _tensors(config.output) == {
+        "sentence_embedding": ("TYPE_FP32", [HIDDEN]), "logits": ("TYPE_FP32", [LABELS]), "probabilities": ("TYPE_FP32", [LABELS]),
+        "label": ("TYPE_STRING", [1]), "truncated": ("TYPE_BOOL", [1]),
+    }  # fmt: skip
+    labels = _roundtrip(config_for_labels(model))
+    assert labels.backend == "python" and labels.parameters["id2label"].string_value == '{"0": "negative", "1": "neutral", "2": "positive"}'
+    root = tmp_path / "repository"
+    assert labels_model("m") in write_model_repository(root, model)
+    assert (root / "m_labels/1/model.py").read_text().startswith('"""Triton Python backend: a classifier')
+    with pytest.raises(BadInputError, match="only a classification head"):
+        config_for_labels(_served(tmp_path / "plain", ENCODER))

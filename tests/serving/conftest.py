@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from toolkit.artifacts import EngineArtifact, ServedModel
 from toolkit.models.export import output_specs
 from toolkit.models.loading import load_model
-from toolkit.names import Family, Precision, Runtime
+from toolkit.names import Precision
 
 MAX_SEQ_LEN = 24
 MIN_SEQ_LEN = 4  # GPT-2 only: exercises the tokenizer's padding up to a TensorRT-style minimum
@@ -52,8 +52,9 @@ def gpt2_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
     overrides = {"vocab_size": vocab, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
     model = load_model("gpt2", random_weights=True, name="tinygpt2", config_overrides=overrides)
     path = exported_onnx(model, folder / "gpt2_fp32.onnx")
-    engine = EngineArtifact(Precision.FP32, Runtime.ONNXRUNTIME, path, output_specs(model))
+    engine = EngineArtifact(Precision.FP32, "onnxruntime", path, output_specs(model))
     return ServedModel(
-        name="tinygpt2", family=Family.GPT2, tokenizer_dir=tokenizer_dir, max_batch_size=MAX_BATCH_SIZE,
-        max_seq_len=MAX_SEQ_LEN, hidden_size=32, vocab_size=vocab, min_seq_len=MIN_SEQ_LEN, engines=[engine],
+        name="tinygpt2", family=model.family.name, tokenizer_dir=tokenizer_dir, engine_inputs=model.family.engine_inputs(),
+        ensemble_outputs=model.family.ensemble_outputs(model), max_batch_size=MAX_BATCH_SIZE, max_seq_len=MAX_SEQ_LEN,
+        min_seq_len=MIN_SEQ_LEN, engines=[engine],
     )  # fmt: skip

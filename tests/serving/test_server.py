@@ -31,18 +31,20 @@ from toolkit.names import (
     SENTENCE_EMBEDDING,
     TEXT,
     TRUNCATED,
-    Family,
-    engine_model,
-    ensemble_model,
-    tokenizer_model,
 )
-from toolkit.repository import write_model_repository
 from toolkit.repository.configs import ServingOptions
+from toolkit.repository.layout import write_model_repository
+from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model
 from toolkit.serving import Ports, docker_command, free_ports, running_server
 from toolkit.serving.__main__ import main as cli
 from toolkit.serving.server import port_in_use, server_environment
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
+
+
+def _width(model: ServedModel, output: str) -> int:
+    """The width of one of the engines' outputs (an embedding's dimension, a vocabulary's size)."""
+    return next(spec.dims[-1] for spec in model.engines[0].outputs if spec.name == output)
 
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "triton"]
 BERT_BUCKETS = (8, 16)
@@ -81,11 +83,11 @@ def _reference(model: ServedModel, text: str) -> dict[str, np.ndarray]:
     """Direct onnxruntime run on one unpadded text, post-processed in numpy."""
     encoding = _shipped_tokenizer(model).encode(text)
     feeds = {"input_ids": np.array([encoding.ids]), "attention_mask": np.array([encoding.attention_mask])}
-    if model.family is Family.BERT:
+    if "token_type_ids" in model.engine_inputs:
         feeds["token_type_ids"] = np.array([encoding.type_ids])
     session = ort.InferenceSession(str(model.engines[0].path), providers=["CPUExecutionProvider"])
     output = session.run([model.engines[0].outputs[0].name], feeds)[0]
-    if model.family is Family.BERT:
+    if SENTENCE_EMBEDDING in model.ensemble_outputs:
         return {LAST_HIDDEN_STATE: output[0], SENTENCE_EMBEDDING: output[0].mean(axis=0)}
     return {NEXT_TOKEN_LOGITS: output[0, -1], NEXT_TOKEN_ID: np.array([output[0, -1].argmax()])}
 
@@ -105,7 +107,7 @@ def _infer(ports: Ports, protocol: str, model_name: str, texts: list[bytes]) -> 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_bert_ensemble_matches_onnxruntime_when_queried(server: Ports, bert_model: ServedModel, protocol: str) -> None:
     outputs = _infer(server, protocol, ensemble_model(bert_model.name, "fp32"), [t.encode() for t in TEXTS])
-    assert outputs[SENTENCE_EMBEDDING].shape == (len(TEXTS), bert_model.hidden_size)
+    assert outputs[SENTENCE_EMBEDDING].shape == (len(TEXTS), _width(bert_model, SENTENCE_EMBEDDING))
     assert not outputs[TRUNCATED].any()
     for row, text in enumerate(TEXTS):
         expected = _reference(bert_model, text)
@@ -115,7 +117,7 @@ def test_bert_ensemble_matches_onnxruntime_when_queried(server: Ports, bert_mode
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_gpt2_ensemble_matches_onnxruntime_when_queried(server: Ports, gpt2_model: ServedModel, protocol: str) -> None:
     outputs = _infer(server, protocol, ensemble_model(gpt2_model.name, "fp32"), [t.encode() for t in TEXTS])
-    assert outputs[NEXT_TOKEN_LOGITS].shape == (len(TEXTS), gpt2_model.vocab_size)
+    assert outputs[NEXT_TOKEN_LOGITS].shape == (len(TEXTS), _width(gpt2_model, NEXT_TOKEN_LOGITS))
     for row, text in enumerate(TEXTS):
         expected = _reference(gpt2_model, text)
         np.testing.assert_allclose(outputs[NEXT_TOKEN_LOGITS][row], expected[NEXT_TOKEN_LOGITS], atol=1e-4)
@@ -207,7 +209,7 @@ def test_ensemble_answers_error_and_keeps_serving_when_input_is_bad(
         with pytest.raises(InferenceServerException, match=message):
             client.infer(name, tensors)
         assert client.is_server_live() and client.is_model_ready(name)
-    assert _infer(server, "grpc", name, [b"still serving"])[SENTENCE_EMBEDDING].shape == (1, bert_model.hidden_size)
+    assert _infer(server, "grpc", name, [b"still serving"])[SENTENCE_EMBEDDING].shape == (1, _width(bert_model, SENTENCE_EMBEDDING))
 
 
 def test_server_batches_requests_when_many_clients_query_concurrently(server: Ports, bert_model: ServedModel) -> None:

@@ -2,23 +2,22 @@
 
 Two traps of transformers 5 are handled here:
 - the mask: traced 2-D masks get specialised on the example (an all-ones example mask is dropped
-  altogether), so the wrapper builds the classic additive 4-D mask itself, which transformers passes through;
+  altogether), so the wrapper builds the classic additive 4-D mask itself (causal for decoders), which
+  transformers passes through;
 - the training mode: ``torch.onnx.export`` restores the *wrapper's* mode onto the whole module tree, so the
   wrapper is put in eval mode too, or the reference would run with dropout.
 
-What a text ensemble returns is computed inside the graph, so the engine is the ensemble's last step (no
-Python post-processing hop, and GPT-2's full logits never leave the GPU when only the next token is asked
-for): BERT's ``sentence_embedding`` (mean over attended tokens, as sentence-transformers pools) and GPT-2's
-``next_token_logits`` / ``next_token_id`` (at each row's last attended position, right padding). Both use
-only element-wise ops, reductions and a batched MatMul, which ONNX Runtime keeps on the GPU (a Range or
-Shape op would land on the CPU and rule out CUDA graphs).
+What a text ensemble returns is computed inside the graph (the model family's ``graph_outputs``: an encoder's
+pooled ``sentence_embedding`` and classifier probabilities, a decoder's next token), so the engine is the
+ensemble's last compute step (no Python post-processing hop, and GPT-2's full logits never leave the GPU when
+only the next token is asked for).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,19 +25,8 @@ from toolkit.artifacts import TensorSpec
 from toolkit.errors import ExportMismatchError
 from toolkit.measurement.compare import cosine_rows
 from toolkit.models.loading import LoadedModel
-from toolkit.names import (
-    ATTENTION_MASK,
-    ENGINE_INPUTS,
-    INPUT_IDS,
-    LAST_HIDDEN_STATE,
-    LOGITS,
-    NEXT_TOKEN_ID,
-    NEXT_TOKEN_LOGITS,
-    POOLER_OUTPUT,
-    SENTENCE_EMBEDDING,
-    TOKEN_TYPE_IDS,
-    Family,
-)
+from toolkit.names import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS
+from toolkit.runtimes.onnxruntime import run_onnx
 
 if TYPE_CHECKING:
     import torch
@@ -52,17 +40,8 @@ MIN_EXPORT_COSINE = 0.99999
 
 
 def output_specs(model: LoadedModel) -> tuple[TensorSpec, ...]:
-    """Graph outputs of a family, the first one the per-token output fidelity is measured on.
-
-    BERT: states, pooled output, sentence embedding (+ classifier logits); GPT-2: logits, next token.
-    """
-    if model.family is Family.GPT2:
-        return (TensorSpec(LOGITS, (-1, model.vocab_size)), TensorSpec(NEXT_TOKEN_LOGITS, (model.vocab_size,)), TensorSpec(NEXT_TOKEN_ID, (1,), "TYPE_INT64"))
-    hidden = model.hidden_size
-    specs = [TensorSpec(LAST_HIDDEN_STATE, (-1, hidden)), TensorSpec(POOLER_OUTPUT, (hidden,)), TensorSpec(SENTENCE_EMBEDDING, (hidden,))]
-    if model.has_classifier:
-        specs.append(TensorSpec(LOGITS, (int(model.config.num_labels or 2),)))
-    return tuple(specs)
+    """Graph outputs of ``model`` (its family's), the first one the per-token output fidelity is measured on."""
+    return model.family.output_specs(model)
 
 
 def output_names(model: LoadedModel) -> tuple[str, ...]:
@@ -71,13 +50,14 @@ def output_names(model: LoadedModel) -> tuple[str, ...]:
 
 
 def torch_module(model: LoadedModel) -> torch.nn.Module:
-    """The module that is exported: takes the engine's inputs (keyword or positional), returns its outputs."""
+    """The module that is exported, and timed as the PyTorch baseline: takes the engine's inputs (keyword or
+    positional), returns the family's graph outputs."""
     import torch
 
-    causal = model.family is Family.GPT2
+    causal = model.family.causal
 
     class ExportWrapper(torch.nn.Module):
-        """Calls the HF model with keyword arguments and a ready 4-D additive mask; returns a tuple."""
+        """Calls the family's forward with a ready 4-D additive mask; returns a tuple."""
 
         def __init__(self, module: torch.nn.Module) -> None:
             super().__init__()
@@ -92,26 +72,7 @@ def torch_module(model: LoadedModel) -> torch.nn.Module:
                 length = input_ids.shape[1]
                 keep = keep * torch.tril(torch.ones(length, length, dtype=dtype, device=input_ids.device))
             mask = (1.0 - keep) * MASK_VALUE
-            if causal:
-                logits = self.module(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-                # One-hot of each row's last attended position (cumulative count == total), then one batched MatMul.
-                counts = attention_mask.cumsum(dim=1)
-                last = ((counts == counts[:, -1:]) & (attention_mask > 0)).to(logits.dtype)
-                next_logits = torch.matmul(last.unsqueeze(1), logits).squeeze(1)
-                return logits, next_logits, next_logits.argmax(dim=-1, keepdim=True)
-            kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-            if model.has_classifier:
-                classifier: Any = self.module  # BertForSequenceClassification: encoder and head called apart
-                base = classifier.bert(input_ids=input_ids, attention_mask=mask, **kwargs)
-                logits = classifier.classifier(base.pooler_output)
-                return base.last_hidden_state, base.pooler_output, mean_pool(base.last_hidden_state, attention_mask), logits
-            out = self.module(input_ids=input_ids, attention_mask=mask, **kwargs)
-            return out.last_hidden_state, out.pooler_output, mean_pool(out.last_hidden_state, attention_mask)
-
-    def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # Weights first, then one sum (kept FP32 by the hybrid policy): no intermediate exceeds the states.
-        keep = attention_mask.unsqueeze(-1).to(states.dtype)
-        return (states * (keep / keep.sum(dim=1, keepdim=True).clamp(min=1.0))).sum(dim=1)
+            return model.family.graph_outputs(model, self.module, input_ids, mask, attention_mask, token_type_ids)
 
     return ExportWrapper(model.module).eval()
 
@@ -124,10 +85,8 @@ def example_inputs(model: LoadedModel, batch: int, seq: int, seed: int = 0) -> d
     mask = np.ones((batch, seq), dtype=np.int64)
     for row in range(0, batch, 2):
         mask[row, max(1, seq // 2 + row) :] = 0
-    inputs = {INPUT_IDS: ids, ATTENTION_MASK: mask}
-    if model.family is Family.BERT:
-        inputs[TOKEN_TYPE_IDS] = np.zeros_like(ids)
-    return inputs
+    tensors = {INPUT_IDS: ids, ATTENTION_MASK: mask, TOKEN_TYPE_IDS: np.zeros_like(ids)}
+    return {name: tensors[name] for name in model.family.engine_inputs()}
 
 
 def onnx_from_hf(model: LoadedModel, path: Path) -> Path:
@@ -135,7 +94,7 @@ def onnx_from_hf(model: LoadedModel, path: Path) -> Path:
     import torch
 
     wrapper = torch_module(model)
-    names = ENGINE_INPUTS[model.family]
+    names = model.family.engine_inputs()
     example = example_inputs(model, *EXPORT_EXAMPLE_SHAPE)
     args = tuple(torch.from_numpy(example[name]) for name in names)
     outputs = output_names(model)
@@ -174,7 +133,7 @@ def torch_outputs(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str
 
     torch.backends.cuda.matmul.allow_tf32 = False
     wrapper = torch_module(model)
-    args = tuple(torch.from_numpy(inputs[name]) for name in ENGINE_INPUTS[model.family])
+    args = tuple(torch.from_numpy(inputs[name]) for name in model.family.engine_inputs())
     with torch.no_grad():
         values = wrapper(*args)
     return {name: value.numpy() if not value.is_floating_point() else value.float().numpy() for name, value in zip(output_names(model), values, strict=True)}
@@ -185,8 +144,6 @@ def verify_export(model: LoadedModel, path: Path, shapes: tuple[tuple[int, int],
 
     Raises ExportMismatchError listing every failing (shape, output) when cosine < MIN_EXPORT_COSINE.
     """
-    from toolkit.engines.onnxrt import run_onnx
-
     checks: list[ShapeCheck] = []
     for batch, seq in shapes:
         seq = min(seq, model.max_positions)

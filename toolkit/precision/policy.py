@@ -14,14 +14,18 @@ Runtime) runs these graphs as written.
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolkit.errors import BadInputError
+from toolkit.graphs import tensor_readers
 from toolkit.names import Precision
-from toolkit.onnx_graph import tensor_readers
 
 if TYPE_CHECKING:
     import onnx
@@ -41,6 +45,44 @@ FUSED_FORMS: dict[str, tuple[str, ...]] = {
 FP16_MAX = 65504.0
 
 FLOAT_TYPES = {1: "fp32", 10: "fp16", 11: "fp64", 16: "bf16"}
+# onnxconverter-common's warning for each weight it moves to FP16's smallest normal (1e-7 in magnitude).
+CLAMP_WARNING = re.compile(r"the float32 number (\S+) will be truncated to (\S+)")
+
+
+@dataclass
+class Clamps:
+    """Weights the FP16 conversion moved to FP16's smallest normal: how many, and the largest change."""
+
+    count: int = 0
+    largest_relative_change: float = 0.0
+    largest_absolute_change: float = 0.0
+    unrelated: list[warnings.WarningMessage] = field(default_factory=list)
+
+    def add(self, original: float, clamped: float) -> None:
+        self.count += 1
+        change = abs(clamped - original)
+        self.largest_absolute_change = max(self.largest_absolute_change, change)
+        self.largest_relative_change = max(self.largest_relative_change, change / abs(original) if original else 0.0)
+
+    def summary(self) -> dict[str, float | int]:
+        """What the manifest records."""
+        return {"count": self.count, "largest_relative_change": self.largest_relative_change, "largest_absolute_change": self.largest_absolute_change}
+
+
+@contextmanager
+def counted_clamps() -> Iterator[Clamps]:
+    """Collect the converter's one-warning-per-clamped-weight (dozens to hundreds per model) into one
+    :class:`Clamps`; other warnings are shown as usual when the block ends."""
+    clamps = Clamps()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield clamps
+    for message in caught:
+        match = CLAMP_WARNING.search(str(message.message))
+        if match:
+            clamps.add(float(match.group(1)), float(match.group(2)))
+        else:
+            warnings.warn_explicit(message.message, message.category, message.filename, message.lineno)
 
 
 def parse_keep_fp32(value: str | Iterable[str] | None) -> tuple[str, ...]:

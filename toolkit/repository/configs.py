@@ -6,6 +6,7 @@ misspelled field or enum fails here, when generating, never when the server load
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,28 +16,12 @@ from tritonclient.grpc import model_config_pb2
 
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
 from toolkit.errors import BadInputError
-from toolkit.names import (
-    ENGINE_INPUTS,
-    MODEL_FILE_OF_RUNTIME,
-    NEXT_TOKEN_ID,
-    NEXT_TOKEN_LOGITS,
-    PLATFORM_OF_RUNTIME,
-    SENTENCE_EMBEDDING,
-    TEXT,
-    TRUNCATED,
-    Family,
-    Precision,
-    Runtime,
-    engine_model,
-    ensemble_model,
-    tokenizer_model,
-)
+from toolkit.names import LABEL, LABEL_ID, TEXT, TRUNCATED, Precision
+from toolkit.repository.naming import engine_model, ensemble_model, labels_model, tokenizer_model
+from toolkit.runtimes import DEFAULT_RUNTIME, get_runtime
 
 ModelConfig = model_config_pb2.ModelConfig
-
-# What a family's text ensemble returns besides ``truncated``: engine outputs computed in the graph
-# (``toolkit.models.export``), so the engine is the ensemble's last step.
-ENSEMBLE_OUTPUTS: dict[Family, tuple[str, ...]] = {Family.BERT: (SENTENCE_EMBEDDING,), Family.GPT2: (NEXT_TOKEN_LOGITS, NEXT_TOKEN_ID)}
+LABEL_SPEC = TensorSpec(LABEL, (1,), "TYPE_STRING")  # made by the labels model from the engine's label_id
 
 
 @dataclass(frozen=True)
@@ -122,7 +107,7 @@ def config_for_tokenizer(model: ServedModel, options: ServingOptions = ServingOp
     the next of ``options.buckets_for(...)`` (parameter ``seq_buckets``) when there are buckets.
     """
     buckets = options.buckets_for(model.min_seq_len, model.max_seq_len)
-    outputs = [_tensor(name, "TYPE_INT64", [-1]) for name in ENGINE_INPUTS[model.family]]
+    outputs = [_tensor(name, "TYPE_INT64", [-1]) for name in model.engine_inputs]
     return _message(
         {
             "name": tokenizer_model(model.name),
@@ -136,30 +121,52 @@ def config_for_tokenizer(model: ServedModel, options: ServingOptions = ServingOp
                     "max_seq_len": model.max_seq_len,
                     "min_seq_len": model.min_seq_len,
                     "seq_buckets": ",".join(map(str, buckets)),
-                    "family": model.family.value,
+                    "pad_id": model.pad_id,
+                    "lowercase": int(model.lowercase),
+                    "family": model.family,
                 }
             ),
         }
     )
 
 
+def config_for_labels(model: ServedModel, options: ServingOptions = ServingOptions()) -> model_config_pb2.ModelConfig:
+    """Python-backend model of a classifier: ``label_id`` (the engine's argmax) -> ``label`` (its id2label name)."""
+    if not model.labels:
+        raise BadInputError(f"model {model.name!r} has no label names: only a classification head gets a labels model")
+    return _message(
+        {
+            "name": labels_model(model.name),
+            "backend": "python",
+            **_batching(model, options),
+            "input": [_tensor(LABEL_ID, "TYPE_INT64", [1])],
+            "output": [_tensor(LABEL_SPEC.name, LABEL_SPEC.data_type, LABEL_SPEC.dims)],
+            "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+            "parameters": _parameters({"id2label": json.dumps({str(k): v for k, v in sorted(model.labels.items())})}),
+        }
+    )
+
+
 def _ensemble_outputs(model: ServedModel, specs: Iterable[TensorSpec], where: str) -> list[TensorSpec]:
-    """The specs of what ``model``'s text ensemble returns, found among ``specs``; BadInputError if any is missing."""
+    """The specs of what ``model``'s text ensemble returns, found among ``specs`` (the label comes from the labels
+    model); BadInputError if any is missing."""
     by_name = {spec.name: spec for spec in specs}
-    missing = [name for name in ENSEMBLE_OUTPUTS[model.family] if name not in by_name]
+    if model.labels:
+        by_name[LABEL] = LABEL_SPEC
+    missing = [name for name in model.ensemble_outputs if name not in by_name]
     if missing:
         raise BadInputError(
-            f"{where} output {list(by_name)}: a {model.family.value} engine "
+            f"{where} output {list(by_name)}: a {model.family} engine "
             f"must also output {missing} for the text ensemble; re-export the model (build_engines.py)"
         )
-    return [by_name[name] for name in ENSEMBLE_OUTPUTS[model.family]]
+    return [by_name[name] for name in model.ensemble_outputs]
 
 
 def config_for_engine(
     model: ServedModel, engine: EngineArtifact, options: ServingOptions = ServingOptions()
 ) -> model_config_pb2.ModelConfig:
-    """One ONNX Runtime or TensorRT engine: token tensors in, the engine's FP32 outputs out."""
-    runtime = Runtime(engine.runtime)
+    """One engine of any registered runtime: token tensors in, the engine's outputs out."""
+    runtime = get_runtime(engine.runtime)
     _ensemble_outputs(model, engine.outputs, f"engine {engine.path}")
     parameters: dict[str, object] = {}
     if options.intra_op_threads:
@@ -168,11 +175,11 @@ def config_for_engine(
         parameters["enable_cuda_graph"] = 1
     return _message(
         {
-            "name": engine_model(model.name, engine.precision, runtime),
-            "platform": PLATFORM_OF_RUNTIME[runtime],
-            "default_model_filename": MODEL_FILE_OF_RUNTIME[runtime],
+            "name": engine_model(model.name, engine.precision, runtime.name),
+            "platform": runtime.platform,
+            "default_model_filename": runtime.model_file,
             **_batching(model, options),
-            "input": [_tensor(name, "TYPE_INT64", [-1]) for name in ENGINE_INPUTS[model.family]],
+            "input": [_tensor(name, "TYPE_INT64", [-1]) for name in model.engine_inputs],
             "output": [_tensor(spec.name, spec.data_type, spec.dims) for spec in engine.outputs],
             "instance_group": [{"kind": "KIND_GPU" if options.gpu else "KIND_CPU", "count": options.engine_instances}],
             "parameters": _parameters(parameters),
@@ -185,20 +192,23 @@ def _step(model_name: str, inputs: dict[str, str], outputs: dict[str, str]) -> d
     return {"model_name": model_name, "model_version": -1, "input_map": inputs, "output_map": outputs}
 
 
-def config_for_ensemble(
-    model: ServedModel, precision: Precision | str, runtime: Runtime | str = Runtime.ONNXRUNTIME
-) -> model_config_pb2.ModelConfig:
-    """Text-in ensemble: tokenizer -> engine of (precision, runtime), which computes the ensemble's outputs.
+def config_for_ensemble(model: ServedModel, precision: Precision | str, runtime: str = DEFAULT_RUNTIME) -> model_config_pb2.ModelConfig:
+    """Text-in ensemble: tokenizer -> engine of (precision, runtime), which computes what the ensemble returns
+    (-> the labels model, for a classifier's label names).
 
-    BERT returns ``sentence_embedding``, GPT-2 ``next_token_logits`` and ``next_token_id``; per-token
-    states and full logits stay with the engine models (and, unrequested, on the GPU).
+    An encoder returns ``sentence_embedding`` (and a classifier's ``logits``, ``probabilities``, ``label``), a
+    decoder ``next_token_logits`` and ``next_token_id``; per-token states and full logits stay with the engine
+    models (and, unrequested, on the GPU).
     """
-    token_tensors = {name: name for name in ENGINE_INPUTS[model.family]}
+    token_tensors = {name: name for name in model.engine_inputs}
     returned = _ensemble_outputs(model, (spec for engine in model.engines for spec in engine.outputs), f"model {model.name}'s engines")
-    steps = [
-        _step(tokenizer_model(model.name), {TEXT: TEXT}, {**token_tensors, TRUNCATED: TRUNCATED}),
-        _step(engine_model(model.name, precision, runtime), token_tensors, {spec.name: spec.name for spec in returned}),
-    ]
+    from_engine = {spec.name: spec.name for spec in returned if spec.name != LABEL}
+    steps = [_step(tokenizer_model(model.name), {TEXT: TEXT}, {**token_tensors, TRUNCATED: TRUNCATED})]
+    if model.labels:
+        steps.append(_step(engine_model(model.name, precision, runtime), token_tensors, {**from_engine, LABEL_ID: LABEL_ID}))
+        steps.append(_step(labels_model(model.name), {LABEL_ID: LABEL_ID}, {LABEL: LABEL}))
+    else:
+        steps.append(_step(engine_model(model.name, precision, runtime), token_tensors, from_engine))
     return _message(
         {
             "name": ensemble_model(model.name, precision, runtime),
@@ -222,10 +232,10 @@ def config_from_text(text: str) -> model_config_pb2.ModelConfig:
 
 
 __all__ = [
-    "ENSEMBLE_OUTPUTS",
     "ServingOptions",
     "config_for_engine",
     "config_for_ensemble",
+    "config_for_labels",
     "config_for_tokenizer",
     "config_from_text",
     "config_text",

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 from toolkit.artifacts import ServedModel
-from toolkit.names import tokenizer_model
 from toolkit.repository.configs import ServingOptions
+from toolkit.repository.naming import tokenizer_model
 
 MANIFEST = "manifest.json"  # beside the tokenizer model: ``<repository>/<name>_tokenizer/manifest.json``
 

@@ -16,18 +16,20 @@ from tritonclient.grpc import model_config_pb2
 
 from toolkit.artifacts import EngineArtifact, ServedModel
 from toolkit.errors import BadInputError
-from toolkit.names import MODEL_FILE_OF_RUNTIME, Runtime
 from toolkit.repository.configs import (
     ServingOptions,
     config_for_engine,
     config_for_ensemble,
+    config_for_labels,
     config_for_tokenizer,
     config_from_text,
     config_text,
 )
+from toolkit.runtimes import get_runtime
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent / "backends"
 TOKENIZER_MODEL_PY = BACKENDS_DIR / "tokenizer" / "model.py"
+LABELS_MODEL_PY = BACKENDS_DIR / "labels" / "model.py"
 VERSION = "1"
 
 
@@ -58,7 +60,7 @@ def _engine_files(engine: EngineArtifact) -> dict[str, Path]:
 
     External data is referenced by its own file name inside the graph, so siblings keep their names.
     """
-    files = {MODEL_FILE_OF_RUNTIME[Runtime(engine.runtime)]: engine.path}
+    files = {get_runtime(engine.runtime).model_file: engine.path}
     for sibling in engine.path.parent.glob(f"{engine.path.name}.*"):
         files[sibling.name] = sibling
     return files
@@ -92,13 +94,15 @@ def write_model_repository(root: Path, model: ServedModel, *, gpu: bool = False,
     models = [
         (config_for_tokenizer(model, options), {"model.py": TOKENIZER_MODEL_PY, **tokenizer_files}),
     ]
+    if model.labels:
+        models.append((config_for_labels(model, options), {"model.py": LABELS_MODEL_PY}))
     for engine in model.engines:
         models.append((config_for_engine(model, engine, options), _engine_files(engine)))
         models.append((config_for_ensemble(model, engine.precision, engine.runtime), {}))
     names = [config.name for config, _ in models]
     clashes = sorted({name for name in names if names.count(name) > 1})
     if clashes:  # one folder would silently overwrite the other
-        raise BadInputError(f"model names {clashes} are used twice: make toolkit.names give each model its own name")
+        raise BadInputError(f"model names {clashes} are used twice: make toolkit.repository.naming give each model its own name")
     for config, files in models:
         _write_model(root, config, files)
     validate_repository(root)

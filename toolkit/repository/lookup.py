@@ -1,19 +1,25 @@
-"""What clients and perf read from a built Triton repository: engine files, input names, the tokenizer."""
+"""What clients and perf read from a built Triton repository: manifests, engine files, input names, the tokenizer.
+
+A model is known by its manifest (``<name>_tokenizer/manifest.json``, written by the build), never by its name.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from toolkit.errors import BadInputError
-from toolkit.names import (
-    ENGINE_INPUTS,
-    MODEL_FILE_OF_RUNTIME,
-    Family,
-    Runtime,
-    engine_model,
-    tokenizer_model,
-)
+from toolkit.models.families import ModelFamily, family_named
+from toolkit.repository.install import MANIFEST
+from toolkit.repository.naming import engine_model, tokenizer_model
+from toolkit.runtimes import DEFAULT_RUNTIME, get_runtime
+
+
+def read_manifest(repository: Path, name: str) -> dict[str, Any] | None:
+    """The build manifest of model ``name`` in ``repository``, or None when no build wrote one."""
+    path = Path(repository) / tokenizer_model(name) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def model_config(repository: Path, triton_model: str) -> Any | None:
@@ -31,13 +37,14 @@ def model_config(repository: Path, triton_model: str) -> Any | None:
         return None
 
 
-def engine_input_names(repository: Path | None, model: str, precision: str, runtime: str) -> tuple[str, ...]:
-    """Inputs of an engine model: from its config, else the family's contract in ``toolkit.names``."""
-    parsed = model_config(repository, engine_model(model, precision, runtime)) if repository else None
-    if parsed is not None and len(parsed.input) > 0:
-        return tuple(i.name for i in parsed.input)
-    family = Family.GPT2 if "gpt" in model.lower() else Family.BERT
-    return ENGINE_INPUTS[family]
+def engine_input_names(repository: Path, model: str, precision: str, runtime: str = DEFAULT_RUNTIME) -> tuple[str, ...]:
+    """Inputs of an engine model: from its config, else from the tokenizer model's config (the same tensors)."""
+    for triton_model in (engine_model(model, precision, runtime), tokenizer_model(model)):
+        parsed = model_config(repository, triton_model)
+        if parsed is not None:
+            names = [tensor.name for tensor in (parsed.input if triton_model != tokenizer_model(model) else parsed.output)]
+            return tuple(name for name in names if name != "truncated")
+    raise BadInputError(f"no config of {engine_model(model, precision, runtime)} or {tokenizer_model(model)} in {repository}; build {model} first")
 
 
 def find_tokenizer(repository: Path | None, model: str, override: Path | None = None) -> Path:
@@ -54,17 +61,26 @@ def find_tokenizer(repository: Path | None, model: str, override: Path | None = 
     )
 
 
-def engine_file(repository: Path, model: str, precision: str, runtime: str) -> Path | None:
+def engine_file(repository: Path, model: str, precision: str, runtime: str = DEFAULT_RUNTIME) -> Path | None:
     """The engine file (``model.onnx``/``model.plan``) of one engine model, highest version first."""
     folder = Path(repository) / engine_model(model, precision, runtime)
-    name = MODEL_FILE_OF_RUNTIME[Runtime(runtime)]
+    name = get_runtime(runtime).model_file
     versions = sorted(folder.glob(f"*/{name}"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1, reverse=True)
     return versions[0] if versions else None
 
 
-def require_engine_file(repository: Path, model: str, precision: str, runtime: str = "onnxruntime") -> Path:
+def require_engine_file(repository: Path, model: str, precision: str, runtime: str = DEFAULT_RUNTIME) -> Path:
     """``engine_file``, or a BadInputError that says how to build the missing engine."""
     path = engine_file(repository, model, precision, runtime)
     if path is None:
         raise BadInputError(f"no {runtime} engine for {model} {precision} in {repository}; build it first (build_engines.py --model {model})")
     return path
+
+
+def model_family(repository: Path, name: str) -> ModelFamily:
+    """The family of built model ``name``, from its manifest."""
+    manifest = read_manifest(repository, name)
+    if manifest is None:
+        raise BadInputError(f"no manifest of {name!r} in {repository}/{tokenizer_model(name)}: build it with build_engines.py first")
+    family = manifest.get("family")
+    return family_named(family["name"] if isinstance(family, dict) else str(family))

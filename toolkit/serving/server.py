@@ -1,8 +1,9 @@
 """Run the pip-installed Triton server (nvidia-pytriton's binary) or render its docker command.
 
-The wheel's server has only the Python backend. We assemble a backend folder where
-``onnxruntime/`` and ``tensorrt/`` hold our Python-based backends, so configs that say
-``platform: "onnxruntime_onnx"`` / ``"tensorrt_plan"`` load through them (see FACTS.md).
+The wheel's server has only the Python backend. We assemble a backend folder where each runtime plug-in's
+folder (``onnxruntime/``, ``tensorrt/``) holds its Python-based backend, so configs that say
+``platform: "onnxruntime_onnx"`` / ``"tensorrt_plan"`` load through them: Triton resolves a platform to
+``<backend-dir>/<backend>/model.py`` when the native backend is absent.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import DependencyMissingError, ServerError
+from toolkit.runtimes import RUNTIMES
 
-BACKENDS_SOURCE = Path(__file__).resolve().parent.parent / "backends"
 DEFAULT_STATE_DIR = Path("build/server")
 DEFAULT_BACKEND_DIR = Path("build/backends")
 DOCKER_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -87,12 +88,11 @@ def prepare_backend_dir(target: Path = DEFAULT_BACKEND_DIR) -> Path:
     for source in [*(server / "backends" / "python").glob("*.*"), stub]:
         if source.is_file():
             shutil.copy2(source, python_dir / source.name)
-    for runtime in ("onnxruntime", "tensorrt"):
-        folder = target / runtime
+    for runtime in RUNTIMES.values():  # each runtime's Python-based backend, with the modules it imports by name
+        folder = target / runtime.name
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(BACKENDS_SOURCE / runtime / "model.py", folder / "model.py")
-        for common in (BACKENDS_SOURCE / "common").glob("*.py"):  # imported by module name beside model.py
-            shutil.copy2(common, folder / common.name)
+        for name, source in runtime.backend_files().items():
+            shutil.copy2(source, folder / name)
     return target
 
 

@@ -8,7 +8,7 @@ backend is absent (the pip-installed server has none). The model file is
 - Execution provider: CUDA (I/O binding) when the instance is KIND_GPU and onnxruntime-gpu sees
   a GPU, else CPU. Config parameters (string values): ``intra_op_threads`` (CPU threads, 0 =
   ORT default), ``enable_cuda_graph`` (1 = replay one CUDA graph per input shape, up to
-  ``cuda_graph_max_shapes``, default 16; other shapes run without a graph; see cuda_graphs.py).
+  ``cuda_graph_max_shapes``, default 16; other shapes run without a graph; see ort_device.py).
 - All requests of one ``execute`` whose non-batch shapes agree run as one ORT call; every request
   gets exactly one response, a TritonError when its group failed.
 """
@@ -24,8 +24,8 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the common modules are copied beside us
-from cuda_graphs import DeviceRunner, cuda_session
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # ort_device.py and triton_batching.py are copied beside us
+from ort_device import DeviceRunner, cpu_session, cuda_session
 from triton_batching import run_grouped, tensor_specs
 
 
@@ -54,9 +54,7 @@ class TritonPythonModel:
                 logger.log_warn(f"{args['model_name']}: CUDA graphs refused ({refused}); serving without them")
                 cuda_graph = False
         else:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, threads)
         self._check_graph_names(path)
         max_graphs = int(parameters.get("cuda_graph_max_shapes", "16")) if cuda_graph else 0
         self.device = DeviceRunner(self.session, self.device_id, max_graphs) if self.use_cuda else None

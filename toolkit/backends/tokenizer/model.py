@@ -9,8 +9,9 @@ the request gets an error naming the row. Rows are truncated to ``max_seq_len`` 
 (special tokens included) and padded to the longest row of the request, and at least to
 ``min_seq_len`` (a TensorRT profile's minimum), then up to the smallest of ``seq_buckets``
 (comma-separated lengths, may be empty) that holds it, so the engines see few shapes (one CUDA
-graph each) and requests of mixed lengths batch together; padding uses the
-tokenizer's pad id, or 0 for tokenizers without one (GPT-2), always with mask 0.
+graph each) and requests of mixed lengths batch together; padding uses the ``pad_id`` parameter (the
+model's pad token, which RoBERTa-style position ids rely on; 0 for tokenizers without one, as GPT-2's),
+always with mask 0. ``lowercase`` = 1 lowercases texts first (a sentence-transformers ``do_lower_case``).
 
 BERT's ``BertNormalizer`` costs about half of a 128-token encode, yet on printable ASCII (plus tab, newline,
 carriage return) it only lowercases: such requests go through a copy of the tokenizer without it, on
@@ -63,7 +64,8 @@ class TritonPythonModel:
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer", "tokenizer.json"))
         padding = self.tokenizer.padding
-        self.pad_id = int(padding["pad_id"]) if padding else 0
+        self.pad_id = int(parameters.get("pad_id", padding["pad_id"] if padding else 0))
+        self.lowercase_first = parameters.get("lowercase", "0") == "1"
         plain = plain_ascii_tokenizer(self.tokenizer)
         self.lowercase = plain is not None and plain[1]
         self.encode = self._encoder(self.tokenizer)
@@ -78,6 +80,8 @@ class TritonPythonModel:
         return getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
 
     def _encode(self, texts: list[str]) -> list[Any]:
+        if self.lowercase_first:
+            texts = [text.lower() for text in texts]
         if self.encode_plain is not None and all(PLAIN_ASCII.fullmatch(text) for text in texts):
             return self.encode_plain([text.lower() for text in texts] if self.lowercase else texts)
         return self.encode(texts)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from tiny_models import BERT_POSITIONS, MINILM_TOKENIZER, served_tiny_bert
 
-from toolkit.names import tokenizer_model
-from toolkit.repository import write_model_repository
 from toolkit.repository.configs import ServingOptions
 from toolkit.repository.install import MANIFEST
+from toolkit.repository.layout import write_model_repository
+from toolkit.repository.naming import tokenizer_model
 
 NAME = "tiny"
 MAX_SEQ = BERT_POSITIONS

@@ -1,8 +1,9 @@
 """ONNX Runtime CUDA runs on device buffers kept per input shape, with one CUDA graph per shape.
 
 Shared by the Triton ``onnxruntime`` backend (copied beside its ``model.py`` and imported by this module
-name) and by the engine-only grid (``perf.engine_grid``), so the numbers the grid reports come from the
-code path the server runs. Needs only numpy and onnxruntime(-gpu): no Triton, no toolkit imports.
+name) and by the runtime plug-in's timing (``toolkit.runtimes.onnxruntime``), so the numbers the grid reports
+come from the code path the server runs. Needs only numpy and onnxruntime(-gpu): no Triton, no toolkit imports.
+Every ONNX Runtime session of the toolkit is made here (``cpu_session``, ``cuda_session``).
 
 ONNX Runtime replays a captured graph only on the device addresses it was captured with, so each
 shape gets its own bound input and output buffers ("slot") and its own ``gpu_graph_id``. A session
@@ -21,6 +22,18 @@ NUMPY_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
 NO_GRAPH = -1  # ORT's run option value for "run this call without a graph" in a graph-enabled session
 
 
+def _options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: ONNX Runtime's default
+    options.log_severity_level = 3  # callers report failures themselves
+    return options
+
+
+def cpu_session(path: str, threads: int = 0) -> ort.InferenceSession:
+    """A CPU-provider session on ``path`` (``threads`` 0 lets ONNX Runtime choose)."""
+    return ort.InferenceSession(path, _options(threads), providers=["CPUExecutionProvider"])
+
+
 def cuda_session(
     path: str, device_id: int = 0, graphs: bool = True, threads: int = 0, provider_options: dict[str, str] | None = None
 ) -> tuple[ort.InferenceSession, str | None]:
@@ -30,8 +43,7 @@ def cuda_session(
     ``provider_options`` adds CUDA EP options (e.g. ``sdpa_kernel``). ONNX Runtime refuses graphs when a
     node falls back to the CPU: the session is then made without them.
     """
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options = _options(threads)
 
     def make(enable: bool) -> ort.InferenceSession:
         cuda = {**(provider_options or {}), "device_id": str(device_id), "use_tf32": "0", "enable_cuda_graph": "1" if enable else "0"}

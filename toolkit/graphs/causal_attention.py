@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from toolkit.onnx_graph import tensor_readers
+from toolkit.graphs import tensor_readers
 
 if TYPE_CHECKING:
     import onnx

@@ -1,0 +1,74 @@
+"""ModernBERT (``modernbert``): answerdotai/ModernBERT-base and the embedding models built on it.
+
+Rotary positions, alternating global and sliding-window attention, GeGLU, no token type ids and no pooler.
+It builds its own global and sliding-window masks from the 2-D attention mask, so it is given that mask
+rather than the 4-D additive one the other encoders get. Its export verifies against PyTorch at shapes other
+than the traced one (sequence lengths below and above the sliding window) with eager attention. ONNX
+Runtime's BERT fusions find its LayerNorms but not its rotary attention, which runs unfused on the GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from toolkit.models.families.base import EncoderFamily
+from toolkit.models.tokenizers import byte_level_bpe
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerFast
+
+MODERNBERT_SPECIALS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
+
+
+class ModernBert(EncoderFamily):
+    name: ClassVar[str] = "modernbert"
+    model_types: ClassVar[tuple[str, ...]] = ("modernbert",)
+    shipped_configs: ClassVar[tuple[str, ...]] = ("answerdotai/ModernBERT-base",)
+    tokenizer_kind: ClassVar[str] = "byte-level BPE trained on data/corpus.txt"
+    ort_model_type: ClassVar[str | None] = "bert"
+    attention: ClassVar[str] = "eager"
+
+    def attention_implementation(self) -> str:
+        return self.attention  # its rotary attention has no classic form to export
+
+    def offline_tokenizer(self, corpus: Path) -> PreTrainedTokenizerFast:
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = byte_level_bpe(corpus, 50368, MODERNBERT_SPECIALS, template=("[CLS]", "[SEP]"))
+        names = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]", "mask_token": "[MASK]"}
+        return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **names)
+
+    def encode(
+        self, module: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError("ModernBERT needs the 2-D attention mask: see graph_outputs")
+
+    def graph_outputs(
+        self, model: Any, module: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        from toolkit.models.pooling import pool
+
+        base: Any = module.base_model
+        states = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        outputs = [states, pool(states, attention_mask, model.pooling)]
+        if model.task == "classification":
+            outputs += self._classification(module, states, attention_mask)
+        return tuple(outputs)
+
+    def _classification(self, module: torch.nn.Module, states: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        import torch
+
+        head: Any = module  # ModernBertForSequenceClassification: pooled by its config's classifier_pooling
+        if head.config.classifier_pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            keep = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * keep).sum(dim=1) / keep.sum(dim=1)
+        logits = head.classifier(head.drop(head.head(pooled)))
+        return [logits, torch.softmax(logits, dim=-1), logits.argmax(dim=-1, keepdim=True)]
+
+
+FAMILY = ModernBert()
