@@ -6,7 +6,7 @@ misspelled field or enum fails here, when generating, never when the server load
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,7 @@ class ServingOptions:
     of the ensemble. ``dynamic_batching`` False leaves the batcher out of the tokenizer and engine models:
     one thread hand-off less per step for a lone request, no server-side batching under load (an H100
     host, ``serving_variants``: BERT-base FP16 b1 s128 c1 p50 1.74-1.92 ms against 2.12 ms, but 1054
-    against 1504 requests/s at concurrency 4). ``intra_op_threads`` = 0 keeps ONNX Runtime's default. ``cuda_graphs`` (GPU
+    against 1504 requests/s at concurrency 4). ``intra_op_threads`` (written as the native backend's ``intra_op_thread_count``) = 0 keeps ONNX Runtime's default. ``cuda_graphs`` (GPU
     engines; default: on with ``gpu``) replays one captured CUDA graph per input shape.
     ``seq_buckets`` are the lengths the tokenizer pads to (the smallest that fits the request's
     longest row), so requests of mixed lengths batch together and CUDA graphs see few shapes;
@@ -155,17 +155,68 @@ def _ensemble_outputs(model: ServedModel, specs: Iterable[TensorSpec], where: st
     return [by_name[name] for name in ENSEMBLE_OUTPUTS[model.family]]
 
 
+# Runtime-specific fields of an engine's config, written in what NVIDIA's container's native backend of that
+# platform reads, so one repository serves there and on our Python-based backends (README, "Serving in NVIDIA's
+# container"; tests/repository/test_native_backends.py checks them against the native backends' documentation).
+
+
+def _instances(kind: str, options: ServingOptions) -> list[dict[str, Any]]:
+    return [{"kind": kind, "count": options.engine_instances}]
+
+
+def _onnxruntime_fields(model: ServedModel, options: ServingOptions) -> dict[str, Any]:
+    """``intra_op_thread_count`` is the native onnxruntime backend's name, read by ours too. ``enable_cuda_graph`` is
+    ours alone (the native backend has no CUDA-graph option and ignores it). On GPUs the CUDA EP gets ``use_tf32=0``
+    through the native ``cuda`` accelerator, as ours always does: FP32 engines compute in FP32, not TF32."""
+    parameters: dict[str, object] = {}
+    if options.intra_op_threads:
+        parameters["intra_op_thread_count"] = options.intra_op_threads
+    if options.uses_cuda_graphs:
+        parameters["enable_cuda_graph"] = 1
+    fields: dict[str, Any] = {
+        "instance_group": _instances("KIND_GPU" if options.gpu else "KIND_CPU", options),
+        "parameters": _parameters(parameters),
+    }
+    if options.gpu:
+        cuda = {"name": "cuda", "parameters": {"use_tf32": "0"}}
+        fields["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [cuda]}}
+    return fields
+
+
+def _graph_batch_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two below ``max_batch_size``, and ``max_batch_size``."""
+    return sorted({1 << n for n in range(max_batch_size.bit_length()) if 1 << n < max_batch_size} | {max_batch_size})
+
+
+def _tensorrt_fields(model: ServedModel, options: ServingOptions) -> dict[str, Any]:
+    """The native tensorrt backend refuses KIND_CPU instances and reads no ``parameters``; its CUDA graphs are
+    ``optimization.cuda.graphs``, one graph per ``graph_spec``: every (batch size, tokenizer bucket) pair, matched
+    exactly (a lower bound would run the graph on uninitialized padding rows). Without buckets it captures its
+    defaults (the profile's opt shape)."""
+    fields: dict[str, Any] = {"instance_group": _instances("KIND_GPU", options)}
+    if options.uses_cuda_graphs:
+        buckets = options.buckets_for(model.min_seq_len, model.max_seq_len)
+        specs = [
+            {"batch_size": batch, "input": {name: {"dim": [seq]} for name in ENGINE_INPUTS[model.family]}}
+            for seq in buckets
+            for batch in _graph_batch_sizes(model.max_batch_size)
+        ]
+        fields["optimization"] = {"cuda": {"graphs": True, **({"graph_spec": specs} if specs else {})}}
+    return fields
+
+
+RUNTIME_FIELDS: dict[Runtime, Callable[[ServedModel, ServingOptions], dict[str, Any]]] = {
+    Runtime.ONNXRUNTIME: _onnxruntime_fields,
+    Runtime.TENSORRT: _tensorrt_fields,
+}
+
+
 def config_for_engine(
     model: ServedModel, engine: EngineArtifact, options: ServingOptions = ServingOptions()
 ) -> model_config_pb2.ModelConfig:
     """One ONNX Runtime or TensorRT engine: token tensors in, the engine's FP32 outputs out."""
     runtime = Runtime(engine.runtime)
     _ensemble_outputs(model, engine.outputs, f"engine {engine.path}")
-    parameters: dict[str, object] = {}
-    if options.intra_op_threads:
-        parameters["intra_op_threads"] = options.intra_op_threads
-    if options.uses_cuda_graphs:
-        parameters["enable_cuda_graph"] = 1
     return _message(
         {
             "name": engine_model(model.name, engine.precision, runtime),
@@ -174,8 +225,7 @@ def config_for_engine(
             **_batching(model, options),
             "input": [_tensor(name, "TYPE_INT64", [-1]) for name in ENGINE_INPUTS[model.family]],
             "output": [_tensor(spec.name, spec.data_type, spec.dims) for spec in engine.outputs],
-            "instance_group": [{"kind": "KIND_GPU" if options.gpu else "KIND_CPU", "count": options.engine_instances}],
-            "parameters": _parameters(parameters),
+            **RUNTIME_FIELDS[runtime](model, options),
         }
     )
 
