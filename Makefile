@@ -8,10 +8,18 @@ SWEEP ?= default
 GRPC_PORT ?= 8001
 GRID_MODELS ?= minilm
 GRID_DEVICE ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
+# make k8s: REPOSITORY must then be an s3:// URL; the others are optional (toolkit/deploy/k8s.py has the defaults).
+IMAGE_TAG ?=
+REPLICAS ?= 1
+MAX_REPLICAS ?=
+IMAGE ?=
+NAMESPACE ?=
+PODMONITOR ?=
+HPA_METRIC ?= cpu
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo build build-minilm build-gpt2 serve stop status infer fidelity perf grid report test lint typecheck clean
+.PHONY: help setup demo build build-minilm build-gpt2 serve stop status infer fidelity perf grid report k8s test lint typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +72,11 @@ grid: setup ## engine-only grid of GRID_MODELS: every precision x batch x length
 
 report: ## results/REPORT.md and PNG plots from every results/<device>/ folder
 	$(PY) -m perf report --out results
+
+k8s: setup ## render the Kubernetes deployment into build/k8s (REPOSITORY=s3://bucket/path IMAGE_TAG=24.10-py3 REPLICAS=2)
+	$(PY) -m toolkit.deploy k8s --repository '$(REPOSITORY)' --replicas $(REPLICAS) --hpa-metric $(HPA_METRIC) --out build/k8s \
+	  $(if $(IMAGE_TAG),--image-tag '$(IMAGE_TAG)') $(if $(MAX_REPLICAS),--max-replicas $(MAX_REPLICAS)) \
+	  $(if $(IMAGE),--image '$(IMAGE)') $(if $(NAMESPACE),--namespace '$(NAMESPACE)') $(if $(PODMONITOR),--pod-monitor)
 
 test: setup ## run the tests (real Triton server, real perf_analyzer; GPU/TensorRT tests skip here)
 	$(PY) -m pytest -q

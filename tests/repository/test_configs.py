@@ -92,8 +92,16 @@ def test_config_for_tokenizer_omits_token_type_ids_when_engine_takes_none(tmp_pa
     assert list(_tensors(config.output)) == ["input_ids", "attention_mask", "truncated"]
 
 
-@pytest.mark.parametrize(("runtime", "platform"), [("onnxruntime", "onnxruntime_onnx"), ("tensorrt", "tensorrt_plan")])
-def test_config_for_engine_uses_runtime_platform_and_cpu_instances_when_no_gpu(tmp_path: Path, runtime: str, platform: str) -> None:
+@pytest.mark.parametrize(
+    ("runtime", "platform", "kind", "parameters"),
+    [
+        ("onnxruntime", "onnxruntime_onnx", "KIND_CPU", {"intra_op_thread_count": "2"}),
+        ("tensorrt", "tensorrt_plan", "KIND_GPU", {}),  # TensorRT runs on GPUs only, and reads no parameters
+    ],
+)
+def test_config_for_engine_uses_runtime_platform_and_instances_when_no_gpu(
+    tmp_path: Path, runtime: str, platform: str, kind: str, parameters: dict[str, str]
+) -> None:
     model = _served(tmp_path, ENCODER, (runtime,))
     engine = model.engines[1]
     config = _roundtrip(config_for_engine(model, engine, ServingOptions(max_queue_delay_us=500, intra_op_threads=2)))
@@ -102,8 +110,9 @@ def test_config_for_engine_uses_runtime_platform_and_cpu_instances_when_no_gpu(t
     assert list(_tensors(config.input)) == list(("input_ids", "attention_mask", "token_type_ids"))
     assert _tensors(config.output) == {"last_hidden_state": ("TYPE_FP32", [-1, HIDDEN]), "sentence_embedding": ("TYPE_FP32", [HIDDEN])}
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
-    assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == ["KIND_CPU"]
-    assert config.parameters["intra_op_threads"].string_value == "2"
+    assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == [kind]
+    assert {key: value.string_value for key, value in config.parameters.items()} == parameters
+    assert not config.HasField("optimization")
 
 
 def test_config_for_engine_places_instances_on_gpu_with_cuda_graphs_when_asked(tmp_path: Path) -> None:

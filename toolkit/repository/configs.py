@@ -19,6 +19,7 @@ from toolkit.errors import BadInputError
 from toolkit.names import LABEL, LABEL_ID, TEXT, TRUNCATED, Precision
 from toolkit.repository.naming import engine_model, ensemble_model, labels_model, tokenizer_model
 from toolkit.runtimes import DEFAULT_RUNTIME, get_runtime
+from toolkit.runtimes.base import EngineServing
 
 ModelConfig = model_config_pb2.ModelConfig
 LABEL_SPEC = TensorSpec(LABEL, (1,), "TYPE_STRING")  # made by the labels model from the engine's label_id
@@ -33,7 +34,7 @@ class ServingOptions:
     of the ensemble. ``dynamic_batching`` False leaves the batcher out of the tokenizer and engine models:
     one thread hand-off less per step for a lone request, no server-side batching under load (an H100
     host, ``serving_variants``: BERT-base FP16 b1 s128 c1 p50 1.74-1.92 ms against 2.12 ms, but 1054
-    against 1504 requests/s at concurrency 4). ``intra_op_threads`` = 0 keeps ONNX Runtime's default. ``cuda_graphs`` (GPU
+    against 1504 requests/s at concurrency 4). ``intra_op_threads`` (written as the native backend's ``intra_op_thread_count``) = 0 keeps ONNX Runtime's default. ``cuda_graphs`` (GPU
     engines; default: on with ``gpu``) replays one captured CUDA graph per input shape.
     ``seq_buckets`` are the lengths the tokenizer pads to (the smallest that fits the request's
     longest row), so requests of mixed lengths batch together and CUDA graphs see few shapes;
@@ -162,17 +163,24 @@ def _ensemble_outputs(model: ServedModel, specs: Iterable[TensorSpec], where: st
     return [by_name[name] for name in model.ensemble_outputs]
 
 
+def _engine_serving(model: ServedModel, options: ServingOptions) -> EngineServing:
+    return EngineServing(
+        gpu=options.gpu,
+        instances=options.engine_instances,
+        intra_op_threads=options.intra_op_threads,
+        cuda_graphs=options.uses_cuda_graphs,
+        inputs=model.engine_inputs,
+        buckets=tuple(options.buckets_for(model.min_seq_len, model.max_seq_len)),
+        max_batch_size=model.max_batch_size,
+    )
+
+
 def config_for_engine(
     model: ServedModel, engine: EngineArtifact, options: ServingOptions = ServingOptions()
 ) -> model_config_pb2.ModelConfig:
     """One engine of any registered runtime: token tensors in, the engine's outputs out."""
     runtime = get_runtime(engine.runtime)
     _ensemble_outputs(model, engine.outputs, f"engine {engine.path}")
-    parameters: dict[str, object] = {}
-    if options.intra_op_threads:
-        parameters["intra_op_threads"] = options.intra_op_threads
-    if options.uses_cuda_graphs:
-        parameters["enable_cuda_graph"] = 1
     return _message(
         {
             "name": engine_model(model.name, engine.precision, runtime.name),
@@ -181,8 +189,7 @@ def config_for_engine(
             **_batching(model, options),
             "input": [_tensor(name, "TYPE_INT64", [-1]) for name in model.engine_inputs],
             "output": [_tensor(spec.name, spec.data_type, spec.dims) for spec in engine.outputs],
-            "instance_group": [{"kind": "KIND_GPU" if options.gpu else "KIND_CPU", "count": options.engine_instances}],
-            "parameters": _parameters(parameters),
+            **runtime.config_fields(_engine_serving(model, options)),
         }
     )
 

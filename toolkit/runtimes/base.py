@@ -76,6 +76,21 @@ class EngineBuild:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EngineServing:
+    """How an engine model is served, for the runtime's part of its Triton config: instances on GPUs or CPUs,
+    CPU threads (0: the runtime's default), CUDA graphs, the token inputs, the tokenizer's padded lengths
+    (empty: any length) and the largest batch."""
+
+    gpu: bool
+    instances: int
+    intra_op_threads: int
+    cuda_graphs: bool
+    inputs: tuple[str, ...]
+    buckets: tuple[int, ...]
+    max_batch_size: int
+
+
 class EngineRunner(Protocol):
     """A loaded engine (Polygraphy's runner): host arrays in, host arrays out."""
 
@@ -105,6 +120,12 @@ class EngineRuntime(ABC):
     def backend_files(self) -> dict[str, Path]:
         """Files of the Python-based Triton backend that serves this platform when the native backend is absent:
         ``{file name in <backend-dir>/<name>/: source}``, ``model.py`` among them."""
+
+    @abstractmethod
+    def config_fields(self, serving: EngineServing) -> dict[str, Any]:
+        """The runtime's fields of an engine model's Triton config (``instance_group``, ``parameters``,
+        ``optimization``), written in what NVIDIA's native backend of its platform reads, so one repository serves
+        in NVIDIA's container and on the Python-based backends (tests/repository/test_native_backends.py)."""
 
     @abstractmethod
     def build_engine(self, graphs: VariantGraphs, target: Path, context: BuildContext) -> EngineBuild:

@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from toolkit.errors import BadInputError, BuildError, DependencyMissingError
 from toolkit.measurement.isolated import Send, rows_in_own_process
 from toolkit.measurement.timing import Device, Row, Shape, TimingJob, failure, gpu_memory_used_mib, time_for
 from toolkit.precision.policy import precision_census
-from toolkit.runtimes.base import BuildContext, EngineBuild, EngineRuntime, VariantGraphs
+from toolkit.runtimes.base import BuildContext, EngineBuild, EngineRuntime, EngineServing, VariantGraphs
 
 if TYPE_CHECKING:
     import onnx
@@ -209,6 +209,24 @@ class OnnxRuntime(EngineRuntime):
 
     def unavailable_reason(self) -> str | None:
         return None if importlib.util.find_spec("onnxruntime") is not None else f"onnxruntime is not installed; {INSTALL_HINT}"
+
+    def config_fields(self, serving: EngineServing) -> dict[str, Any]:
+        """``intra_op_thread_count`` is the native onnxruntime backend's name, read by ours too. ``enable_cuda_graph``
+        is ours alone (the native backend has no CUDA-graph option and ignores it). On GPUs the CUDA EP gets
+        ``use_tf32=0`` through the native ``cuda`` accelerator, as ours always does: FP32 engines compute in FP32."""
+        parameters: dict[str, object] = {}
+        if serving.intra_op_threads:
+            parameters["intra_op_thread_count"] = serving.intra_op_threads
+        if serving.cuda_graphs:
+            parameters["enable_cuda_graph"] = 1
+        fields: dict[str, Any] = {
+            "instance_group": [{"kind": "KIND_GPU" if serving.gpu else "KIND_CPU", "count": serving.instances}],
+            "parameters": {key: {"string_value": str(value)} for key, value in parameters.items()},
+        }
+        if serving.gpu:
+            cuda = {"name": "cuda", "parameters": {"use_tf32": "0"}}
+            fields["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [cuda]}}
+        return fields
 
     def backend_files(self) -> dict[str, Path]:
         return {

@@ -22,7 +22,7 @@ from toolkit.artifacts import sha256_of
 from toolkit.errors import BuildError, DependencyMissingError
 from toolkit.measurement.isolated import Send, rows_in_own_process
 from toolkit.measurement.timing import Device, Row, Shape, TimingJob, failure, time_for
-from toolkit.runtimes.base import BuildContext, EngineBuild, EngineRuntime, ShapeProfile, VariantGraphs
+from toolkit.runtimes.base import BuildContext, EngineBuild, EngineRuntime, EngineServing, ShapeProfile, VariantGraphs
 
 BACKENDS = Path(__file__).resolve().parent.parent / "backends"
 
@@ -170,6 +170,11 @@ class PlanRunner:
         return {name: keep[name].cpu().numpy() for name in (names or self.output_names)}
 
 
+def _graph_batch_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two below ``max_batch_size``, and ``max_batch_size``."""
+    return sorted({1 << n for n in range(max_batch_size.bit_length()) if 1 << n < max_batch_size} | {max_batch_size})
+
+
 class TensorRT(EngineRuntime):
     """TensorRT plans (``model.plan``), Triton platform ``tensorrt_plan``; ensembles named ``<name>_<precision>_trt``."""
 
@@ -182,6 +187,21 @@ class TensorRT(EngineRuntime):
 
     def unavailable_reason(self) -> str | None:
         return None if is_tensorrt_available() else f"TensorRT is not installed; {INSTALL_HINT}"
+
+    def config_fields(self, serving: EngineServing) -> dict[str, Any]:
+        """The native tensorrt backend refuses KIND_CPU instances and reads no ``parameters``; its CUDA graphs are
+        ``optimization.cuda.graphs``, one graph per ``graph_spec``: every (batch size, tokenizer bucket) pair, matched
+        exactly (a lower bound would run the graph on uninitialized padding rows). Without buckets it captures its
+        defaults (the profile's opt shape)."""
+        fields: dict[str, Any] = {"instance_group": [{"kind": "KIND_GPU", "count": serving.instances}]}
+        if serving.cuda_graphs:
+            specs = [
+                {"batch_size": batch, "input": {name: {"dim": [seq]} for name in serving.inputs}}
+                for seq in serving.buckets
+                for batch in _graph_batch_sizes(serving.max_batch_size)
+            ]
+            fields["optimization"] = {"cuda": {"graphs": True, **({"graph_spec": specs} if specs else {})}}
+        return fields
 
     def backend_files(self) -> dict[str, Path]:
         return {"model.py": BACKENDS / "tensorrt" / "model.py", "triton_batching.py": BACKENDS / "common" / "triton_batching.py"}

@@ -6,9 +6,11 @@ backend is absent (the pip-installed server has none). The model file is
 
 - Tensor names and dtypes come from the model config; the ONNX graph must have the same inputs.
 - Execution provider: CUDA (I/O binding) when the instance is KIND_GPU and onnxruntime-gpu sees
-  a GPU, else CPU. Config parameters (string values): ``intra_op_threads`` (CPU threads, 0 =
-  ORT default), ``enable_cuda_graph`` (1 = replay one CUDA graph per input shape, up to
+  a GPU, else CPU. Config parameters (string values): ``intra_op_thread_count`` (CPU threads, 0 =
+  ORT default; the native onnxruntime backend's name; ``intra_op_threads``, our earlier name, is
+  still read), ``enable_cuda_graph`` (1 = replay one CUDA graph per input shape, up to
   ``cuda_graph_max_shapes``, default 16; other shapes run without a graph; see ort_device.py).
+  Both CUDA graph parameters are ours alone: NVIDIA's native backend ignores them.
 - All requests of one ``execute`` whose non-batch shapes agree run as one ORT call; every request
   gets exactly one response, a TritonError when its group failed.
 """
@@ -47,7 +49,7 @@ class TritonPythonModel:
         self.device_id = int(args.get("model_instance_device_id") or 0)
         cuda_graph = self.use_cuda and parameters.get("enable_cuda_graph", "0") == "1"
 
-        threads = int(parameters.get("intra_op_threads", "0"))
+        threads = int(parameters.get("intra_op_thread_count", parameters.get("intra_op_threads", "0")))
         if self.use_cuda:
             self.session, refused = cuda_session(path, self.device_id, cuda_graph, threads)
             if refused:
