@@ -84,6 +84,15 @@ from toolkit.precision.policy import DEFAULT_KEEP_FP32
 )
 @click.option("--engine-instances", type=click.IntRange(min=1), default=1, show_default=True, help="Triton instances of each engine model.")
 @click.option(
+    "--tokenizer-instances", type=click.IntRange(min=1), default=1, show_default=True, help="Triton instances of the tokenizer model (CPU)."
+)
+@click.option(
+    "--one-hop/--no-one-hop",
+    default=False,
+    show_default=True,
+    help="Also write <name>_<precision>_onehop: the text ensemble's work (tokenizer, engine, label names) in one Python model.",
+)
+@click.option(
     "--max-queue-delay-us",
     type=click.IntRange(min=0),
     default=0,
@@ -136,6 +145,8 @@ def main(
     gpu: bool | None,
     fuse: bool | None,
     engine_instances: int,
+    tokenizer_instances: int,
+    one_hop: bool,
     max_queue_delay_us: int,
     dynamic_batching: bool,
     cuda_graphs: bool | None,
@@ -160,6 +171,8 @@ def main(
         serving = ServingOptions(
             gpu=on_gpu,
             engine_instances=engine_instances,
+            tokenizer_instances=tokenizer_instances,
+            one_hop=one_hop,
             max_queue_delay_us=max_queue_delay_us,
             dynamic_batching=dynamic_batching,
             cuda_graphs=cuda_graphs,

@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
 from toolkit.errors import BadInputError
 from toolkit.names import LABEL, LABEL_ID, TEXT, TRUNCATED, Precision
-from toolkit.repository.naming import engine_model, ensemble_model, labels_model, tokenizer_model
+from toolkit.repository.naming import engine_model, ensemble_model, labels_model, onehop_model, tokenizer_model
 from toolkit.runtimes import DEFAULT_RUNTIME, get_runtime
 from toolkit.runtimes.base import EngineServing
 
@@ -44,6 +44,8 @@ class ServingOptions:
 
     gpu: bool = False
     engine_instances: int = 1
+    tokenizer_instances: int = 1
+    one_hop: bool = False
     max_queue_delay_us: int = 0
     dynamic_batching: bool = True
     intra_op_threads: int = 0
@@ -53,6 +55,8 @@ class ServingOptions:
     def __post_init__(self) -> None:
         if self.engine_instances < 1:
             raise BadInputError(f"engine_instances={self.engine_instances}: must be >= 1 (--engine-instances)")
+        if self.tokenizer_instances < 1:
+            raise BadInputError(f"tokenizer_instances={self.tokenizer_instances}: must be >= 1 (--tokenizer-instances)")
         if self.max_queue_delay_us < 0:
             raise BadInputError(f"max_queue_delay_us={self.max_queue_delay_us}: must be >= 0 (--max-queue-delay-us)")
         if self.max_queue_delay_us and not self.dynamic_batching:
@@ -107,7 +111,6 @@ def config_for_tokenizer(model: ServedModel, options: ServingOptions = ServingOp
     Rows are padded to the request's longest row, and at least to ``model.min_seq_len``, then up to
     the next of ``options.buckets_for(...)`` (parameter ``seq_buckets``) when there are buckets.
     """
-    buckets = options.buckets_for(model.min_seq_len, model.max_seq_len)
     outputs = [_tensor(name, "TYPE_INT64", [-1]) for name in model.engine_inputs]
     return _message(
         {
@@ -116,17 +119,44 @@ def config_for_tokenizer(model: ServedModel, options: ServingOptions = ServingOp
             **_batching(model, options),
             "input": [_tensor(TEXT, "TYPE_STRING", [1])],
             "output": [*outputs, _tensor(TRUNCATED, "TYPE_BOOL", [1])],
-            "instance_group": [{"kind": "KIND_CPU", "count": 1}],
-            "parameters": _parameters(
-                {
-                    "max_seq_len": model.max_seq_len,
-                    "min_seq_len": model.min_seq_len,
-                    "seq_buckets": ",".join(map(str, buckets)),
-                    "pad_id": model.pad_id,
-                    "lowercase": int(model.lowercase),
-                    "family": model.family,
-                }
-            ),
+            "instance_group": [{"kind": "KIND_CPU", "count": options.tokenizer_instances}],
+            "parameters": _parameters(_tokenizer_parameters(model, options)),
+        }
+    )
+
+
+def _tokenizer_parameters(model: ServedModel, options: ServingOptions) -> dict[str, object]:
+    """What ``text_encoder.TextEncoder.from_parameters`` reads: truncation, padding, buckets, pad id, lowercasing."""
+    return {
+        "max_seq_len": model.max_seq_len,
+        "min_seq_len": model.min_seq_len,
+        "seq_buckets": ",".join(map(str, options.buckets_for(model.min_seq_len, model.max_seq_len))),
+        "pad_id": model.pad_id,
+        "lowercase": int(model.lowercase),
+        "family": model.family,
+    }
+
+
+def config_for_onehop(model: ServedModel, engine: EngineArtifact, options: ServingOptions = ServingOptions()) -> model_config_pb2.ModelConfig:
+    """One Python model doing the text ensemble's work (tokenizer, engine, label names) in one hop: TEXT in, what the
+    ensemble returns out. Its engine parameters are the runtime's own (threads, CUDA graphs)."""
+    runtime = get_runtime(engine.runtime)
+    if runtime.one_hop_backend() is None:
+        raise BadInputError(f"runtime {runtime.name} has no one-hop backend: drop --one-hop or build {DEFAULT_RUNTIME} engines")
+    returned = _ensemble_outputs(model, engine.outputs, f"engine {engine.path}")
+    engine_fields = runtime.config_fields(_engine_serving(model, options))
+    parameters = {**_tokenizer_parameters(model, options), **{k: v["string_value"] for k, v in engine_fields.get("parameters", {}).items()}}
+    if model.labels:
+        parameters["id2label"] = json.dumps({str(k): v for k, v in sorted(model.labels.items())})
+    return _message(
+        {
+            "name": onehop_model(model.name, engine.precision),
+            "backend": "python",
+            **_batching(model, options),
+            "input": [_tensor(TEXT, "TYPE_STRING", [1])],
+            "output": [*(_tensor(spec.name, spec.data_type, spec.dims) for spec in returned), _tensor(TRUNCATED, "TYPE_BOOL", [1])],
+            "instance_group": engine_fields["instance_group"],
+            "parameters": _parameters(parameters),
         }
     )
 
@@ -243,6 +273,7 @@ __all__ = [
     "config_for_engine",
     "config_for_ensemble",
     "config_for_labels",
+    "config_for_onehop",
     "config_for_tokenizer",
     "config_from_text",
     "config_text",

@@ -21,6 +21,7 @@ from toolkit.repository.configs import (
     config_for_engine,
     config_for_ensemble,
     config_for_labels,
+    config_for_onehop,
     config_for_tokenizer,
     config_from_text,
     config_text,
@@ -28,7 +29,7 @@ from toolkit.repository.configs import (
 from toolkit.runtimes import get_runtime
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent / "backends"
-TOKENIZER_MODEL_PY = BACKENDS_DIR / "tokenizer" / "model.py"
+TOKENIZER_FILES = {"model.py": BACKENDS_DIR / "tokenizer" / "model.py", "text_encoder.py": BACKENDS_DIR / "common" / "text_encoder.py"}
 LABELS_MODEL_PY = BACKENDS_DIR / "labels" / "model.py"
 VERSION = "1"
 
@@ -92,13 +93,16 @@ def write_model_repository(root: Path, model: ServedModel, *, gpu: bool = False,
     root.mkdir(parents=True, exist_ok=True)
     tokenizer_files = {f"tokenizer/{p.name}": p for p in sorted(model.tokenizer_dir.iterdir()) if p.is_file()}
     models = [
-        (config_for_tokenizer(model, options), {"model.py": TOKENIZER_MODEL_PY, **tokenizer_files}),
+        (config_for_tokenizer(model, options), {**TOKENIZER_FILES, **tokenizer_files}),
     ]
     if model.labels:
         models.append((config_for_labels(model, options), {"model.py": LABELS_MODEL_PY}))
     for engine in model.engines:
         models.append((config_for_engine(model, engine, options), _engine_files(engine)))
         models.append((config_for_ensemble(model, engine.precision, engine.runtime), {}))
+        one_hop = get_runtime(engine.runtime).one_hop_backend()
+        if options.one_hop and one_hop is not None:
+            models.append((config_for_onehop(model, engine, options), {**one_hop, **_engine_files(engine), **tokenizer_files}))
     names = [config.name for config, _ in models]
     clashes = sorted({name for name in names if names.count(name) > 1})
     if clashes:  # one folder would silently overwrite the other

@@ -2,7 +2,8 @@
 
 ``minilm_tokenizer`` (TEXT -> tokens), ``minilm_fp16_onnx`` (one engine: ``<name>_<precision>_<runtime
 suffix>``), ``minilm_fp16`` / ``minilm_fp16_trt`` (text ensembles: ``<name>_<precision><runtime ensemble
-suffix>``), and ``<name>_labels`` (label names of a classification head).
+suffix>``), ``<name>_labels`` (label names of a classification head) and ``minilm_fp16_onehop`` (the text
+ensemble's work in one Python model, built on request beside the ensemble).
 """
 
 from __future__ import annotations
@@ -29,3 +30,8 @@ def engine_model(name: str, precision: Precision | str, runtime: str = DEFAULT_R
 def ensemble_model(name: str, precision: Precision | str, runtime: str = DEFAULT_RUNTIME) -> str:
     """Text-in ensemble, e.g. ``minilm_hybrid`` (ONNX Runtime) or ``minilm_hybrid_trt`` (TensorRT)."""
     return f"{name}_{Precision(precision).value}{get_runtime(runtime).ensemble_suffix}"
+
+
+def onehop_model(name: str, precision: Precision | str) -> str:
+    """Text in, the ensemble's outputs out, in one Python model, e.g. ``minilm_fp16_onehop``."""
+    return f"{name}_{Precision(precision).value}_onehop"

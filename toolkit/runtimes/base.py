@@ -127,6 +127,11 @@ class EngineRuntime(ABC):
         ``optimization``), written in what NVIDIA's native backend of its platform reads, so one repository serves
         in NVIDIA's container and on the Python-based backends (tests/repository/test_native_backends.py)."""
 
+    def one_hop_backend(self) -> dict[str, Path] | None:
+        """Files of a Python model that tokenizes and runs this runtime's engine in one hop (``model.py`` and the
+        modules it imports by name), or None when the runtime has none."""
+        return None
+
     @abstractmethod
     def build_engine(self, graphs: VariantGraphs, target: Path, context: BuildContext) -> EngineBuild:
         """Build this variant's engine file at ``target`` (a path without suffix; the runtime adds its own)."""

@@ -235,6 +235,13 @@ class OnnxRuntime(EngineRuntime):
             "triton_batching.py": BACKENDS / "common" / "triton_batching.py",
         }
 
+    def one_hop_backend(self) -> dict[str, Path] | None:
+        return {
+            "model.py": BACKENDS / "onehop" / "model.py",
+            "text_encoder.py": BACKENDS / "common" / "text_encoder.py",
+            "ort_device.py": Path(__file__).resolve().parent / "ort_device.py",
+        }
+
     def build_engine(self, graphs: VariantGraphs, target: Path, context: BuildContext) -> EngineBuild:
         if graphs.fused is not None:  # already written by the build, external data beside it under its own name
             path, how = graphs.fused, "ONNX Runtime transformer fusions (GPU)"

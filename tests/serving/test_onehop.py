@@ -1,0 +1,75 @@
+"""The one-hop text model (``--one-hop``) beside the ensemble, on a real server: the same answers, batched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.api import TritonTextClient
+from toolkit.build import BuildRequest, build_model
+from toolkit.errors import ServerError
+from toolkit.measurement.compare import cosine_rows
+from toolkit.names import SENTENCE_EMBEDDING, TRUNCATED, Precision
+from toolkit.repository.configs import ServingOptions
+from toolkit.repository.layout import read_configs
+from toolkit.repository.naming import ensemble_model, onehop_model, tokenizer_model
+from toolkit.serving import running_server
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
+NAME = "hop"
+TEXTS = ["short", "A much longer sentence about tea, rain and the committee's decision, postponed until March.", "x " * 200]
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("onehop")
+    serving = ServingOptions(one_hop=True, tokenizer_instances=2, intra_op_threads=1)
+    request = BuildRequest(model="minilm", name=NAME, layers=1, precisions=(Precision.FP32, Precision.HYBRID), max_batch=8,
+                           min_seq=1, opt_seq=32, max_seq=64, runtimes=("onnxruntime",), serving=serving)  # fmt: skip
+    build_model(request, repo, tmp_path_factory.mktemp("work"), log=lambda _: None)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def client(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonTextClient]:
+    with running_server(repository, state_dir=tmp_path_factory.mktemp("server"), timeout=300) as handle:
+        yield TritonTextClient(f"127.0.0.1:{handle.ports.grpc}", retries=2)
+
+
+def test_one_hop_models_sit_beside_the_ensembles_with_the_tokenizers_instances(repository: Path) -> None:
+    configs = read_configs(repository)
+    for precision in ("fp32", "hybrid"):
+        assert ensemble_model(NAME, precision) in configs and onehop_model(NAME, precision) in configs
+        hop = configs[onehop_model(NAME, precision)]
+        assert [o.name for o in hop.output] == [SENTENCE_EMBEDDING, TRUNCATED] and hop.parameters["pad_id"].string_value == "0"
+    assert configs[tokenizer_model(NAME)].instance_group[0].count == 2
+    files = {p.name for p in (repository / onehop_model(NAME, "fp32") / "1").iterdir()}
+    assert files == {"model.py", "text_encoder.py", "ort_device.py", "model.onnx", "tokenizer"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "hybrid"])
+def test_one_hop_answers_what_the_ensemble_answers_for_rows_of_mixed_lengths(client: TritonTextClient, precision: str) -> None:
+    ensemble = client.infer_text(ensemble_model(NAME, precision), TEXTS)
+    hop = client.infer_text(onehop_model(NAME, precision), TEXTS)
+    assert cosine_rows(ensemble[SENTENCE_EMBEDDING], hop[SENTENCE_EMBEDDING]).min() >= 0.999999
+    assert hop[TRUNCATED].reshape(-1).tolist() == ensemble[TRUNCATED].reshape(-1).tolist() == [False, False, True]
+
+
+def test_one_hop_batches_concurrent_requests_and_a_bad_one_fails_alone(client: TritonTextClient) -> None:
+    model = onehop_model(NAME, "fp32")
+    reference = client.infer_text(model, TEXTS[:2])[SENTENCE_EMBEDDING]
+    before = client._client().get_inference_statistics(model, as_json=True)["model_stats"][0]
+    with ThreadPoolExecutor(16) as pool:
+        outputs = list(pool.map(lambda i: client.infer_text(model, [TEXTS[i % 2]])[SENTENCE_EMBEDDING], range(96)))
+    after = client._client().get_inference_statistics(model, as_json=True)["model_stats"][0]
+    assert all(cosine_rows(reference[i % 2 : i % 2 + 1], out).min() >= 0.999999 for i, out in enumerate(outputs))
+    requests = int(after["inference_stats"]["success"]["count"]) - int(before["inference_stats"]["success"]["count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    assert requests == 96 and executions < requests  # the dynamic batcher grouped requests into fewer executions
+    with pytest.raises(ServerError, match="row 0 is empty"):
+        client.infer(model, {"TEXT": np.array([[b"   "]], dtype=np.object_)})
+    assert client.infer_text(model, TEXTS[:1])[SENTENCE_EMBEDDING].shape == (1, 384)
