@@ -63,9 +63,12 @@ infer: ## send one sentence to every MiniLM precision over gRPC
 fidelity: ## fp16/hybrid vs the FP32 reference on random ids and shipped text (needs `make serve`)
 	$(PY) -m client fidelity --model minilm --precisions fp32,fp16,hybrid --batch-sizes 1,8 --seq-lens 32,128 --inputs random,text --url localhost:$(GRPC_PORT)
 
-perf: setup ## perf_analyzer sweep (SWEEP=default|paper) against a server started and stopped here
+# SWEEP=load / load-cpu: many single-text clients at rising concurrency (python -m perf load); others: python -m perf sweep.
+PERF_COMMAND = $(if $(filter load%,$(SWEEP)),load --plan,sweep --sweep)
+
+perf: setup ## perf_analyzer sweep (SWEEP=default|gpu|paper|load|load-cpu) against a server started and stopped here
 	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT)
-	$(PY) -m perf sweep --sweep $(SWEEP) --url localhost:$(GRPC_PORT) --repository $(REPOSITORY) --out results; rc=$$?; $(PY) -m toolkit.serving stop; exit $$rc
+	$(PY) -m perf $(PERF_COMMAND) $(SWEEP) --url localhost:$(GRPC_PORT) --repository $(REPOSITORY) --out results; rc=$$?; $(PY) -m toolkit.serving stop; exit $$rc
 
 grid: setup ## engine-only grid of GRID_MODELS: every precision x batch x length, timed and compared with FP32 (no server)
 	$(PY) -m perf grid --models $(GRID_MODELS) --device $(GRID_DEVICE) --repository $(REPOSITORY) --out results

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import click
 
@@ -104,6 +105,66 @@ def sweep(
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{out_dir}: {json.dumps(summary(out_dir), sort_keys=True)}")
+
+
+@main.command()
+@click.option("--plan", "plan_name", default="load", show_default=True, help="Named load plan: load (GPU) or load-cpu (CI-sized).")
+@click.option("--url", default="localhost:8001", show_default=True, help="Triton gRPC address.")
+@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--models", default=None, help="Override the plan's models, e.g. minilm,bert-base-uncased.")
+@click.option("--precisions", default=None, help="Override precisions, e.g. fp16,hybrid.")
+@click.option("--paths", default=None, help="ensemble, onehop (built with build_engines.py --one-hop) or both.")
+@click.option("--texts", "texts_per_request", default=None, help="Texts per request, e.g. 1,4,16.")
+@click.option("--concurrency", "concurrencies", default=None, help="Concurrency levels, e.g. 1,8,64.")
+@click.option("--seq", "seq_len", type=click.IntRange(min=2), default=None, help="Tokens per text.")
+@click.option("--window-ms", type=click.IntRange(min=100), default=None, help="perf_analyzer's measurement window.")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=Path("build/server"),
+    show_default=True,
+    help="Where `python -m toolkit.serving start` left the server's pid (its memory is recorded).",
+)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def load(
+    plan_name: str,
+    url: str,
+    repository: Path,
+    out: Path,
+    models: str | None,
+    precisions: str | None,
+    paths: str | None,
+    texts_per_request: str | None,
+    concurrencies: str | None,
+    seq_len: int | None,
+    window_ms: int | None,
+    state_dir: Path,
+    no_progress: bool,
+) -> None:
+    """Many clients sending one text each at rising concurrency: throughput, p50/p90/p99, the batches the server
+    formed, failures and memory; OUT/<device>/load.jsonl."""
+    from perf.load import LOADS, run_load
+    from toolkit.serving.server import read_handle
+
+    try:
+        if plan_name not in LOADS:
+            raise click.BadParameter(f"{plan_name!r}: choose from {', '.join(LOADS)}", param_hint="--plan")
+        overrides: dict[str, Any] = {
+            "models": _items(models, "--models"),
+            "precisions": _items(precisions, "--precisions"),
+            "paths": _items(paths, "--paths"),
+            "texts_per_request": _ints(texts_per_request, "--texts"),
+            "concurrencies": _ints(concurrencies, "--concurrency"),
+            "seq_len": seq_len,
+            "window_ms": window_ms,
+        }
+        plan = dataclasses.replace(LOADS[plan_name], **{k: v for k, v in overrides.items() if v is not None})
+        handle = read_handle(state_dir)
+        out_dir, summary = run_load(plan, url, repository, out, handle.pid if handle else None, progress=not no_progress)
+    except (ToolkitError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{out_dir / 'load.jsonl'}: {json.dumps(summary, sort_keys=True)}")
 
 
 @main.command()

@@ -27,8 +27,11 @@ def snapshot_from_json(statistics: dict[str, Any]) -> Snapshot:
     totals: Snapshot = {}
     for model in statistics.get("model_stats", []):
         stats = model.get("inference_stats", {})
-        entry = totals.setdefault(model["name"], {"requests": 0, "executions": 0, "request_ns": 0, **{f"{p}_ns": 0 for p in PHASES}})
+        entry = totals.setdefault(
+            model["name"], {"requests": 0, "failures": 0, "executions": 0, "request_ns": 0, **{f"{p}_ns": 0 for p in PHASES}}
+        )
         entry["requests"] += int(stats.get("success", {}).get("count", 0))
+        entry["failures"] += int(stats.get("fail", {}).get("count", 0))
         entry["request_ns"] += int(stats.get("success", {}).get("ns", 0))
         entry["executions"] += int(model.get("execution_count", 0))
         for phase in PHASES:
@@ -46,6 +49,9 @@ def hop_times(before: Snapshot, after: Snapshot) -> dict[str, dict[str, float]]:
         if requests <= 0:
             continue
         hop: dict[str, float] = {"requests": requests, "executions": now["executions"] - then.get("executions", 0)}
+        failures = now.get("failures", 0) - then.get("failures", 0)
+        if failures:
+            hop["failures"] = failures
         for field in ("request", *PHASES):
             hop[f"{field}_us"] = round((now[f"{field}_ns"] - then.get(f"{field}_ns", 0)) / requests / 1000.0, 1)
         hops[name] = hop

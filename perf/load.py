@@ -1,0 +1,296 @@
+"""Load sweeps: many clients each sending one text (or a few), at rising concurrency, against the text ensembles
+(and the one-hop models, where built), through perf_analyzer with time windows.
+
+Each point records perf_analyzer's throughput and p50/p90/p99 (its CSV), whether it reached a stable window at
+the asked stability, each model's requests, executions and server time while it ran (Triton's statistics: the
+batch sizes the server actually formed), failed requests, and the resident memory of the server and its Python
+stubs. The sweep doubles as a soak: the memory at the end against the memory after the first level, over every
+request sent, and a probe of clients that give up mid-request. Records land in ``<out>/<device>/load.jsonl``;
+the report puts throughput against p99 and the serving efficiency (served sequences/s against what the engine
+alone does at the batch the server formed, from the same folder's grid) beside them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from perf import results as rf
+from perf.analyzer import PerfAnalyzerArgs, PerfAnalyzerError, run_perf_analyzer
+from perf.environment import manifest_hash
+from perf.inputs import perf_analyzer_data, write_perf_analyzer_data
+from perf.server_stats import StatisticsReader
+from toolkit.environment import code_version, device_info, slug
+from toolkit.errors import BadInputError, ToolkitError
+from toolkit.names import TEXT, Precision
+from toolkit.repository.lookup import find_tokenizer
+from toolkit.repository.naming import ensemble_model, onehop_model
+from toolkit.runtimes import DEFAULT_RUNTIME
+
+LOAD_FILE = "load.jsonl"
+PATHS = ("ensemble", "onehop")
+UNSTABLE = "Failed to obtain stable measurement"
+log = logging.getLogger(__name__)
+Runner = Callable[[PerfAnalyzerArgs], list[dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What one load sweep drives and how long each level is measured."""
+
+    models: tuple[str, ...]
+    precisions: tuple[str, ...] = (Precision.FP16.value,)
+    paths: tuple[str, ...] = ("ensemble",)  # "ensemble" (tokenizer -> engine) and/or "onehop" (one Python model)
+    texts_per_request: tuple[int, ...] = (1,)
+    concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    seq_len: int = 128
+    window_ms: int = 4000
+    stability_percentage: float = 10.0  # perf_analyzer's default: a window within 10% of the last ones
+    max_trials: int = 10
+    runtime: str = DEFAULT_RUNTIME
+
+    def __post_init__(self) -> None:
+        for precision in self.precisions:
+            Precision(precision)
+        bad = sorted(set(self.paths) - set(PATHS))
+        if bad:
+            raise BadInputError(f"paths {bad} unknown: choose from {','.join(PATHS)} (--paths)")
+        if not self.models or min((*self.texts_per_request, *self.concurrencies, self.seq_len, self.window_ms)) < 1:
+            raise BadInputError("a load sweep needs models, and texts per request, concurrencies, --seq and the window >= 1")
+
+    def triton_model(self, model: str, precision: str, path: str) -> str:
+        return ensemble_model(model, precision, self.runtime) if path == "ensemble" else onehop_model(model, precision)
+
+    def points(self) -> Iterator[LoadTarget]:
+        """Every (model, precision, path, texts, concurrency), lightest load first within each model."""
+        for model in self.models:
+            for precision in self.precisions:
+                for path in self.paths:
+                    for texts in self.texts_per_request:
+                        for concurrency in self.concurrencies:
+                            yield LoadTarget(model, precision, path, self.triton_model(model, precision, path), texts, concurrency)
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """One load level against one Triton model."""
+
+    model: str
+    precision: str
+    path: str
+    triton_model: str
+    texts: int
+    concurrency: int
+
+    def key(self, seq_len: int) -> str:
+        return f"{self.triton_model}|t{self.texts}|s{seq_len}|c{self.concurrency}"
+
+
+LOADS: dict[str, LoadPlan] = {
+    # The GPU's: three models, both serving paths, single texts, 1..256 clients, 4 s windows.
+    "load": LoadPlan(models=("minilm", "bert-base-uncased", "gpt2"), paths=PATHS),
+    # CI-sized, on the CPU: MiniLM, up to 32 clients, short windows and a looser bar (two cores shared with the server).
+    "load-cpu": LoadPlan(
+        models=("minilm",), precisions=("fp32",), concurrencies=(1, 4, 16, 32), seq_len=32, window_ms=1000, stability_percentage=50.0, max_trials=6
+    ),
+}
+
+
+@dataclass
+class LoadContext:
+    """What every point of one sweep shares."""
+
+    out_dir: Path
+    url: str
+    repository: Path
+    server_pid: int | None
+    stamp: dict[str, Any]
+    tokenizer: Path | None = None
+    statistics: StatisticsReader | None = None
+    inputs: dict[tuple[str, int], Path] = field(default_factory=dict)
+
+
+def server_rss_mib(pid: int | None) -> float | None:
+    """Resident memory of process ``pid`` and every descendant (Triton and its Python stubs), in MiB."""
+    if pid is None:
+        return None
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        children.setdefault(int(fields["PPid"].strip()), []).append(int(fields["Pid"].strip()))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            rss = next(line for line in Path(f"/proc/{current}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue
+        total += float(rss.split()[1]) / 1024.0
+    return round(total, 1) if total else None
+
+
+def _input_file(ctx: LoadContext, model: str, seq_len: int) -> Path:
+    if (model, seq_len) not in ctx.inputs:
+        tokenizer = find_tokenizer(ctx.repository, model, ctx.tokenizer)
+        path = ctx.out_dir / "inputs" / f"{slug(model)}_s{seq_len}_text.json"
+        ctx.inputs[(model, seq_len)] = write_perf_analyzer_data(path, perf_analyzer_data(tokenizer, (TEXT,), seq_len))
+    return ctx.inputs[(model, seq_len)]
+
+
+def _arguments(ctx: LoadContext, plan: LoadPlan, target: LoadTarget, csv: Path) -> PerfAnalyzerArgs:
+    return PerfAnalyzerArgs(
+        model=target.triton_model,
+        csv_path=csv,
+        url=ctx.url,
+        batch_size=target.texts,
+        concurrency=(target.concurrency, target.concurrency),
+        input_data=_input_file(ctx, target.model, plan.seq_len),
+        measurement_mode="time_windows",
+        measurement_interval_ms=plan.window_ms,
+        stability_percentage=plan.stability_percentage,
+        max_trials=plan.max_trials,
+    )
+
+
+def _batches(target: LoadTarget, hops: dict[str, dict[str, float]] | None) -> dict[str, float]:
+    """Rows per execution the server formed, per model that executes (the ensemble itself does not)."""
+    formed = {}
+    for name, hop in (hops or {}).items():
+        if name != target.triton_model or target.path == "onehop":
+            formed[name] = round(hop["requests"] * target.texts / max(hop["executions"], 1), 2)
+    return formed
+
+
+def measure_load(ctx: LoadContext, plan: LoadPlan, target: LoadTarget, runner: Runner = run_perf_analyzer) -> dict[str, Any]:
+    """One level: perf_analyzer's numbers, the server's statistics and memory around it (status ok or error)."""
+    record: dict[str, Any] = {"key": target.key(plan.seq_len), **asdict(target), "seq_len": plan.seq_len, **ctx.stamp}
+    csv = ctx.out_dir / rf.RAW_DIR / f"load-{slug(record['key'])}.csv"
+    record["server_rss_mib_before"] = server_rss_mib(ctx.server_pid)
+    try:
+        args = _arguments(ctx, plan, target, csv)
+
+        def run() -> list[dict[str, float]]:
+            try:
+                record["stable"] = True
+                return runner(args)
+            except PerfAnalyzerError as error:
+                if UNSTABLE not in str(error):
+                    raise
+                relaxed = replace(args, stability_percentage=2 * args.stability_percentage)  # say so, and measure anyway
+                record.update(stable=False, stability_relaxed_to=relaxed.stability_percentage)
+                return runner(relaxed)
+
+        rows, hops = ctx.statistics.around(run) if ctx.statistics else (run(), None)
+        metrics = rows[0]
+        record.update(status="ok", argv=args.argv(), metrics=metrics, raw_csv=str(csv.relative_to(ctx.out_dir)))
+        record["requests_per_s"] = metrics.get("throughput", 0.0) / target.texts  # perf_analyzer counts rows
+        record.update(hops=hops, batches=_batches(target, hops), failures=int(sum(h.get("failures", 0) for h in (hops or {}).values())))
+    except (ToolkitError, OSError) as error:
+        record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
+    record["server_rss_mib_after"] = server_rss_mib(ctx.server_pid)
+    return record
+
+
+def disconnect_probe(url: str, model: str, text: str, clients: int = 8) -> dict[str, Any]:
+    """Clients that give up before their answer (a 1 ms deadline) leave the server serving: the server answers a
+    normal request afterwards. Returns how many gave up and whether the server still answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    def impatient(_: int) -> bool:
+        with grpcclient.InferenceServerClient(url) as client:
+            tensor = grpcclient.InferInput(TEXT, [1, 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+            try:
+                client.infer(model, [tensor], client_timeout=0.001)
+                return False
+            except Exception:  # the deadline passed: the client went away mid-request
+                return True
+
+    with ThreadPoolExecutor(clients) as pool:
+        gave_up = sum(pool.map(impatient, range(clients * 4)))
+    time.sleep(0.5)
+    with grpcclient.InferenceServerClient(url) as client:
+        tensor = grpcclient.InferInput(TEXT, [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+        output = client.get_model_metadata(model).outputs[0].name
+        answered = client.infer(model, [tensor], client_timeout=30).as_numpy(output) is not None
+    return {"model": model, "clients_gave_up": gave_up, "served_after": answered}
+
+
+def run_load(
+    plan: LoadPlan,
+    url: str,
+    repository: Path,
+    out: Path = Path("results"),
+    server_pid: int | None = None,
+    tokenizer: Path | None = None,
+    progress: bool = True,
+    runner: Runner = run_perf_analyzer,
+    probe: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Run ``plan`` against the server at ``url``; append every point to ``<out>/<device>/load.jsonl`` and return that
+    folder with the soak summary (requests sent, failures, memory growth, the disconnect probe)."""
+    from tqdm import tqdm
+
+    device = device_info()
+    out_dir = Path(out) / device["name"]
+    run_id = uuid.uuid4().hex[:12]
+    stamp = {"run_id": run_id, "device": device["name"], "gpu": device["gpu"], "code": code_version(), "manifest_hash": manifest_hash(repository)}
+    ctx = LoadContext(out_dir, url, repository, server_pid, stamp, tokenizer, StatisticsReader(url))
+    missing = sorted({t.triton_model for t in plan.points() if not (repository / t.triton_model).is_dir()})
+    if missing:
+        raise BadInputError(f"models {missing} are not in {repository}: build them (build_engines.py, --one-hop for onehop paths)")
+    records = []
+    for target in tqdm(list(plan.points()), desc="load sweep", unit="level", disable=not progress):
+        record = measure_load(ctx, plan, target, runner)
+        rf.append_jsonl(out_dir / LOAD_FILE, record)
+        records.append(record)
+    summary = soak_summary(records)
+    if probe and records:
+        first = records[0]
+        tokenizer_file = find_tokenizer(repository, first["model"], tokenizer)
+        summary["disconnect"] = disconnect_probe(url, first["triton_model"], _probe_text(tokenizer_file))
+    rf.append_jsonl(out_dir / LOAD_FILE, {"kind": "soak", "key": f"soak|{run_id}", **stamp, **summary})
+    return out_dir, summary
+
+
+def _probe_text(tokenizer: Path) -> str:
+    from perf.inputs import text_samples
+
+    return text_samples(tokenizer, 32, 1)[0]
+
+
+def soak_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Requests sent, failed requests, unstable levels, and the server's memory after the first level and at the end."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    sent = sum(_requests(r) for r in ok)
+    start = next((r["server_rss_mib_after"] for r in ok if r.get("server_rss_mib_after")), None)
+    end = next((r["server_rss_mib_after"] for r in reversed(ok) if r.get("server_rss_mib_after")), None)
+    return {
+        "levels": len(records),
+        "errors": len(records) - len(ok),
+        "unstable": sum(1 for r in ok if not r.get("stable", True)),
+        "requests": int(sent),
+        "failures": sum(r.get("failures", 0) for r in ok),
+        "rss_mib_first": start,
+        "rss_mib_last": end,
+        "rss_growth": None if not start or not end else round(end / start - 1.0, 4),
+    }
+
+
+def _requests(record: dict[str, Any]) -> float:
+    """Requests the server counted for the driven model during the level (Triton's statistics)."""
+    hop = (record.get("hops") or {}).get(record["triton_model"])
+    return float(hop["requests"]) if hop else 0.0

@@ -1,0 +1,63 @@
+"""Load sweeps on a real server (CI-sized: MiniLM with one layer, up to 32 clients, short windows)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from perf.load import LOADS, LoadPlan, run_load, server_rss_mib
+from perf.results import read_jsonl
+from toolkit.build import BuildRequest, build_model
+from toolkit.errors import BadInputError
+from toolkit.names import Precision
+from toolkit.repository.configs import ServingOptions
+from toolkit.serving import running_server
+
+NAME = "loadmini"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, int]]:
+    """MiniLM (one layer) with its one-hop model, on a real server; (repository, gRPC url, server pid)."""
+    repository = tmp_path_factory.mktemp("load_repo")
+    request = BuildRequest(model="minilm", name=NAME, layers=1, precisions=(Precision.FP32,), max_batch=32, min_seq=1, opt_seq=32,
+                           max_seq=64, runtimes=("onnxruntime",), serving=ServingOptions(one_hop=True, intra_op_threads=1))  # fmt: skip
+    build_model(request, repository, tmp_path_factory.mktemp("load_work"), log=lambda _: None)
+    with running_server(repository, state_dir=tmp_path_factory.mktemp("load_server"), timeout=300) as handle:
+        yield repository, f"127.0.0.1:{handle.ports.grpc}", handle.pid
+
+
+@pytest.mark.server
+@pytest.mark.timeout(600)
+def test_load_sweep_forms_batches_without_failures_and_the_server_survives_clients_that_leave(
+    served: tuple[Path, str, int], tmp_path: Path
+) -> None:
+    repository, url, pid = served
+    plan = dataclasses.replace(LOADS["load-cpu"], models=(NAME,), paths=("ensemble", "onehop"), concurrencies=(1, 32), window_ms=700)
+    out_dir, summary = run_load(plan, url, repository, tmp_path, server_pid=pid, progress=False)
+    points = [r for r in read_jsonl(out_dir / "load.jsonl") if "kind" not in r]
+    assert [(p["triton_model"], p["concurrency"], p["status"]) for p in points] == [
+        (f"{NAME}_fp32", 1, "ok"), (f"{NAME}_fp32", 32, "ok"), (f"{NAME}_fp32_onehop", 1, "ok"), (f"{NAME}_fp32_onehop", 32, "ok"),
+    ]  # fmt: skip
+    at_32 = {p["triton_model"]: p for p in points if p["concurrency"] == 32}
+    assert at_32[f"{NAME}_fp32"]["batches"][f"{NAME}_fp32_onnx"] > 1 and at_32[f"{NAME}_fp32"]["batches"][f"{NAME}_tokenizer"] > 1
+    assert at_32[f"{NAME}_fp32_onehop"]["batches"][f"{NAME}_fp32_onehop"] > 1
+    assert summary["errors"] == 0 and summary["failures"] == 0 and summary["requests"] > 100
+    assert summary["disconnect"]["clients_gave_up"] > 0 and summary["disconnect"]["served_after"] is True
+    assert all(p["server_rss_mib_after"] and p["server_rss_mib_after"] > 50 for p in points)
+
+
+def test_load_plan_rejects_unknown_path_and_missing_models(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match=r"paths \['twohop'\] unknown"):
+        LoadPlan(models=("m",), paths=("twohop",))
+    with pytest.raises(BadInputError, match=r"not in .*--one-hop"):
+        run_load(LoadPlan(models=("absent",)), "127.0.0.1:1", tmp_path, tmp_path, progress=False)
+
+
+def test_server_rss_counts_a_process_and_its_children() -> None:
+    own = server_rss_mib(os.getpid())
+    assert own is not None and own > 10 and server_rss_mib(None) is None
