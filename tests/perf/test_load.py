@@ -61,3 +61,34 @@ def test_load_plan_rejects_unknown_path_and_missing_models(tmp_path: Path) -> No
 def test_server_rss_counts_a_process_and_its_children() -> None:
     own = server_rss_mib(os.getpid())
     assert own is not None and own > 10 and server_rss_mib(None) is None
+
+
+def test_efficiency_divides_served_sequences_by_the_engine_alone_at_the_formed_batch() -> None:
+    from perf.load_report import efficiency, engine_ms_at
+
+    batches = {1: 1.0, 4: 2.0, 16: 8.0}
+    assert engine_ms_at(batches, 4) == 2.0 and engine_ms_at(batches, 64) == 8.0 and engine_ms_at(batches, 0.5) == 1.0
+    assert engine_ms_at(batches, 2) == pytest.approx(2**0.5)  # log-log between 1 and 4
+    point = {"model": "m", "precision": "fp16", "seq_len": 128, "texts": 1, "requests_per_s": 1000.0,
+             "batches": {"m_tokenizer": 3.0, "m_fp16_onnx": 4.0}}  # fmt: skip
+    capacity, ratio = efficiency(point, {("m", "fp16", 128): batches})
+    assert capacity == pytest.approx(2000.0) and ratio == pytest.approx(0.5)  # 4 rows per 2 ms alone; 1000 served
+    assert efficiency({**point, "batches": {}}, {("m", "fp16", 128): batches}) == (None, None)
+
+
+def test_load_section_plots_throughput_against_p99_and_tables_every_level(tmp_path: Path) -> None:
+    from perf import results as rf
+    from perf.load_report import load_section
+
+    device = tmp_path / "cpu-x"
+    for concurrency, rate, p99 in ((1, 100.0, 12.0), (8, 400.0, 30.0)):
+        rf.append_jsonl(device / "load.jsonl", {
+            "key": f"m_fp16|t1|s128|c{concurrency}", "triton_model": "m_fp16", "model": "m", "precision": "fp16", "path": "ensemble",
+            "texts": 1, "concurrency": concurrency, "seq_len": 128, "status": "ok", "requests_per_s": rate,
+            "metrics": {"latency_p50": p99 / 2, "latency_p99": p99}, "batches": {"m_fp16_onnx": 1.0 + concurrency / 4}, "failures": 0,
+        })  # fmt: skip
+    rf.append_jsonl(device / "load.jsonl", {"kind": "soak", "key": "soak|r", "run_id": "r", "requests": 5000, "failures": 0, "unstable": 0,
+                                            "rss_mib_first": 700.0, "rss_mib_last": 710.0, "rss_growth": 0.014})  # fmt: skip
+    md = "\n".join(load_section(device, tmp_path, tmp_path / "plots"))
+    assert (tmp_path / "plots" / "load_throughput_p99.png").stat().st_size > 1000
+    assert "| m_fp16 | 1 | 8 | 400.00 | 15.00 | 30.00 | yes | onnx 3.0 |" in md and "| r | 5000 | 0 | 0 | 700.00 | 710.00 | 0.01 |" in md
