@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli_values import comma_ints, comma_items
+from toolkit.cli_values import comma_ints, comma_items, gpu_indices
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.precision.policy import DEFAULT_KEEP_FP32
 
@@ -77,6 +77,12 @@ from toolkit.precision.policy import DEFAULT_KEEP_FP32
     help="Engine runtimes to build (the plug-ins in toolkit/runtimes/); one that cannot build here is skipped with a one-line note.",
 )
 @click.option("--gpu/--cpu", "gpu", default=None, help="Instance groups on GPU or CPU (default: GPU when nvidia-smi finds one).")
+@click.option(
+    "--gpus",
+    default=None,
+    help="GPUs the engine instances go on: all (every GPU nvidia-smi lists here) or indices, e.g. 0,1; each gets --engine-instances "
+    "instances and the tokenizer --tokenizer-instances more (implies --gpu; default: every GPU Triton sees).",
+)
 @click.option(
     "--fuse/--no-fuse",
     default=None,
@@ -143,6 +149,7 @@ def main(
     max_seq: int | None,
     runtimes: str,
     gpu: bool | None,
+    gpus: str | None,
     fuse: bool | None,
     engine_instances: int,
     tokenizer_instances: int,
@@ -157,6 +164,7 @@ def main(
     """Turn Hugging Face models into a Triton model repository of engines in three precisions."""
     from toolkit.build import BuildRequest, build_model, parse_precisions
     from toolkit.environment import gpu_name
+    from toolkit.environment import gpus as visible_gpus
     from toolkit.models.pooling import parse_modes
     from toolkit.precision import parse_keep_fp32
     from toolkit.repository.configs import ServingOptions
@@ -166,10 +174,14 @@ def main(
         if name and len(models) > 1:
             raise BadInputError("--name applies to one model; build several models in separate runs or drop --name")
         chosen_runtimes = tuple(get_runtime(name).name for name in comma_items(runtimes, "--runtimes"))
-        on_gpu = gpu if gpu is not None else gpu_name() is not None
+        if gpus is not None and gpu is False:
+            raise BadInputError("--gpus places engines on GPUs: drop --cpu")
+        on_gpu = gpu if gpu is not None else (gpus is not None or gpu_name() is not None)
+        placed = gpu_indices(gpus, "--gpus", len(visible_gpus())) if gpus is not None else None
         buckets = None if seq_buckets is None else comma_ints(seq_buckets, "--seq-buckets", allow_empty=True)
         serving = ServingOptions(
             gpu=on_gpu,
+            gpus=placed,
             engine_instances=engine_instances,
             tokenizer_instances=tokenizer_instances,
             one_hop=one_hop,

@@ -27,9 +27,10 @@ from perf.inputs import perf_analyzer_data, write_perf_analyzer_data
 from perf.server_stats import StatisticsReader
 from toolkit.environment import code_version, device_info, slug
 from toolkit.errors import BadInputError, ToolkitError
+from toolkit.measurement.gpu_sampler import sampled_gpus
 from toolkit.names import TEXT, Precision
 from toolkit.repository.lookup import find_tokenizer
-from toolkit.repository.naming import ensemble_model, onehop_model
+from toolkit.repository.naming import engine_model, ensemble_model, onehop_model
 from toolkit.runtimes import DEFAULT_RUNTIME
 
 LOAD_FILE = "load.jsonl"
@@ -87,8 +88,9 @@ class LoadTarget:
     texts: int
     concurrency: int
 
-    def key(self, seq_len: int) -> str:
-        return f"{self.triton_model}|t{self.texts}|s{seq_len}|c{self.concurrency}"
+    def key(self, seq_len: int, gpus: int) -> str:
+        """``minilm_fp16|g1|t1|s128|c64``: the model, the GPUs its engines are on, texts, length and clients."""
+        return f"{self.triton_model}|g{gpus}|t{self.texts}|s{seq_len}|c{self.concurrency}"
 
 
 LOADS: dict[str, LoadPlan] = {
@@ -112,6 +114,7 @@ class LoadContext:
     stamp: dict[str, Any]
     tokenizer: Path | None = None
     statistics: StatisticsReader | None = None
+    visible_gpus: int = 0
     inputs: dict[tuple[str, int], Path] = field(default_factory=dict)
 
 
@@ -170,9 +173,24 @@ def _batches(target: LoadTarget, hops: dict[str, dict[str, float]] | None) -> di
     return formed
 
 
+def served_gpus(repository: Path, plan: LoadPlan, target: LoadTarget, visible: int) -> list[int]:
+    """The GPUs the model's engine instances are placed on (its config's instance groups; every visible GPU when
+    they name none); empty for CPU instances."""
+    from toolkit.repository.lookup import model_config
+
+    executing = target.triton_model if target.path == "onehop" else engine_model(target.model, target.precision, plan.runtime)
+    config = model_config(repository, executing)
+    groups = list(config.instance_group) if config is not None else []
+    if not any(group.kind == group.KIND_GPU for group in groups):
+        return []
+    named = sorted({gpu for group in groups for gpu in group.gpus})
+    return named or list(range(visible))
+
+
 def measure_load(ctx: LoadContext, plan: LoadPlan, target: LoadTarget, runner: Runner = run_perf_analyzer) -> dict[str, Any]:
-    """One level: perf_analyzer's numbers, the server's statistics and memory around it (status ok or error)."""
-    record: dict[str, Any] = {"key": target.key(plan.seq_len), **asdict(target), "seq_len": plan.seq_len, **ctx.stamp}
+    """One level: perf_analyzer's numbers, the server's statistics, memory and GPUs around it (status ok or error)."""
+    gpus = served_gpus(ctx.repository, plan, target, ctx.visible_gpus)
+    record: dict[str, Any] = {"key": target.key(plan.seq_len, len(gpus)), **asdict(target), "seq_len": plan.seq_len, "gpus": gpus, **ctx.stamp}
     csv = ctx.out_dir / rf.RAW_DIR / f"load-{slug(record['key'])}.csv"
     record["server_rss_mib_before"] = server_rss_mib(ctx.server_pid)
     try:
@@ -189,8 +207,10 @@ def measure_load(ctx: LoadContext, plan: LoadPlan, target: LoadTarget, runner: R
                 record.update(stable=False, stability_relaxed_to=relaxed.stability_percentage)
                 return runner(relaxed)
 
-        rows, hops = ctx.statistics.around(run) if ctx.statistics else (run(), None)
+        with sampled_gpus() as sampler:
+            rows, hops = ctx.statistics.around(run) if ctx.statistics else (run(), None)
         metrics = rows[0]
+        record["gpu_samples"] = sampler.summary()  # per GPU: utilisation and memory while the level ran
         record.update(status="ok", argv=args.argv(), metrics=metrics, raw_csv=str(csv.relative_to(ctx.out_dir)))
         record["requests_per_s"] = metrics.get("throughput", 0.0) / target.texts  # perf_analyzer counts rows
         record.update(hops=hops, batches=_batches(target, hops), failures=int(sum(h.get("failures", 0) for h in (hops or {}).values())))
@@ -248,7 +268,7 @@ def run_load(
     out_dir = Path(out) / device["name"]
     run_id = uuid.uuid4().hex[:12]
     stamp = {"run_id": run_id, "device": device["name"], "gpu": device["gpu"], "code": code_version(), "manifest_hash": manifest_hash(repository)}
-    ctx = LoadContext(out_dir, url, repository, server_pid, stamp, tokenizer, StatisticsReader(url))
+    ctx = LoadContext(out_dir, url, repository, server_pid, stamp, tokenizer, StatisticsReader(url), visible_gpus=device["gpu_count"])
     missing = sorted({t.triton_model for t in plan.points() if not (repository / t.triton_model).is_dir()})
     if missing:
         raise BadInputError(f"models {missing} are not in {repository}: build them (build_engines.py, --one-hop for onehop paths)")

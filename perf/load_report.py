@@ -79,8 +79,38 @@ def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         ["model", "texts", "clients", "requests/s", "p50 ms", "p99 ms", "stable", "batches formed", "engine alone seq/s", "efficiency", "failed"],
         (_row(p, medians) for p in points),
     ) + "\n")  # fmt: skip
+    md.extend(_scaling(points))
     md.extend(_soak(device_dir))
     return md
+
+
+def scaling_rows(points: list[dict[str, Any]]) -> list[list[Any]]:
+    """Per (model, texts, clients): requests/s and p99 on one GPU and on N, and N-GPU / (N x 1-GPU) throughput."""
+    by_level: dict[tuple[str, int, int], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for point in points:
+        by_level[(point["triton_model"], point["texts"], point["concurrency"])][len(point.get("gpus") or [])] = point
+    rows = []
+    for (model, texts, clients), runs in sorted(by_level.items()):
+        one = runs.get(1)
+        for count, many in sorted((n, p) for n, p in runs.items() if n > 1):
+            ratio = many["requests_per_s"] / (count * one["requests_per_s"]) if one and one["requests_per_s"] else None
+            rows.append([
+                model, texts, clients, one["requests_per_s"] if one else None, one["metrics"].get("latency_p99") if one else None,
+                count, many["requests_per_s"], many["metrics"].get("latency_p99"), ratio,
+            ])  # fmt: skip
+    return rows
+
+
+def _scaling(points: list[dict[str, Any]]) -> list[str]:
+    rows = scaling_rows(points)
+    if not rows:
+        return []
+    return [
+        "GPUs of one host (engine instances on each, `--gpus`): scaling efficiency is N-GPU throughput / (N x 1-GPU "
+        "throughput) at the same clients.\n",
+        table(["model", "texts", "clients", "1 GPU req/s", "1 GPU p99 ms", "GPUs", "N GPU req/s", "N GPU p99 ms", "scaling efficiency"], rows)
+        + "\n",
+    ]
 
 
 def _row(point: dict[str, Any], medians: dict[tuple[str, str, int], dict[int, float]]) -> list[Any]:

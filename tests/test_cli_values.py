@@ -34,3 +34,14 @@ def test_perf_cli_prints_one_line_error_when_batch_is_not_integers() -> None:
     result = CliRunner().invoke(perf_main, ["sweep", "--batch", "1,eight"])
     assert result.exit_code == 1
     assert "Error: --batch '1,eight': expected comma-separated positive integers" in result.output
+
+
+def test_gpu_indices_takes_all_the_visible_gpus_or_distinct_indices() -> None:
+    from toolkit.cli_values import gpu_indices
+
+    assert gpu_indices("all", "--gpus", 2) == (0, 1) and gpu_indices("0,3", "--gpus", 0) == (0, 3)
+    with pytest.raises(BadInputError, match="no GPU is visible"):
+        gpu_indices("all", "--gpus", 0)
+    for bad in ("0,0", "-1", "one"):
+        with pytest.raises(BadInputError, match="--gpus"):
+            gpu_indices(bad, "--gpus", 2)

@@ -31,3 +31,18 @@ def comma_ints(value: str, flag: str, allow_empty: bool = False) -> tuple[int, .
     if any(n < 1 for n in numbers):
         raise BadInputError(f"{flag} {value!r}: expected comma-separated positive integers, e.g. 1,8,32")
     return numbers
+
+
+def gpu_indices(value: str, flag: str, visible: int) -> tuple[int, ...]:
+    """``all`` (every GPU of the ``visible`` ones) or comma-separated GPU indices >= 0, e.g. ``0,1``."""
+    if value.strip() == "all":
+        if visible < 1:
+            raise BadInputError(f"{flag} all: no GPU is visible here (nvidia-smi); name the serving machine's GPUs, e.g. {flag} 0,1")
+        return tuple(range(visible))
+    try:
+        indices = tuple(int(item) for item in comma_items(value, flag))
+    except ValueError:
+        raise BadInputError(f"{flag} {value!r}: expected all or comma-separated GPU indices, e.g. 0,1") from None
+    if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
+        raise BadInputError(f"{flag} {value!r}: expected distinct GPU indices >= 0, e.g. 0,1")
+    return indices

@@ -92,3 +92,13 @@ def test_load_section_plots_throughput_against_p99_and_tables_every_level(tmp_pa
     md = "\n".join(load_section(device, tmp_path, tmp_path / "plots"))
     assert (tmp_path / "plots" / "load_throughput_p99.png").stat().st_size > 1000
     assert "| m_fp16 | 1 | 8 | 400.00 | 15.00 | 30.00 | yes | onnx 3.0 |" in md and "| r | 5000 | 0 | 0 | 700.00 | 710.00 | 0.01 |" in md
+
+
+def test_scaling_rows_compare_n_gpus_with_n_times_one_gpu_at_the_same_clients() -> None:
+    from perf.load_report import scaling_rows
+
+    def point(gpus: list[int], rate: float, p99: float) -> dict[str, object]:
+        return {"triton_model": "m_fp16", "texts": 1, "concurrency": 64, "gpus": gpus, "requests_per_s": rate, "metrics": {"latency_p99": p99}}
+
+    rows = scaling_rows([point([0], 4000.0, 10.0), point([0, 1], 7200.0, 9.0), point([], 50.0, 80.0)])  # type: ignore[list-item]
+    assert rows == [["m_fp16", 1, 64, 4000.0, 10.0, 2, 7200.0, 9.0, pytest.approx(0.9)]]

@@ -268,3 +268,24 @@ def test_classifier_ensemble_ends_with_the_labels_model_that_names_the_engines_l
     assert (root / "m_labels/1/model.py").read_text().startswith('"""Triton Python backend: a classifier')
     with pytest.raises(BadInputError, match="only a classification head"):
         config_for_labels(_served(tmp_path / "plain", ENCODER))
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tensorrt"])
+def test_gpus_put_each_engines_instances_on_every_listed_gpu_and_scale_the_tokenizer(tmp_path: Path, runtime: str) -> None:
+    model = _served(tmp_path, ENCODER, (runtime,))
+    options = ServingOptions(gpu=True, gpus=(0, 1), engine_instances=2, tokenizer_instances=3)
+    engine = _roundtrip(config_for_engine(model, model.engines[0], options))
+    groups = [(model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind), g.count, list(g.gpus)) for g in engine.instance_group]
+    assert groups == [("KIND_GPU", 2, [0]), ("KIND_GPU", 2, [1])]
+    (tokenizer,) = _roundtrip(config_for_tokenizer(model, options)).instance_group
+    assert (model_config_pb2.ModelInstanceGroup.Kind.Name(tokenizer.kind), tokenizer.count) == ("KIND_CPU", 6)
+    every_gpu = _roundtrip(config_for_engine(model, model.engines[0], ServingOptions(gpu=True, engine_instances=2)))
+    assert [(g.count, list(g.gpus)) for g in every_gpu.instance_group] == [(2, [])]  # Triton places them on each GPU it sees
+
+
+@pytest.mark.parametrize("gpus", [(), (0, 0), (-1,)])
+def test_serving_options_rejects_gpus_when_empty_repeated_or_negative(gpus: tuple[int, ...]) -> None:
+    with pytest.raises(BadInputError, match="distinct GPU indices"):
+        ServingOptions(gpu=True, gpus=gpus)
+    with pytest.raises(BadInputError, match="without --cpu"):
+        ServingOptions(gpu=False, gpus=(0,))

@@ -43,6 +43,7 @@ class ServingOptions:
     """
 
     gpu: bool = False
+    gpus: tuple[int, ...] | None = None  # the GPUs engine instances go on (None: every GPU Triton sees)
     engine_instances: int = 1
     tokenizer_instances: int = 1
     one_hop: bool = False
@@ -55,6 +56,8 @@ class ServingOptions:
     def __post_init__(self) -> None:
         if self.engine_instances < 1:
             raise BadInputError(f"engine_instances={self.engine_instances}: must be >= 1 (--engine-instances)")
+        if self.gpus is not None and (not self.gpu or not self.gpus or min(self.gpus) < 0 or len(set(self.gpus)) != len(self.gpus)):
+            raise BadInputError(f"gpus={self.gpus}: need distinct GPU indices >= 0, and GPU instances (--gpus 0,1 without --cpu)")
         if self.tokenizer_instances < 1:
             raise BadInputError(f"tokenizer_instances={self.tokenizer_instances}: must be >= 1 (--tokenizer-instances)")
         if self.max_queue_delay_us < 0:
@@ -119,7 +122,8 @@ def config_for_tokenizer(model: ServedModel, options: ServingOptions = ServingOp
             **_batching(model, options),
             "input": [_tensor(TEXT, "TYPE_STRING", [1])],
             "output": [*outputs, _tensor(TRUNCATED, "TYPE_BOOL", [1])],
-            "instance_group": [{"kind": "KIND_CPU", "count": options.tokenizer_instances}],
+            # One set of tokenizer instances per GPU the engines run on: each GPU's engines need their texts tokenized.
+            "instance_group": [{"kind": "KIND_CPU", "count": options.tokenizer_instances * len(options.gpus or (0,))}],
             "parameters": _parameters(_tokenizer_parameters(model, options)),
         }
     )
@@ -196,6 +200,7 @@ def _ensemble_outputs(model: ServedModel, specs: Iterable[TensorSpec], where: st
 def _engine_serving(model: ServedModel, options: ServingOptions) -> EngineServing:
     return EngineServing(
         gpu=options.gpu,
+        gpus=options.gpus,
         instances=options.engine_instances,
         intra_op_threads=options.intra_op_threads,
         cuda_graphs=options.uses_cuda_graphs,

@@ -78,17 +78,25 @@ class EngineBuild:
 
 @dataclass(frozen=True)
 class EngineServing:
-    """How an engine model is served, for the runtime's part of its Triton config: instances on GPUs or CPUs,
-    CPU threads (0: the runtime's default), CUDA graphs, the token inputs, the tokenizer's padded lengths
-    (empty: any length) and the largest batch."""
+    """How an engine model is served, for the runtime's part of its Triton config: instances on GPUs or CPUs (on
+    each of ``gpus``, or on every GPU Triton sees), CPU threads (0: the runtime's default), CUDA graphs, the token
+    inputs, the tokenizer's padded lengths (empty: any length) and the largest batch."""
 
     gpu: bool
+    gpus: tuple[int, ...] | None
     instances: int
     intra_op_threads: int
     cuda_graphs: bool
     inputs: tuple[str, ...]
     buckets: tuple[int, ...]
     max_batch_size: int
+
+
+def gpu_instance_groups(serving: EngineServing) -> list[dict[str, Any]]:
+    """``instances`` GPU instances on each of ``serving.gpus`` (one group per GPU), or on every GPU Triton sees."""
+    if serving.gpus is None:
+        return [{"kind": "KIND_GPU", "count": serving.instances}]
+    return [{"kind": "KIND_GPU", "count": serving.instances, "gpus": [gpu]} for gpu in serving.gpus]
 
 
 class EngineRunner(Protocol):

@@ -22,7 +22,7 @@ from toolkit.errors import BadInputError, BuildError, DependencyMissingError
 from toolkit.measurement.isolated import Send, rows_in_own_process
 from toolkit.measurement.timing import Device, Row, Shape, TimingJob, failure, gpu_memory_used_mib, time_for
 from toolkit.precision.policy import precision_census
-from toolkit.runtimes.base import BuildContext, EngineBuild, EngineRuntime, EngineServing, VariantGraphs
+from toolkit.runtimes.base import BuildContext, EngineBuild, EngineRuntime, EngineServing, VariantGraphs, gpu_instance_groups
 
 if TYPE_CHECKING:
     import onnx
@@ -220,7 +220,7 @@ class OnnxRuntime(EngineRuntime):
         if serving.cuda_graphs:
             parameters["enable_cuda_graph"] = 1
         fields: dict[str, Any] = {
-            "instance_group": [{"kind": "KIND_GPU" if serving.gpu else "KIND_CPU", "count": serving.instances}],
+            "instance_group": gpu_instance_groups(serving) if serving.gpu else [{"kind": "KIND_CPU", "count": serving.instances}],
             "parameters": {key: {"string_value": str(value)} for key, value in parameters.items()},
         }
         if serving.gpu:

@@ -22,6 +22,28 @@ NUMPY_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
 NO_GRAPH = -1  # ORT's run option value for "run this call without a graph" in a graph-enabled session
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a Triton model instance runs its engine: CUDA device ``device_id``, or the CPU (with why, when the
+    instance asked for a GPU and got none)."""
+
+    cuda: bool
+    device_id: int
+    warning: str | None = None
+
+
+def placement(instance_kind: str | None, device_id: str | int | None, providers: list[str]) -> Placement:
+    """The placement of a Triton instance from what Triton hands ``initialize`` (``model_instance_kind``,
+    ``model_instance_device_id``) and the providers this onnxruntime build has: a KIND_GPU instance runs on its own
+    GPU when the CUDA provider exists (so instances on GPUs 0 and 1 each use their own), else on the CPU."""
+    device = int(device_id or 0)
+    if instance_kind != "GPU":
+        return Placement(False, device)
+    if "CUDAExecutionProvider" not in providers:
+        return Placement(False, device, "KIND_GPU but onnxruntime has no CUDA provider; using CPU")
+    return Placement(True, device)
+
+
 def _options(threads: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # 0: ONNX Runtime's default

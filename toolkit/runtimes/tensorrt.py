@@ -22,7 +22,15 @@ from toolkit.artifacts import sha256_of
 from toolkit.errors import BuildError, DependencyMissingError
 from toolkit.measurement.isolated import Send, rows_in_own_process
 from toolkit.measurement.timing import Device, Row, Shape, TimingJob, failure, time_for
-from toolkit.runtimes.base import BuildContext, EngineBuild, EngineRuntime, EngineServing, ShapeProfile, VariantGraphs
+from toolkit.runtimes.base import (
+    BuildContext,
+    EngineBuild,
+    EngineRuntime,
+    EngineServing,
+    ShapeProfile,
+    VariantGraphs,
+    gpu_instance_groups,
+)
 
 BACKENDS = Path(__file__).resolve().parent.parent / "backends"
 
@@ -193,7 +201,7 @@ class TensorRT(EngineRuntime):
         ``optimization.cuda.graphs``, one graph per ``graph_spec``: every (batch size, tokenizer bucket) pair, matched
         exactly (a lower bound would run the graph on uninitialized padding rows). Without buckets it captures its
         defaults (the profile's opt shape)."""
-        fields: dict[str, Any] = {"instance_group": [{"kind": "KIND_GPU", "count": serving.instances}]}
+        fields: dict[str, Any] = {"instance_group": gpu_instance_groups(serving)}
         if serving.cuda_graphs:
             specs = [
                 {"batch_size": batch, "input": {name: {"dim": [seq]} for name in serving.inputs}}

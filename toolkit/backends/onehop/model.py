@@ -23,7 +23,7 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # text_encoder.py and ort_device.py are copied beside us
-from ort_device import NUMPY_OF_ORT, DeviceRunner, cpu_session, cuda_session
+from ort_device import NUMPY_OF_ORT, DeviceRunner, cpu_session, cuda_session, placement
 from text_encoder import InputError, TextEncoder, texts_of
 
 TRUNCATED, LABEL, LABEL_ID = "truncated", "label", "label_id"
@@ -44,14 +44,15 @@ class TritonPythonModel:
 
     def _load_engine(self, path: str, parameters: dict[str, str], args: dict[str, Any]) -> None:
         threads = int(parameters.get("intra_op_thread_count", "0"))
-        use_cuda = args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers()
+        where = placement(args.get("model_instance_kind"), args.get("model_instance_device_id"), ort.get_available_providers())
+        if where.warning:
+            pb_utils.Logger.log_warn(f"{args['model_name']}: {where.warning}")
         self.device = None
-        if use_cuda:
-            device_id = int(args.get("model_instance_device_id") or 0)
+        if where.cuda:
             graphs = parameters.get("enable_cuda_graph", "0") == "1"
-            self.session, refused = cuda_session(path, device_id, graphs, threads)
+            self.session, refused = cuda_session(path, where.device_id, graphs, threads)
             max_graphs = int(parameters.get("cuda_graph_max_shapes", "16")) if graphs and not refused else 0
-            self.device = DeviceRunner(self.session, device_id, max_graphs)
+            self.device = DeviceRunner(self.session, where.device_id, max_graphs)
         else:
             self.session = cpu_session(path, threads)
         self.engine_inputs = {i.name: NUMPY_OF_ORT[i.type] for i in self.session.get_inputs()}

@@ -27,7 +27,7 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # ort_device.py and triton_batching.py are copied beside us
-from ort_device import DeviceRunner, cpu_session, cuda_session
+from ort_device import DeviceRunner, cpu_session, cuda_session, placement
 from triton_batching import run_grouped, tensor_specs
 
 
@@ -42,11 +42,10 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         logger = pb_utils.Logger
-        wants_gpu = args.get("model_instance_kind") == "GPU"
-        self.use_cuda = wants_gpu and "CUDAExecutionProvider" in ort.get_available_providers()
-        if wants_gpu and not self.use_cuda:
-            logger.log_warn(f"{args['model_name']}: KIND_GPU but onnxruntime has no CUDA provider; using CPU")
-        self.device_id = int(args.get("model_instance_device_id") or 0)
+        where = placement(args.get("model_instance_kind"), args.get("model_instance_device_id"), ort.get_available_providers())
+        if where.warning:
+            logger.log_warn(f"{args['model_name']}: {where.warning}")
+        self.use_cuda, self.device_id = where.cuda, where.device_id
         cuda_graph = self.use_cuda and parameters.get("enable_cuda_graph", "0") == "1"
 
         threads = int(parameters.get("intra_op_thread_count", parameters.get("intra_op_threads", "0")))
