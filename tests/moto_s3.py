@@ -1,4 +1,4 @@
-"""A local S3-compatible server for tests: moto's standalone server, in a thread of the test process.
+"""A local S3-compatible server for tests: moto's standalone server.
 
 Production uses S3 itself, MinIO, or Triton's GCS/Azure clients (README, "Serving from object storage").
 moto accepts any credentials until ``require_credentials`` turns its IAM checks on.
@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
+import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,23 +74,35 @@ class MotoS3:
 
 @contextlib.contextmanager
 def running_moto() -> Iterator[MotoS3]:
-    """moto's server on a free loopback port, with the test credentials in this process's environment
-    (boto3 and the tritonserver children read them from there)."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request would bury a failure's cause
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    """moto's server in a process of its own on a free loopback port (its IAM switch is global to a process),
+    with the test credentials in this process's environment (boto3 and tritonserver children read them there)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        deadline = time.monotonic() + 60
+        while not _answers(port):
+            assert process.poll() is None and time.monotonic() < deadline, f"moto's server did not start on port {port}"
+            time.sleep(0.2)
         with pytest.MonkeyPatch.context() as patch:
             for name, value in CREDENTIALS.items():
                 patch.setenv(name, value)
             patch.delenv("AWS_PROFILE", raising=False)
             patch.delenv("AWS_SESSION_TOKEN", raising=False)
-            yield MotoS3(f"{host}:{port}")
+            yield MotoS3(f"127.0.0.1:{port}")
     finally:
-        server.stop()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,3 @@
-"""moto's S3 server for the push tests (``tests/moto_s3.py``)."""
+"""moto's S3 server for the push tests."""
 
-from moto_s3 import s3
-
-__all__ = ["s3"]
+from moto_s3 import s3  # noqa: F401 (a fixture, defined once in tests/moto_s3.py)

@@ -1,10 +1,11 @@
-"""Pushing a repository to S3 (moto's S3 server): what a server polling the bucket can see at every moment."""
+"""Pushing a repository to S3: what a server polling the bucket can see at every moment of a push (in a store with
+S3's semantics), and the same push on moto's S3 server."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from toolkit.repository.__main__ import main as cli
 from toolkit.repository.configs import config_from_text
 from toolkit.repository.layout import read_configs
 from toolkit.repository.object_store import (
+    ObjectStore,
     ObjectStoreError,
     S3Location,
     S3Store,
@@ -63,10 +65,30 @@ class Interrupted(Exception):
 
 
 @dataclass
-class StoppingStore:
-    """An S3Store that fails every write or delete after the first ``allowed``."""
+class MemoryStore:
+    """An ObjectStore in a dict, with S3's semantics for what a push relies on: a write replaces one object whole."""
 
-    store: S3Store
+    objects: dict[str, StoredObject] = field(default_factory=dict)
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(key for key in self.objects if key.startswith(prefix))
+
+    def read(self, key: str) -> StoredObject | None:
+        return self.objects.get(key)
+
+    def write(self, key: str, body: bytes | Path, metadata: Mapping[str, str] | None = None) -> None:
+        self.objects[key] = StoredObject(body.read_bytes() if isinstance(body, Path) else body, dict(metadata or {}))
+
+    def delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.objects.pop(key, None)
+
+
+@dataclass
+class StoppingStore:
+    """An ObjectStore that fails every write or delete after the first ``allowed``."""
+
+    store: ObjectStore
     allowed: int
 
     def keys(self, prefix: str) -> list[str]:
@@ -99,11 +121,9 @@ def _keys(url: str) -> list[str]:
     return S3Store(location).keys(location.key(""))
 
 
-def _visible_problems(url: str, repository: Path) -> list[str]:
+def _visible_problems(store: ObjectStore, location: S3Location, repository: Path) -> list[str]:
     """What a server reading the bucket now would trip over: a config naming a version whose files are not all
     there (or more than one), or an ensemble calling a model that has no config."""
-    location = S3Location.parse(url)
-    store = S3Store(location)
     keys = store.keys(location.key(""))
     configs = {}
     for key in keys:
@@ -134,21 +154,26 @@ def test_push_order_sends_engines_then_tokenizer_then_ensembles_when_models_form
     assert order == [*sorted(engines), tokenizer_model(NAME), *sorted(ensembles)]
 
 
-@pytest.mark.parametrize("published", [False, True], ids=["first-push", "over-a-published-repository"])
-def test_push_publishes_only_whole_versions_when_interrupted_after_any_request(s3: MotoS3, repository: Path, published: bool) -> None:
+@pytest.mark.parametrize(
+    ("published", "keep"), [(False, 2), (True, 2), (True, 1)], ids=["first-push", "over-published-keep-2", "over-published-keep-1"]
+)
+def test_push_publishes_only_whole_versions_when_interrupted_after_any_request(repository: Path, published: bool, keep: int) -> None:
+    """Every moment of a push, in a store with S3's semantics (the same push on moto's S3: the next tests)."""
+    url = "s3://models/r"
+    location = S3Location.parse(url)
     for allowed in itertools.count():  # cut the push after 0, 1, 2, ... writes/deletes until one runs to its end
-        url = _url(s3)
+        store = MemoryStore()
         if published:
-            push_repository(repository, url, log=lambda _: None)
-            push_repository(repository, url, force=True, log=lambda _: None)  # two versions: the push deletes one
+            push_repository(repository, url, store=store, log=lambda _: None)
+            push_repository(repository, url, force=True, store=store, log=lambda _: None)  # two versions: the push deletes one
         try:
-            push_repository(repository, url, force=True, store=StoppingStore(S3Store(S3Location.parse(url)), allowed), log=lambda _: None)
+            push_repository(repository, url, keep=keep, force=True, store=StoppingStore(store, allowed), log=lambda _: None)
             finished = True
         except Interrupted:
             finished = False
-        assert _visible_problems(url, repository) == [], f"after {allowed} requests"
-        push_repository(repository, url, force=True, log=lambda _: None)  # the next push completes and cleans up
-        assert _visible_problems(url, repository) == []
+        assert _visible_problems(store, location, repository) == [], f"after {allowed} requests"
+        push_repository(repository, url, force=True, store=store, log=lambda _: None)  # the next push completes and cleans up
+        assert _visible_problems(store, location, repository) == []
         if finished:
             break
     assert allowed > 10, "the push should take more requests than this"
@@ -164,6 +189,7 @@ def test_push_keeps_newest_published_versions_and_drops_leftovers_when_pushed_ag
         push_repository(repository, url, force=True, store=StoppingStore(S3Store(location), 1), log=lambda _: None)
     pushed = {p.model: p for p in push_repository(repository, url, force=True, log=lambda _: None)}
     assert (pushed[engine].version, pushed[engine].kept) == (4, (4, 2))
+    assert _visible_problems(S3Store(location), location, repository) == []
     folders = {key.split("/")[2] for key in _keys(url) if key.split("/")[1] == engine and key.split("/")[2].isdigit()}
     assert folders == {"2", "4"}
 
