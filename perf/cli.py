@@ -245,3 +245,51 @@ def report(out: Path) -> None:
     from perf.report import write_report
 
     click.echo(str(write_report(out)))
+
+
+@main.command()
+@click.option("--model", required=True, help="Triton model to profile: an engine (minilm_fp16_onnx) or a text ensemble (minilm_fp16).")
+@click.option("--repository", type=click.Path(path_type=Path, exists=True, file_okay=False), default=Path("model_repository"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for the config, input data and results (default build/model_analyzer/MODEL).")
+@click.option("--seq", "seq_len", type=int, default=128, show_default=True, help="Tokens per input row (capped at the model's max_seq_len).")
+@click.option("--concurrency", default=None, help="Concurrency values instead of Model Analyzer's search, e.g. 1,2,4.")
+@click.option("--batch", "batch_sizes", default=None, help="Batch sizes instead of Model Analyzer's search, e.g. 1,8.")
+@click.option("--http-port", type=int, default=8100, show_default=True, help="Ports of the analyzer's own server, beside `make serve`'s.")
+@click.option("--grpc-port", type=int, default=8101, show_default=True)
+@click.option("--metrics-port", type=int, default=8102, show_default=True)
+@click.option("--config-only", is_flag=True, help="Write the config and input data, print the command, start nothing.")
+def analyze(
+    model: str,
+    repository: Path,
+    out: Path | None,
+    seq_len: int,
+    concurrency: str | None,
+    batch_sizes: str | None,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    config_only: bool,
+) -> None:
+    """Triton Model Analyzer on MODEL: a loopback server of its own in explicit model control, input data from
+    the repository's tokenizer, tritonclient's perf_analyzer."""
+    from perf.model_analyzer import AnalyzerRequest, find_model_analyzer, run_model_analyzer, write_model_analyzer_config
+    from toolkit.serving.server import Ports
+
+    try:
+        request = AnalyzerRequest(
+            model=model,
+            repository=repository,
+            out_dir=out or Path("build/model_analyzer") / model,
+            seq_len=seq_len,
+            ports=Ports(http=http_port, grpc=grpc_port, metrics=metrics_port),
+            concurrency=_ints(concurrency, "--concurrency") or (),
+            batch_sizes=_ints(batch_sizes, "--batch") or (),
+        )
+        if config_only:
+            config = write_model_analyzer_config(request)
+            click.echo(f"{find_model_analyzer()} profile -f {config}  # needs a server in explicit model control on :{grpc_port}")
+            return
+        status = run_model_analyzer(request)
+    except ToolkitError as error:
+        raise click.ClickException(str(error)) from error
+    raise SystemExit(status)
