@@ -287,7 +287,7 @@ def analyze(
         )
         if config_only:
             config = write_model_analyzer_config(request)
-            click.echo(f"{find_model_analyzer()} profile -f {config}  # needs a server in explicit model control on :{grpc_port}")
+            click.echo(f"{find_model_analyzer()} profile -f {config}  # needs a server on :{grpc_port}, in explicit model control unless the config says reload_model_disable")
             return
         status = run_model_analyzer(request)
     except ToolkitError as error:
