@@ -6,6 +6,12 @@ PY := $(VENV)/bin/python
 REPOSITORY ?= model_repository
 SWEEP ?= default
 GRPC_PORT ?= 8001
+# Address Triton listens on: 127.0.0.1 (this host only); 0.0.0.0 exposes it, with the key in $TRITON_ADMIN_KEY.
+LISTEN ?= 127.0.0.1
+SERVE_FLAGS ?=
+TO ?=
+MODEL ?=
+ANALYZE_FLAGS ?=
 GRID_MODELS ?= minilm
 GRID_DEVICE ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 # make k8s: REPOSITORY must then be an s3:// URL; the others are optional (toolkit/deploy/k8s.py has the defaults).
@@ -19,7 +25,7 @@ HPA_METRIC ?= cpu
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo build build-minilm build-gpt2 serve stop status infer fidelity perf grid report k8s test lint typecheck clean
+.PHONY: help setup demo build build-minilm build-gpt2 serve stop status push infer fidelity perf analyze grid report k8s test lint typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,14 +54,18 @@ build-minilm: setup ## build the real MiniLM-L6 (BERT architecture) into model_r
 build-gpt2: setup ## build GPT-2 (124M architecture, seeded random weights) into model_repository/
 	$(PY) build_engines.py --model gpt2 --random-weights --repository $(REPOSITORY)
 
-serve: setup ## start Triton on model_repository/ (SERVER=docker for NVIDIA's container)
-	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT)
+serve: setup ## start Triton on REPOSITORY (a folder or s3://...) listening on LISTEN (SERVER=docker for NVIDIA's container)
+	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT) --listen $(LISTEN) $(SERVE_FLAGS)
 
 stop: ## stop the server started by `make serve`
 	$(PY) -m toolkit.serving stop
 
 status: ## is the server up?
 	$(PY) -m toolkit.serving status
+
+push: setup ## upload REPOSITORY to TO=s3://bucket/path (or s3://host:port/bucket/path): new versions aside, then one config switch per model
+	@test -n "$(TO)" || { echo "give the destination: make push TO=s3://bucket/path"; exit 2; }
+	$(PY) -m toolkit.repository push --repository $(REPOSITORY) --to $(TO)
 
 infer: ## send one sentence to every MiniLM precision over gRPC
 	for precision in fp32 fp16 hybrid; do $(PY) -m client infer "Triton serves transformers fast." --model minilm --precision $$precision --url localhost:$(GRPC_PORT); done
@@ -69,6 +79,10 @@ PERF_COMMAND = $(if $(filter load%,$(SWEEP)),load --plan,sweep --sweep)
 perf: setup ## perf_analyzer sweep (SWEEP=default|gpu|paper|load|load-cpu) against a server started and stopped here
 	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT)
 	$(PY) -m perf $(PERF_COMMAND) $(SWEEP) --url localhost:$(GRPC_PORT) --repository $(REPOSITORY) --out results; rc=$$?; $(PY) -m toolkit.serving stop; exit $$rc
+
+analyze: setup ## Triton Model Analyzer on MODEL=minilm_fp16 (engine or ensemble) on a loopback server of its own (ports 8100-8102)
+	@test -n "$(MODEL)" || { echo "name the Triton model: make analyze MODEL=minilm_fp16_onnx"; exit 2; }
+	$(PY) -m perf analyze --model $(MODEL) --repository $(REPOSITORY) $(ANALYZE_FLAGS)
 
 grid: setup ## engine-only grid of GRID_MODELS: every precision x batch x length, timed and compared with FP32 (no server)
 	$(PY) -m perf grid --models $(GRID_MODELS) --device $(GRID_DEVICE) --repository $(REPOSITORY) --out results

@@ -169,6 +169,66 @@ def load(
 
 @main.command()
 @click.option("--model", required=True, help="Model short name in the repository, e.g. minilm.")
+@click.option("--precision", default="fp16", show_default=True, help="The precision whose serving is tuned.")
+@click.option("--p99-ms", type=click.FloatRange(min=0, min_open=True), required=True, help="The p99 budget a configuration must keep.")
+@click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--plan", "plan_name", default="load", show_default=True, help="The load plan whose levels measure each candidate.")
+@click.option("--concurrency", "concurrencies", default="32,128", show_default=True, help="Levels each candidate is measured at.")
+@click.option("--texts", "texts", type=click.IntRange(min=1), default=1, show_default=True, help="Texts per request.")
+@click.option("--seq", "seq_len", type=click.IntRange(min=2), default=None, help="Tokens per text (default: the plan's).")
+@click.option("--window-ms", type=click.IntRange(min=100), default=None, help="perf_analyzer's window (default: the plan's).")
+@click.option("--paths", default="ensemble,onehop", show_default=True, help="Serving paths to try (onehop where built).")
+@click.option("--tokenizer-instances", default="1,2,4,8", show_default=True)
+@click.option("--engine-instances", default="1,2,4", show_default=True)
+@click.option("--queue-delay-us", default="0,200,1000", show_default=True, help="Dynamic batcher queue delays to try.")
+@click.option("--apply/--no-apply", default=False, show_default=True, help="Keep the best configuration in the repository (and its manifest).")
+def tune(
+    model: str,
+    precision: str,
+    p99_ms: float,
+    repository: Path,
+    out: Path,
+    plan_name: str,
+    concurrencies: str,
+    texts: int,
+    seq_len: int | None,
+    window_ms: int | None,
+    paths: str,
+    tokenizer_instances: str,
+    engine_instances: str,
+    queue_delay_us: str,
+    apply: bool,
+) -> None:
+    """Search serving options of MODEL's text ensemble (and one-hop model) on a server of its own: the highest
+    throughput whose p99 stays under --p99-ms; OUT/<device>/tune.jsonl."""
+    from perf.load import LOADS
+    from perf.tune import Space, trials_table
+    from perf.tune import tune as run_tune
+    from toolkit.serving import ServerOptions, running_server
+
+    try:
+        if plan_name not in LOADS:
+            raise click.BadParameter(f"{plan_name!r}: choose from {', '.join(LOADS)}", param_hint="--plan")
+        changes: dict[str, Any] = {"concurrencies": comma_ints(concurrencies, "--concurrency"), "texts_per_request": (texts,), "precisions": (precision,)}
+        changes.update({k: v for k, v in (("seq_len", seq_len), ("window_ms", window_ms)) if v is not None})
+        plan = dataclasses.replace(LOADS[plan_name], models=(model,), **changes)
+        delays = tuple(int(d) for d in comma_items(queue_delay_us, "--queue-delay-us"))
+        space = Space(comma_items(paths, "--paths"), comma_ints(tokenizer_instances, "--tokenizer-instances"),
+                      comma_ints(engine_instances, "--engine-instances"), delays)  # fmt: skip
+        explicit = ServerOptions(model_control="explicit", load_models=("*",))
+        with running_server(repository, state_dir=Path("build/tune_server"), timeout=600, options=explicit) as handle:
+            best, trials, path = run_tune(repository, model, precision, p99_ms, f"127.0.0.1:{handle.ports.grpc}", plan, space, out, apply, click.echo)
+    except (ToolkitError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(trials_table(trials, p99_ms))
+    click.echo(f"best within p99 {p99_ms:g} ms: {best.candidate.flags()} ({best.score(p99_ms):.0f} requests/s)"
+               + (f"; written into {repository}" if apply else "; the repository is unchanged (--apply keeps it)"))  # fmt: skip
+    click.echo(f"appended to {path}")
+
+
+@main.command()
+@click.option("--model", required=True, help="Model short name in the repository, e.g. minilm.")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--tokenizer", type=click.Path(path_type=Path, exists=True), default=None)
@@ -300,3 +360,51 @@ def report(out: Path) -> None:
     from perf.report import write_report
 
     click.echo(str(write_report(out)))
+
+
+@main.command()
+@click.option("--model", required=True, help="Triton model to profile: an engine (minilm_fp16_onnx) or a text ensemble (minilm_fp16).")
+@click.option("--repository", type=click.Path(path_type=Path, exists=True, file_okay=False), default=Path("model_repository"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for the config, input data and results (default build/model_analyzer/MODEL).")
+@click.option("--seq", "seq_len", type=int, default=128, show_default=True, help="Tokens per input row (capped at the model's max_seq_len).")
+@click.option("--concurrency", default=None, help="Concurrency values instead of Model Analyzer's search, e.g. 1,2,4.")
+@click.option("--batch", "batch_sizes", default=None, help="Batch sizes instead of Model Analyzer's search, e.g. 1,8.")
+@click.option("--http-port", type=int, default=8100, show_default=True, help="Ports of the analyzer's own server, beside `make serve`'s.")
+@click.option("--grpc-port", type=int, default=8101, show_default=True)
+@click.option("--metrics-port", type=int, default=8102, show_default=True)
+@click.option("--config-only", is_flag=True, help="Write the config and input data, print the command, start nothing.")
+def analyze(
+    model: str,
+    repository: Path,
+    out: Path | None,
+    seq_len: int,
+    concurrency: str | None,
+    batch_sizes: str | None,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    config_only: bool,
+) -> None:
+    """Triton Model Analyzer on MODEL: a loopback server of its own in explicit model control, input data from
+    the repository's tokenizer, tritonclient's perf_analyzer."""
+    from perf.model_analyzer import AnalyzerRequest, find_model_analyzer, run_model_analyzer, write_model_analyzer_config
+    from toolkit.serving.server import Ports
+
+    try:
+        request = AnalyzerRequest(
+            model=model,
+            repository=repository,
+            out_dir=out or Path("build/model_analyzer") / model,
+            seq_len=seq_len,
+            ports=Ports(http=http_port, grpc=grpc_port, metrics=metrics_port),
+            concurrency=_ints(concurrency, "--concurrency") or (),
+            batch_sizes=_ints(batch_sizes, "--batch") or (),
+        )
+        if config_only:
+            config = write_model_analyzer_config(request)
+            click.echo(f"{find_model_analyzer()} profile -f {config}  # needs a server on :{grpc_port}, in explicit model control unless the config says reload_model_disable")
+            return
+        status = run_model_analyzer(request)
+    except ToolkitError as error:
+        raise click.ClickException(str(error)) from error
+    raise SystemExit(status)

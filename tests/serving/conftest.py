@@ -6,6 +6,7 @@ Random weights, exported and checked by the project's own ``toolkit.models.expor
 from __future__ import annotations
 
 import pytest
+from moto_s3 import s3  # noqa: F401 (a fixture: moto's S3 server, defined once in tests/moto_s3.py)
 from tiny_models import exported_onnx, served_tiny_bert
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 

@@ -18,6 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from click.testing import CliRunner
+from listening import listening_addresses
 from tokenizers import Tokenizer
 from tritonclient.utils import InferenceServerException
 
@@ -35,7 +36,7 @@ from toolkit.names import (
 from toolkit.repository.configs import ServingOptions
 from toolkit.repository.layout import write_model_repository
 from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model
-from toolkit.serving import Ports, docker_command, free_ports, running_server
+from toolkit.serving import Ports, ServerOptions, docker_command, free_ports, running_server
 from toolkit.serving.__main__ import main as cli
 from toolkit.serving.server import port_in_use, server_environment
 
@@ -271,15 +272,32 @@ def test_cli_starts_reports_and_stops_server_when_run_by_hand(tmp_path: Path, gp
     assert not any(port_in_use(port) for port in ports.as_list())
 
 
-def test_docker_command_mounts_repository_and_publishes_ports_when_rendered(tmp_path: Path) -> None:
+def test_docker_command_mounts_repository_and_publishes_ports_on_loopback_when_rendered(tmp_path: Path) -> None:
     command = docker_command(tmp_path, Ports(9000, 9001, 9002), gpus="device=0")
     assert command[:4] == ["docker", "run", "--rm", "--gpus=device=0"]
-    assert {"-p9000:9000", "-p9001:9001", "-p9002:9002"} <= set(command)
+    assert {"-p127.0.0.1:9000:9000", "-p127.0.0.1:9001:9001", "-p127.0.0.1:9002:9002"} <= set(command)
     assert f"{tmp_path.resolve()}:/models:ro" in command
     assert "nvcr.io/nvidia/tritonserver:24.10-py3" in command
     assert command[-1].endswith("tritonserver --model-repository=/models --http-port=9000 --grpc-port=9001 "
                                 "--metrics-port=9002 --log-verbose=0")  # fmt: skip
     assert "pip install --quiet tokenizers==" in command[-1]
+
+
+def test_docker_command_passes_url_and_credential_names_but_no_secret_when_repository_is_s3() -> None:
+    key = "k" * 32
+    options = ServerOptions(listen="0.0.0.0", admin_key=key, model_control="poll", poll_secs=30)
+    command = docker_command("s3://minio.example:9000/models/r", Ports(9000, 9001, 9002), options=options)
+    assert not any(part.startswith("-v") for part in command)
+    assert {"-eAWS_ACCESS_KEY_ID", "-eAWS_SECRET_ACCESS_KEY", "-eAWS_DEFAULT_REGION", "-eTRITON_ADMIN_KEY", "-p0.0.0.0:9000:9000"} <= set(command)
+    assert "--model-repository=s3://minio.example:9000/models/r" in command[-1]
+    assert "--model-control-mode=poll --repository-poll-secs=30" in command[-1]
+    assert '--http-restricted-api=model-repository,shared-memory,trace,logging:admin-key="${TRITON_ADMIN_KEY}"' in command[-1]
+    assert key not in " ".join(command)
+
+
+def test_server_listens_on_loopback_only_when_started_by_default(server: Ports) -> None:
+    for port in server.as_list():
+        assert listening_addresses(port) == {"127.0.0.1"}, f"port {port}"
 
 
 def test_server_environment_turns_tokenizer_parallelism_on_when_the_client_turned_it_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,8 @@
 from toolkit.serving.server import (
     Ports,
     ServerHandle,
+    ServerOptions,
+    admin_key_from_environment,
     docker_command,
     free_ports,
     prepare_backend_dir,
@@ -16,6 +18,8 @@ from toolkit.serving.server import (
 __all__ = [
     "Ports",
     "ServerHandle",
+    "ServerOptions",
+    "admin_key_from_environment",
     "docker_command",
     "free_ports",
     "prepare_backend_dir",

@@ -1,6 +1,8 @@
 """``python -m toolkit.serving start|stop|status``: a thin CLI over toolkit.serving.server.
 
 ``SERVER=docker`` makes ``start`` run NVIDIA's tritonserver container instead of the pip binary.
+The admin key of an exposed server comes from ``$TRITON_ADMIN_KEY`` only: no option takes it, so it stays out
+of shell history, and nothing here prints it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -42,14 +44,48 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--repository", default=Path("model_repository"), show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--repository",
+    default="model_repository",
+    show_default=True,
+    help="Local folder, or a URL tritonserver reads itself: s3://bucket/path, s3://host:port/bucket/path (credentials from "
+    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION); gs:// and as:// are passed through untouched.",
+)
+@click.option(
+    "--listen",
+    default=server.LOOPBACK,
+    show_default=True,
+    help=f"IPv4 address of the HTTP, gRPC and metrics endpoints. {server.EVERY_INTERFACE} exposes the server to other hosts; "
+    f"its {', '.join(server.RESTRICTED_APIS)} APIs then need the key in ${server.ADMIN_KEY_VARIABLE}, sent as HTTP header "
+    f"{server.ADMIN_KEY_HEADER} or gRPC metadata {server.GRPC_ADMIN_KEY_HEADER}.",
+)
+@click.option(
+    "--restrict/--no-restrict",
+    default=None,
+    help=f"Require the admin key for the {', '.join(server.RESTRICTED_APIS)} APIs (default: when --listen is not loopback).",
+)
+@click.option(
+    "--model-control-mode",
+    type=click.Choice(["none", "poll", "explicit"]),
+    default="none",
+    show_default=True,
+    help="none: load every model at start; poll: follow repository changes every --poll-secs; explicit: load --load-model "
+    "at start and others on request (Triton Model Analyzer's remote mode needs this).",
+)
+@click.option("--load-model", "load_models", multiple=True, help="Explicit mode: model to load at start (repeat; '*' loads all).")
+@click.option("--poll-secs", default=15, show_default=True, type=int, help="Poll mode: seconds between repository polls.")
 @click.option("--log-verbose", default=0, show_default=True, type=int, help="tritonserver --log-verbose level.")
 @click.option("--timeout", default=180.0, show_default=True, type=float, help="Seconds to wait for readiness.")
 @click.option("--gpus", default="all", show_default=True, help="docker --gpus value (SERVER=docker only).")
 @click.option("--dry-run", is_flag=True, help="SERVER=docker: print the docker command without running it.")
 @_port_options
 def start(
-    repository: Path,
+    repository: str,
+    listen: str,
+    restrict: bool | None,
+    model_control_mode: Literal["none", "poll", "explicit"],
+    load_models: tuple[str, ...],
+    poll_secs: int,
     log_verbose: int,
     timeout: float,
     gpus: str,
@@ -59,19 +95,32 @@ def start(
     metrics_port: int,
     state_dir: Path,
 ) -> None:
-    """Start the server in the background and wait until every model is ready."""
+    """Start the server in the background and wait until every model it loads is ready."""
+    from toolkit.repository.object_store import repository_location
+
     ports = server.Ports(http=http_port, grpc=grpc_port, metrics=metrics_port)
-    if os.environ.get("SERVER", "local") == "docker":
-        command = server.docker_command(repository, ports, gpus=gpus, log_verbose=log_verbose)
-        click.echo(shlex.join(command))
-        if not dry_run:
-            sys.exit(subprocess.call(command))
-        return
     try:
-        handle = server.start_server(repository, ports, state_dir=state_dir, log_verbose=log_verbose, timeout=timeout)
+        location = repository_location(repository)
+        options = server.ServerOptions(
+            listen=listen,
+            restrict=restrict,
+            admin_key=server.admin_key_from_environment(),
+            model_control=model_control_mode,
+            load_models=load_models,
+            poll_secs=poll_secs,
+        )
+        if os.environ.get("SERVER", "local") == "docker":
+            command = server.docker_command(location, ports, gpus=gpus, log_verbose=log_verbose, options=options)
+            click.echo(shlex.join(command))
+            if not dry_run:
+                sys.exit(subprocess.call(command))
+            return
+        handle = server.start_server(location, ports, state_dir=state_dir, log_verbose=log_verbose, timeout=timeout, options=options)
     except ToolkitError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"tritonserver ready: pid {handle.pid}, http :{ports.http}, grpc :{ports.grpc}, log {handle.log_path}")
+    where = f"{listen}: http :{ports.http}, grpc :{ports.grpc}, metrics :{ports.metrics}"
+    restricted = f"; {', '.join(server.RESTRICTED_APIS)} APIs need ${server.ADMIN_KEY_VARIABLE}" if options.restricted else ""
+    click.echo(f"tritonserver ready: pid {handle.pid}, on {where}{restricted}; log {handle.log_path}")
 
 
 @main.command()
@@ -96,7 +145,7 @@ def status(http_port: int, grpc_port: int, metrics_port: int, state_dir: Path) -
     """Say whether a server answers on the ports (exit 1 when not ready)."""
     handle = server.read_handle(state_dir)
     ports = handle.ports if handle else server.Ports(http=http_port, grpc=grpc_port, metrics=metrics_port)
-    ready = server.is_ready(ports)
+    ready = server.is_ready(ports, handle.host if handle else server.LOOPBACK)
     pid = f"pid {handle.pid}" if handle else "no pid file"
     click.echo(f"tritonserver {'ready' if ready else 'not ready'} on http :{ports.http}, grpc :{ports.grpc} ({pid})")
     sys.exit(0 if ready else 1)

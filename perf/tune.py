@@ -1,0 +1,236 @@
+"""Serving-config search for one model and precision, on the real server: ``python -m perf tune``.
+
+Triton Model Analyzer searches one model at a time and handles ensembles poorly; this tunes the text ensemble
+(and the one-hop model, where built) as a whole. The server runs in explicit model control; each candidate is
+written into the repository's configs (protobuf messages, validated) and the changed models are reloaded, then
+perf_analyzer measures it at the sweep's concurrency levels (``perf.load``). A candidate's score is its highest
+throughput among the levels whose p99 stays under the budget. The search is coordinate descent over the knobs
+(instances of the tokenizer and of the engine, the dynamic batcher's queue delay, the serving path): each knob's
+values are tried with the best of the others. The best configuration stays in the repository with ``apply`` (and
+in the manifest, with the build flags that reproduce it); otherwise the configs are put back as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from perf import results as rf
+from perf.load import LoadContext, LoadPlan, LoadTarget, measure_load
+from perf.server_stats import StatisticsReader
+from toolkit.environment import code_version, device_info
+from toolkit.errors import BadInputError
+from toolkit.repository.configs import config_from_text, config_text
+from toolkit.repository.install import MANIFEST
+from toolkit.repository.layout import validate_repository
+from toolkit.repository.naming import engine_model, onehop_model, tokenizer_model
+from toolkit.runtimes import DEFAULT_RUNTIME
+
+TUNE_FILE = "tune.jsonl"
+Measure = Callable[["Candidate"], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One serving configuration of a model and precision."""
+
+    path: str = "ensemble"  # "ensemble" or "onehop"
+    tokenizer_instances: int = 1
+    engine_instances: int = 1
+    max_queue_delay_us: int = 0
+
+    def flags(self) -> str:
+        """The build_engines.py flags that write this configuration."""
+        one_hop = " --one-hop" if self.path == "onehop" else ""
+        return (
+            f"--tokenizer-instances {self.tokenizer_instances} --engine-instances {self.engine_instances} "
+            f"--max-queue-delay-us {self.max_queue_delay_us}{one_hop}"
+        )
+
+
+@dataclass(frozen=True)
+class Space:
+    """The values each knob (each :class:`Candidate` field) may take."""
+
+    path: tuple[str, ...] = ("ensemble", "onehop")
+    tokenizer_instances: tuple[int, ...] = (1, 2, 4, 8)
+    engine_instances: tuple[int, ...] = (1, 2, 4)
+    max_queue_delay_us: tuple[int, ...] = (0, 200, 1000)
+
+    def knobs(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(name, values) for name, values in asdict(self).items() if len(values) > 1]
+
+
+@dataclass
+class Trial:
+    """A candidate's levels and score (the best throughput among levels under the budget; 0 when none is)."""
+
+    candidate: Candidate
+    levels: list[dict[str, Any]] = field(default_factory=list)
+
+    def score(self, p99_ms: float) -> float:
+        ok = [lv for lv in self.levels if lv.get("status") == "ok" and (lv["metrics"].get("latency_p99") or 1e9) <= p99_ms and not lv.get("failures")]
+        return max((lv["requests_per_s"] for lv in ok), default=0.0)
+
+
+def search(start: Candidate, space: Space, measure: Measure, p99_ms: float, log: Callable[[str], None] = print) -> tuple[Trial, list[Trial]]:
+    """Coordinate descent from ``start``: each knob in turn takes the value that scores best with the others held;
+    returns the best trial and every trial made (each candidate measured once)."""
+    trials: dict[Candidate, Trial] = {}
+
+    def trial(candidate: Candidate) -> Trial:
+        if candidate not in trials:
+            trials[candidate] = Trial(candidate, measure(candidate))
+            log(f"{candidate.flags()}: {trials[candidate].score(p99_ms):.0f} requests/s within p99 {p99_ms:g} ms")
+        return trials[candidate]
+
+    best = trial(start)
+    for name, values in space.knobs():
+        for value in values:
+            current = trial(replace(best.candidate, **{name: value}))
+            if current.score(p99_ms) > best.score(p99_ms):
+                best = current
+    return best, list(trials.values())
+
+
+class RepositoryConfigs:
+    """The configs one model's candidates change, edited as protobuf messages; ``restore`` puts the originals back."""
+
+    def __init__(self, repository: Path, model: str, precision: str, runtime: str = DEFAULT_RUNTIME) -> None:
+        self.repository = repository
+        self.tokenizer = tokenizer_model(model)
+        self.engine = engine_model(model, precision, runtime)
+        self.onehop = onehop_model(model, precision)
+        self.names = [n for n in (self.tokenizer, self.engine, self.onehop) if (repository / n / "config.pbtxt").is_file()]
+        self.original = {name: self._path(name).read_text() for name in self.names}
+
+    def _path(self, name: str) -> Path:
+        return self.repository / name / "config.pbtxt"
+
+    def write(self, candidate: Candidate) -> list[str]:
+        """Write ``candidate`` into the configs; returns the models whose config changed."""
+        changed = []
+        for name in self.names:
+            config = config_from_text(self.original[name])
+            instances = candidate.tokenizer_instances if name == self.tokenizer else candidate.engine_instances
+            for group in config.instance_group:
+                group.count = instances
+            if config.HasField("dynamic_batching"):
+                config.dynamic_batching.max_queue_delay_microseconds = candidate.max_queue_delay_us
+            text = config_text(config)
+            if text != self._path(name).read_text():
+                self._path(name).write_text(text)
+                changed.append(name)
+        validate_repository(self.repository)
+        return changed
+
+    def restore(self) -> None:
+        for name, text in self.original.items():
+            self._path(name).write_text(text)
+
+
+def start_candidate(configs: RepositoryConfigs) -> Candidate:
+    """The configuration the repository holds now."""
+    tokenizer = config_from_text(configs.original[configs.tokenizer])
+    engine = config_from_text(configs.original[configs.engine])
+    return Candidate(
+        tokenizer_instances=sum(g.count for g in tokenizer.instance_group) or 1,
+        engine_instances=max((g.count for g in engine.instance_group), default=1),
+        max_queue_delay_us=int(engine.dynamic_batching.max_queue_delay_microseconds) if engine.HasField("dynamic_batching") else 0,
+    )
+
+
+@dataclass
+class Tuner:
+    """Applies candidates to a running explicit-mode server and measures them with the load sweep's levels."""
+
+    plan: LoadPlan
+    configs: RepositoryConfigs
+    context: LoadContext
+    client: Any
+    model: str
+    precision: str
+
+    def measure(self, candidate: Candidate) -> list[dict[str, Any]]:
+        for name in self.configs.write(candidate):
+            self.client.load_model(name)  # explicit model control: reload with the config now on disk
+        triton_model = self.plan.triton_model(self.model, self.precision, candidate.path)
+        levels = []
+        for concurrency in self.plan.concurrencies:
+            target = LoadTarget(self.model, self.precision, candidate.path, triton_model, self.plan.texts_per_request[0], concurrency)
+            levels.append(measure_load(self.context, self.plan, target))
+        return levels
+
+
+def tune(
+    repository: Path,
+    model: str,
+    precision: str,
+    p99_ms: float,
+    url: str,
+    plan: LoadPlan,
+    space: Space,
+    out: Path,
+    apply: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[Trial, list[Trial], Path]:
+    """Search ``space`` for ``model``/``precision`` on the explicit-mode server at ``url``; record every trial in
+    ``<out>/<device>/tune.jsonl``; keep the best in the repository with ``apply``. Returns (best, trials, file)."""
+    import tritonclient.grpc as grpcclient
+
+    configs = RepositoryConfigs(repository, model, precision, plan.runtime)
+    if configs.tokenizer not in configs.names or configs.engine not in configs.names:
+        raise BadInputError(f"{model} {precision} is not built in {repository}: build it first (build_engines.py --model {model})")
+    if configs.onehop not in configs.names:
+        space = replace(space, path=tuple(p for p in space.path if p != "onehop") or ("ensemble",))
+    device = device_info()
+    path = Path(out) / device["name"] / TUNE_FILE
+    stamp = {"run_id": f"{time.time():.0f}", "device": device["name"], "gpu": device["gpu"], "code": code_version()}
+    context = LoadContext(path.parent, url, repository, None, stamp, None, StatisticsReader(url), device["gpu_count"])
+    tuner = Tuner(plan, configs, context, grpcclient.InferenceServerClient(url), model, precision)
+    try:
+        best, trials = search(start_candidate(configs), space, tuner.measure, p99_ms, log)
+    finally:
+        configs.restore()
+    for trial in trials:
+        rf.append_jsonl(path, {"key": f"{model}|{precision}|{trial.candidate.flags()}|{stamp['run_id']}", "model": model, "precision": precision,
+                               "p99_budget_ms": p99_ms, "candidate": asdict(trial.candidate), "score": trial.score(p99_ms),
+                               "levels": [_level(lv) for lv in trial.levels], "best": trial is best, **stamp})  # fmt: skip
+    if apply:
+        _apply(configs, best, p99_ms, stamp)
+    return best, trials, path
+
+
+def _level(level: dict[str, Any]) -> dict[str, Any]:
+    return {k: level.get(k) for k in ("concurrency", "status", "requests_per_s", "stable", "batches", "failures", "error")} | {
+        "p99_ms": (level.get("metrics") or {}).get("latency_p99")
+    }
+
+
+def _apply(configs: RepositoryConfigs, best: Trial, p99_ms: float, stamp: dict[str, Any]) -> None:
+    """Keep ``best`` in the repository's configs and record it, with its build flags, in the manifest."""
+    configs.write(best.candidate)
+    manifest_path = configs.repository / configs.tokenizer / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest["serving_tuned"] = {
+        "candidate": asdict(best.candidate), "build_flags": best.candidate.flags(), "score_requests_per_s": best.score(p99_ms),
+        "p99_budget_ms": p99_ms, **stamp,
+    }  # fmt: skip
+    manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+
+
+def trials_table(trials: list[Trial], p99_ms: float) -> str:
+    """One line per trial: the flags, each level's requests/s and p99, the score."""
+    lines = [f"{'configuration':<78} {'levels (clients: req/s, p99 ms)':<60} score"]
+    for trial in sorted(trials, key=lambda t: -t.score(p99_ms)):
+        levels = "; ".join(
+            f"c{lv['concurrency']}: {lv.get('requests_per_s', 0):.0f}, {(lv.get('metrics') or {}).get('latency_p99') or float('nan'):.1f}"
+            if lv.get("status") == "ok" else f"c{lv['concurrency']}: error"
+            for lv in trial.levels
+        )  # fmt: skip
+        lines.append(f"{trial.candidate.flags():<78} {levels:<60} {trial.score(p99_ms):.0f}")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""The serving-config search: coordinate descent over candidates, config edits that restore, and a real run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perf.load import LOADS
+from perf.tune import Candidate, RepositoryConfigs, Space, search, start_candidate, tune
+from toolkit.build import BuildRequest, build_model
+from toolkit.names import Precision
+from toolkit.repository.configs import ServingOptions, config_from_text
+from toolkit.repository.layout import read_configs
+from toolkit.serving import ServerOptions, running_server
+
+NAME = "tunemini"
+
+
+def _level(rate: float, p99: float) -> dict[str, Any]:
+    return {"status": "ok", "concurrency": 8, "requests_per_s": rate, "metrics": {"latency_p99": p99}, "failures": 0}
+
+
+def test_search_keeps_each_knobs_best_value_and_scores_only_levels_within_the_budget() -> None:
+    rates = {1: 100.0, 2: 180.0, 4: 240.0}  # tokenizer instances -> requests/s
+
+    def measure(candidate: Candidate) -> list[dict[str, Any]]:
+        p99 = 50.0 if candidate.tokenizer_instances == 4 else 10.0  # four instances: fast but over the budget
+        bonus = 1.5 if candidate.path == "onehop" else 1.0
+        return [_level(rates[candidate.tokenizer_instances] * bonus, p99)]
+
+    space = Space(path=("ensemble", "onehop"), tokenizer_instances=(1, 2, 4), engine_instances=(1,), max_queue_delay_us=(0,))
+    best, trials = search(Candidate(), space, measure, p99_ms=20.0, log=lambda _: None)
+    assert best.candidate == Candidate(path="onehop", tokenizer_instances=2) and best.score(20.0) == 270.0
+    assert len(trials) == 4  # the start, onehop, then onehop with 2 and with 4 tokenizer instances: each candidate once
+    assert Trial_over_budget_scores_zero(trials)
+
+
+def Trial_over_budget_scores_zero(trials: list[Any]) -> bool:
+    return all(t.score(20.0) == 0.0 for t in trials if t.candidate.tokenizer_instances == 4)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("tune_repo")
+    request = BuildRequest(model="minilm", name=NAME, layers=1, precisions=(Precision.FP32,), max_batch=16, min_seq=1, opt_seq=32,
+                           max_seq=64, runtimes=("onnxruntime",), serving=ServingOptions(one_hop=True, intra_op_threads=1))  # fmt: skip
+    build_model(request, repo, tmp_path_factory.mktemp("tune_work"), log=lambda _: None)
+    return repo
+
+
+def test_repository_configs_write_a_candidate_and_restore_the_originals(repository: Path) -> None:
+    configs = RepositoryConfigs(repository, NAME, "fp32")
+    before = {name: (repository / name / "config.pbtxt").read_text() for name in configs.names}
+    assert start_candidate(configs) == Candidate()
+    changed = configs.write(Candidate(tokenizer_instances=3, engine_instances=2, max_queue_delay_us=500))
+    assert set(changed) == set(configs.names) == {f"{NAME}_tokenizer", f"{NAME}_fp32_onnx", f"{NAME}_fp32_onehop"}
+    tokenizer = config_from_text((repository / f"{NAME}_tokenizer" / "config.pbtxt").read_text())
+    assert tokenizer.instance_group[0].count == 3 and tokenizer.dynamic_batching.max_queue_delay_microseconds == 500
+    configs.restore()
+    assert {name: (repository / name / "config.pbtxt").read_text() for name in configs.names} == before
+
+
+@pytest.mark.server
+@pytest.mark.timeout(900)
+def test_tune_measures_candidates_on_a_real_server_and_keeps_the_best_with_apply(repository: Path, tmp_path: Path) -> None:
+    plan = dataclasses.replace(LOADS["load-cpu"], models=(NAME,), concurrencies=(8,), window_ms=500)
+    space = Space(path=("ensemble", "onehop"), tokenizer_instances=(1, 2), engine_instances=(1,), max_queue_delay_us=(0,))
+    explicit = ServerOptions(model_control="explicit", load_models=("*",))
+    with running_server(repository, state_dir=tmp_path / "server", timeout=300, options=explicit) as handle:
+        best, trials, path = tune(repository, NAME, "fp32", 60_000.0, f"127.0.0.1:{handle.ports.grpc}", plan, space, tmp_path, apply=True,
+                                  log=lambda _: None)  # fmt: skip
+    assert {t.candidate for t in trials} >= {Candidate(), Candidate(path="onehop")}
+    assert all(lv["status"] == "ok" and not lv.get("failures") for t in trials for lv in t.levels)
+    assert best.score(60_000.0) == max(t.score(60_000.0) for t in trials) > 0
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == len(trials) and sum(row["best"] for row in rows) == 1
+    manifest = json.loads((repository / f"{NAME}_tokenizer" / "manifest.json").read_text())
+    assert manifest["serving_tuned"]["build_flags"] == best.candidate.flags()
+    configs = read_configs(repository)
+    assert configs[f"{NAME}_tokenizer"].instance_group[0].count == best.candidate.tokenizer_instances
