@@ -13,7 +13,7 @@ from perf.plots import heatmap, image, table
 from perf.targets import evaluate, grid_records, targets_markdown
 
 PRECISIONS = ("fp32", "fp16", "hybrid")
-# The points every GPU run covers first (issue #6): compared side by side across GPUs.
+# The points every GPU run covers first (those of the targets): compared side by side across GPUs.
 KEY_BATCHES, KEY_SEQS = (1, 8, 32), (32, 128, 512)
 
 

@@ -128,8 +128,8 @@ SWEEPS: dict[str, Sweep] = {
         max_trials=6,
         baseline_runs=10,
     ),
-    # Through Triton on a GPU, within one device call: the key points of issue #6 (the engine-only grid,
-    # ``python -m perf grid``, covers the paper's shapes), text-in ensembles, GPU windows.
+    # Through Triton on a GPU, within one device call: the key points of the targets (``perf.targets``; the
+    # engine-only grid, ``python -m perf grid``, covers the paper's shapes), text-in ensembles, GPU windows.
     "gpu": Sweep(
         name="gpu",
         models=("bert-base-uncased", "minilm"),

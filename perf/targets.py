@@ -1,8 +1,9 @@
-"""The GPU targets (issue #6) checked against one device folder's records: each ratio from one run.
+"""The GPU targets (BERT-base latency engine-only and through Triton, speedups over the CPU and FP32, memory,
+hybrid fidelity) checked against one device folder's records: each ratio from one run.
 
-Reads ``<device>/grid.jsonl`` (engine-only grid, CPU baseline, memory; ``perf.engine_grid``),
-``<device>/perf.jsonl`` (perf_analyzer through Triton; ``perf.sweep``) and ``fidelity*.json``
-(served fidelity; ``python -m client fidelity``). A target whose numbers are missing says so.
+Reads ``<device>/grid.jsonl`` (engine-only grid, CPU baseline, memory, and the hybrid engines' fidelity
+against FP32; ``perf.engine_grid``) and ``<device>/perf.jsonl`` (perf_analyzer through Triton; ``perf.sweep``).
+A target whose numbers are missing says so.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _fmt(value: float | None, spec: str = ".3f", unit: str = "") -> str:
 
 
 def evaluate(device_dir: Path, model: str = MODEL) -> list[Target]:
-    """Every target of issue #6 for ``model`` (BERT-base) on the device of ``device_dir``."""
+    """Every target for ``model`` (BERT-base) on the device of ``device_dir``."""
     grid = grid_records(device_dir)
     engine = {k: r for k, r in grid.items() if r.get("kind") == "engine"}
 

@@ -341,8 +341,8 @@ def timing_conditions(subject: Subject) -> dict[str, Any]:
     """FP16 at b1 s128, timed the grid's way (a fresh slot, ``time_for`` with the grid's budget) and at length
     (400 runs after 20) in one process as it changes: the FP16 session alone; an FP32 session loaded but not
     run; that session run without CUDA graphs; the hybrid session run with them; PyTorch's CUDA context up.
-    Session 6 found that a second session that has run slows every replay in the process (which is why the
-    grid times each engine in a process of its own, ``toolkit.measurement.isolated``)."""
+    The diagnostic H100 run (code fcc4d65, ``results/h100/NOTES.md``) found that a second session that has run slows
+    every replay in the process (which is why the grid times each engine in a process of its own, ``toolkit.measurement.isolated``)."""
     feeds = batch_arrays(subject.tokenizer, subject.names, 1, 128)
     budget = GridPlan(models=(subject.model,)).budget()
 
