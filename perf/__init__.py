@@ -13,7 +13,8 @@ Measuring:
 
 Results and the report:
 
-- ``results``: the ``results/<device>/`` files, one JSON record per line.
+- ``records``: every kind of record, one frozen dataclass each, with a schema version and one key.
+- ``results``: the ``results/<device>/`` files, one JSON record per line; typed readers and writers.
 - ``targets``: the GPU targets checked against one device folder's records.
 - ``grid_report``: the report's sections from the engine-only grid, and GPUs side by side.
 - ``report``: ``results/REPORT.md`` and its plots from every device folder.

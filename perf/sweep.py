@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from perf import results as rf
 from perf.analyzer import (
@@ -29,44 +29,19 @@ from perf.analyzer import (
 from perf.engine_timing import CPU_BASELINE_RUNTIME, time_one_shape
 from perf.environment import manifest_hash
 from perf.inputs import batch_arrays
+from perf.records import SweepConfig, Target
 from perf.server_stats import StatisticsReader
 from toolkit.environment import code_version, device_info, package_versions, slug
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.measurement.timing import TimingBudget, failure, file_size_mib
 from toolkit.names import ATTENTION_MASK, INPUT_IDS, TEXT, TOKEN_TYPE_IDS, Precision
 from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
-from toolkit.repository.naming import engine_model, ensemble_model
+from toolkit.repository.naming import engine_model
 from toolkit.runtimes import RUNTIMES, get_runtime
 
-Target = Literal["engine", "ensemble"]
 Runner = Callable[[PerfAnalyzerArgs], list[dict[str, float]]]
 log = logging.getLogger(__name__)
 UNSTABLE = "Failed to obtain stable measurement"
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """One measured point: a Triton model (engine or text-in ensemble) at one load."""
-
-    model: str
-    precision: str
-    runtime: str
-    target: Target
-    batch_size: int
-    seq_len: int
-    concurrency: int
-
-    @property
-    def triton_model(self) -> str:
-        """The Triton model perf_analyzer drives, named by ``toolkit.names``."""
-        if self.target == "engine":
-            return engine_model(self.model, self.precision, self.runtime)
-        return ensemble_model(self.model, self.precision, self.runtime)
-
-    @property
-    def key(self) -> str:
-        """Stable identity used for resuming, e.g. ``minilm_fp16_onnx|b4|s128|c1``."""
-        return f"{self.triton_model}|b{self.batch_size}|s{self.seq_len}|c{self.concurrency}"
 
 
 @dataclass(frozen=True)
