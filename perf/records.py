@@ -27,10 +27,11 @@ Served fidelity records are ``client.fidelity.FidelityRecord``. ``perf.results``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal, TypeVar
 
 from toolkit.errors import BadInputError
+from toolkit.measurement.timing import failure
 from toolkit.repository.naming import engine_model, ensemble_model
 
 SCHEMA_VERSION = 1
@@ -38,6 +39,7 @@ UNVERSIONED = 0  # the schema of a record written before records carried one
 
 Target = Literal["engine", "ensemble"]
 R = TypeVar("R", bound="Record")
+OutcomeT = TypeVar("OutcomeT", bound="Outcome")
 
 # Field metadata saying when ``to_json`` writes a field (without it: always).
 _WRITE, _SET, _OK = "write", "when set", "when ok"
@@ -83,6 +85,12 @@ class Record:
         return True
 
     @classmethod
+    def from_fields(cls: type[R], data: Mapping[str, Any]) -> R:
+        """A new record from a measurement's fields (a timing row merged in, say): those it does not name go
+        to ``extra``, as ``from_json`` does, and it carries this code's schema version."""
+        return cls.from_json({"schema": SCHEMA_VERSION, **data})
+
+    @classmethod
     def from_json(cls: type[R], data: Mapping[str, Any]) -> R:
         """The record of a stored JSON object, of any schema version (see the module's docstring)."""
         names = {spec.name for spec in fields(cls)} - {"extra"}
@@ -105,6 +113,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def failed(self: OutcomeT, error: BaseException) -> OutcomeT:
+        """This record ended by ``error`` (its status and message as ``toolkit.measurement.timing.failure`` has them)."""
+        ended = failure(error)
+        return replace(self, status=ended["status"], error=ended["error"])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,16 +58,9 @@ class Keyed(Protocol):
 K = TypeVar("K", bound=Keyed)
 
 
-def latest_by_key(records: Iterable[K] | Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The last record of each ``key`` (a re-run replaces an earlier one)."""
-    latest: dict[str, Any] = {}
-    for record in records:
-        if isinstance(record, dict):
-            if "key" in record:
-                latest[record["key"]] = record
-        else:
-            latest[record.key] = record
-    return latest
+def latest_by_key(records: Iterable[K]) -> dict[str, K]:
+    """The last record of each ``key`` (a re-run replaces an earlier one), in the order keys first appear."""
+    return {record.key: record for record in records}
 
 
 def read_records(path: Path, kind: type[R]) -> list[R]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from test_perf_sweep import FakeAnalyzer
 
 from perf import results as rf
 from perf.cli import main
+from perf.records import CpuBaseline, EngineMemory, PerfPoint, SweepConfig
 from perf.report import request_breakdown, write_report
 from perf.sweep import Sweep, derive, run_sweep
 
@@ -30,23 +32,13 @@ def _results(out: Path, tokenizer: Path) -> Path:
         progress=False,
         runner=FakeAnalyzer(failing="m_hybrid_onnx"),
     )
+    stamp = {"run_id": "x", "device": device_dir.name, "gpu": None, "manifest_hash": None, "time": "2026-01-01T00:00:00+0000"}
     for batch, seq in itertools.product(sweep.batch_sizes, sweep.seq_lens):
-        rf.append_jsonl(
-            device_dir / rf.BASELINE_FILE, {"key": f"m|b{batch}|s{seq}", "status": "ok", "median_ms": 2.0 * batch * seq, "run_id": "x"}
-        )
+        baseline = CpuBaseline(model="m", batch_size=batch, seq_len=seq, **stamp, status="ok", median_ms=2.0 * batch * seq)
+        rf.append_record(device_dir / rf.BASELINE_FILE, baseline)
     for precision, size in (("fp32", 90.0), ("fp16", 45.0), ("hybrid", 50.0)):
-        rf.append_jsonl(
-            device_dir / rf.ENGINES_FILE,
-            {
-                "key": f"m_{precision}_onnx",
-                "status": "ok",
-                "model": "m",
-                "precision": precision,
-                "runtime": "onnxruntime",
-                "file_size_mib": size,
-                "gpu_memory_mib": None,
-            },
-        )
+        engine = EngineMemory(model="m", precision=precision, runtime="onnxruntime", **stamp, status="ok", file_size_mib=size)
+        rf.append_record(device_dir / rf.ENGINES_FILE, engine)
     return device_dir
 
 
@@ -73,9 +65,9 @@ def test_write_report_makes_markdown_and_pngs_when_results_exist(tmp_path: Path,
         "fidelity.png",
     } <= pngs
     assert "## Across devices" in text and "### Fidelity" in text and "### Failed configurations" in text
-    derived = {r["key"]: r for r in derive(device_dir)}
-    assert derived["m_fp16_onnx|b1|s32|c1"]["memory_reduction_file_size"] == 0.5
-    assert derived["m_fp16_onnx|b1|s32|c1"]["speedup_vs_cpu"] > 0
+    derived = {r.key: r for r in derive(device_dir)}
+    assert derived["m_fp16_onnx|b1|s32|c1"].memory_reduction_file_size == 0.5
+    assert (derived["m_fp16_onnx|b1|s32|c1"].speedup_vs_cpu or 0) > 0
     for line in text.splitlines():
         if line.startswith("!["):
             assert (tmp_path / line.split("](")[1].rstrip(")")).is_file()
@@ -122,18 +114,25 @@ def test_report_shows_kernel_profiles_of_either_experiments_layout(tmp_path: Pat
 
 def test_request_breakdown_splits_an_ensemble_request_into_grpc_steps_and_the_time_between() -> None:
     step = {"requests": 40, "executions": 40, "compute_input_us": 10.0, "compute_output_us": 20.0}
-    record = {
-        "triton_model": "m_fp16",
-        "metrics": {"client_send": 0.01, "network_server_send_recv": 0.3, "client_recv": 0.01, "latency_p50": 2.0},
-        "hops": {
+    record = PerfPoint(
+        **vars(SweepConfig("m", "fp16", "onnxruntime", "ensemble", 1, 128, 1)),
+        run_id="x",
+        device="h100",
+        gpu="NVIDIA H100",
+        manifest_hash=None,
+        time="2026-01-01T00:00:00+0000",
+        status="ok",
+        metrics={"client_send": 0.01, "network_server_send_recv": 0.3, "client_recv": 0.01, "latency_p50": 2.0},
+        hops={
             "m_fp16_onnx": {**step, "queue_us": 30.0, "compute_infer_us": 600.0, "request_us": 660.0},
             "m_tokenizer": {**step, "queue_us": 40.0, "compute_infer_us": 200.0, "request_us": 270.0},
             "m_fp16": {**step, "queue_us": 1.0, "compute_infer_us": 1100.0, "request_us": 1130.0},
         },
-    }
+    )
+    assert record.triton_model == "m_fp16"
     parts = request_breakdown(record)
     assert parts is not None and list(parts)[:3] == ["gRPC and client", "tokenizer queue", "tokenizer compute"]
     assert parts["gRPC and client"] == pytest.approx(0.32)
     assert parts["tokenizer compute"] == pytest.approx(0.23) and parts["engine compute"] == pytest.approx(0.63)
     assert parts["ensemble between steps"] == pytest.approx(0.2)  # 1130 - 270 - 660 us
-    assert request_breakdown({**record, "hops": {}}) is None
+    assert request_breakdown(replace(record, hops={})) is None
