@@ -308,12 +308,9 @@ def run_sweep(
     an error and ``retry_errors`` is set. With ``server_statistics`` each record gets ``hops``: every model's
     server time per request during its run, from Triton's statistics API (``perf.server_stats``).
     """
-    from tqdm import tqdm
-
     device = device_info()
-    out_dir = Path(out) / device["name"]
     ctx = SweepContext(
-        out_dir=out_dir,
+        out_dir=Path(out) / device["name"],
         run_id=uuid.uuid4().hex[:12],
         device=device,
         manifest_hash=manifest_hash(repository),
@@ -323,47 +320,68 @@ def run_sweep(
         metrics_url=metrics_url,
         statistics=StatisticsReader(url) if server_statistics else None,
     )
-    rf.append_record(
-        out_dir / rf.ENVIRONMENT_FILE,
-        SweepEnvironment(
-            **ctx.stamp(),
-            sweep=asdict(sweep),
-            device_info=device,
-            packages=package_versions(),
-            code=code_version(),
-            perf_analyzer=perf_analyzer_version(),
-            url=url,
-            repository=str(repository) if repository else None,
-        ),
-    )
+    rf.append_record(ctx.out_dir / rf.ENVIRONMENT_FILE, _environment(ctx, sweep))
     configs, missing = _present(repository, sweep.configs())
     if missing:
         log.warning("left out %d Triton models absent from %s: %s", len(missing), repository, ", ".join(sorted(missing)))
+    _measure_configs(ctx, sweep, configs, runner, retry_errors, progress)
+    _measure_engines(ctx, sweep, configs, retry_errors)
+    if cpu_baseline:
+        _measure_baselines(ctx, sweep, configs, retry_errors, progress)
+    rf.write_records(ctx.out_dir / rf.DERIVED_FILE, derive(ctx.out_dir))
+    return ctx.out_dir
 
-    def done_keys(file: str, kind: type[Measured]) -> set[str]:
-        latest = rf.latest_by_key(rf.read_records(out_dir / file, kind))
-        return {k for k, r in latest.items() if r.ok or not retry_errors}
 
-    finished = done_keys(rf.PERF_FILE, PerfPoint)
+def _environment(ctx: SweepContext, sweep: Sweep) -> SweepEnvironment:
+    """What this run runs on and with: the sweep, the machine, packages, code, perf_analyzer, server, repository."""
+    return SweepEnvironment(
+        **ctx.stamp(),
+        sweep=asdict(sweep),
+        device_info=ctx.device,
+        packages=package_versions(),
+        code=code_version(),
+        perf_analyzer=perf_analyzer_version(),
+        url=ctx.url,
+        repository=str(ctx.repository) if ctx.repository else None,
+    )
+
+
+def _done_keys(path: Path, kind: type[Measured], retry_errors: bool) -> set[str]:
+    """Keys whose latest record needs no new run: every one, or with ``retry_errors`` those that succeeded."""
+    latest = rf.latest_by_key(rf.read_records(path, kind))
+    return {key for key, record in latest.items() if record.ok or not retry_errors}
+
+
+def _measure_configs(
+    ctx: SweepContext, sweep: Sweep, configs: list[SweepConfig], runner: Runner, retry_errors: bool, progress: bool
+) -> None:
+    """perf_analyzer on every configuration not yet done, each record appended as it finishes."""
+    from tqdm import tqdm
+
+    finished = _done_keys(ctx.out_dir / rf.PERF_FILE, PerfPoint, retry_errors)
     todo = [c for c in configs if c.key not in finished]
     log.info("sweep %s: %d configurations, %d already done, %d to run", sweep.name, len(configs), len(configs) - len(todo), len(todo))
     for config in tqdm(todo, desc=f"sweep {sweep.name}", unit="config", disable=not progress):
-        rf.append_record(out_dir / rf.PERF_FILE, measure(ctx, sweep, config, runner))
+        rf.append_record(ctx.out_dir / rf.PERF_FILE, measure(ctx, sweep, config, runner))
 
-    engines_done = done_keys(rf.ENGINES_FILE, EngineMemory)
+
+def _measure_engines(ctx: SweepContext, sweep: Sweep, configs: list[SweepConfig], retry_errors: bool) -> None:
+    """Size and memory of every engine the configurations use, where not yet measured."""
+    done = _done_keys(ctx.out_dir / rf.ENGINES_FILE, EngineMemory, retry_errors)
     for model, precision, runtime in sorted({(c.model, c.precision, c.runtime) for c in configs}):
-        if EngineMemory.key_for(model, precision, runtime) not in engines_done:
-            rf.append_record(out_dir / rf.ENGINES_FILE, measure_engine(ctx, model, precision, runtime, min(sweep.seq_lens)))
+        if EngineMemory.key_for(model, precision, runtime) not in done:
+            rf.append_record(ctx.out_dir / rf.ENGINES_FILE, measure_engine(ctx, model, precision, runtime, min(sweep.seq_lens)))
 
-    if cpu_baseline:
-        baselines_done = done_keys(rf.BASELINE_FILE, CpuBaseline)
-        points = sorted({(c.model, c.batch_size, c.seq_len) for c in configs})
-        todo_points = [p for p in points if CpuBaseline.key_for(*p) not in baselines_done]
-        for model, batch, seq in tqdm(todo_points, desc="cpu fp32 baseline", unit="point", disable=not progress):
-            rf.append_record(out_dir / rf.BASELINE_FILE, measure_cpu_baseline(ctx, sweep, model, batch, seq))
 
-    rf.write_records(out_dir / rf.DERIVED_FILE, derive(out_dir))
-    return out_dir
+def _measure_baselines(ctx: SweepContext, sweep: Sweep, configs: list[SweepConfig], retry_errors: bool, progress: bool) -> None:
+    """The CPU FP32 baseline at every (model, batch, length) of the configurations, where not yet measured."""
+    from tqdm import tqdm
+
+    done = _done_keys(ctx.out_dir / rf.BASELINE_FILE, CpuBaseline, retry_errors)
+    points = sorted({(c.model, c.batch_size, c.seq_len) for c in configs})
+    todo = [p for p in points if CpuBaseline.key_for(*p) not in done]
+    for model, batch, seq in tqdm(todo, desc="cpu fp32 baseline", unit="point", disable=not progress):
+        rf.append_record(ctx.out_dir / rf.BASELINE_FILE, measure_cpu_baseline(ctx, sweep, model, batch, seq))
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
