@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from client.fidelity import FidelityRecord, read_results, write_results
 from perf import results as rf
 from perf.records import (
     SCHEMA_VERSION,
@@ -24,6 +26,7 @@ from perf.records import (
     SweepEnvironment,
     grid_record,
 )
+from toolkit.measurement.compare import OutputMetrics
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 KINDS: dict[str, type[Record]] = {
@@ -123,3 +126,25 @@ def test_latest_by_key_keeps_the_last_record_of_each_key(tmp_path: Path) -> None
         rf.append_record(path, CpuBaseline(model="m", batch_size=1, seq_len=8, **STAMP, status=status))
     (latest,) = rf.latest_by_key(rf.read_records(path, CpuBaseline)).values()
     assert latest.ok and latest.schema == SCHEMA_VERSION
+
+
+def test_stored_fidelity_records_load_and_write_back_unchanged_when_read() -> None:
+    paths = _stored("fidelity_*.json")
+    assert paths, f"no fidelity file under {RESULTS}"
+    for path in paths:
+        stored = json.loads(path.read_text())["records"]
+        records = read_results(path)
+        assert [r.to_json() for r in records] == [{**s, "schema": UNVERSIONED} for s in stored]
+        assert [FidelityRecord.from_json(r.to_json()) for r in records] == records
+        assert len({r.key for r in records}) == len(records)  # one record per case
+
+
+def test_new_fidelity_record_carries_the_schema_version_and_reads_null_metrics_as_nan(tmp_path: Path) -> None:
+    metrics = {name: 0.5 for name in ("cosine_mean", "max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel")}
+    output = OutputMetrics(elements=4, cosine_min=float("nan"), nan_rate=0.0, inf_rate=0.0, **metrics)
+    record = FidelityRecord("m", "fp16", "onnxruntime", 1, 8, "text", "shipped", 2, {"last_hidden_state": output})
+    path = write_results([record], tmp_path / "fidelity_m.json", {"gpus": []})
+    (read,) = read_results(path)
+    assert json.loads(path.read_text())["records"][0]["schema"] == SCHEMA_VERSION
+    assert read.key == "m|fp16|onnxruntime|text|shipped|b1|s8" and math.isnan(read.outputs["last_hidden_state"].cosine_min)
+    assert read.outputs["last_hidden_state"].top1_agreement is None
