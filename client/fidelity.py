@@ -14,14 +14,14 @@ import platform
 import socket
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from toolkit.environment import device_folder, gpus, package_versions
-from toolkit.errors import ToolkitError
+from toolkit.errors import BadInputError, ToolkitError
 from toolkit.measurement.compare import Bar, Mismatch, OutputMetrics, compare_arrays, mismatches
 from toolkit.names import LOGITS, NEXT_TOKEN_LOGITS, Precision
 from toolkit.repository.naming import engine_model
@@ -98,6 +98,9 @@ class FidelityRecord:
     def from_json(cls, data: Mapping[str, Any]) -> FidelityRecord:
         """The record of a stored JSON object (null metrics read as NaN, except a top-1 agreement not measured)."""
         names = {spec.name for spec in fields(cls)} - {"extra", "outputs"}
+        missing = sorted(spec.name for spec in fields(cls) if spec.name in names and spec.default is MISSING and spec.name not in data)
+        if missing:
+            raise BadInputError(f"a fidelity record needs {', '.join(missing)}; this one has {sorted(data)}")
         outputs = {name: _output_metrics(metrics) for name, metrics in (data.get("outputs") or {}).items()}
         known = {name: value for name, value in data.items() if name in names}
         extra = {name: value for name, value in data.items() if name not in names and name != "outputs"}
@@ -113,7 +116,10 @@ def _output_metrics(stored: Mapping[str, Any]) -> OutputMetrics:
 
 def read_results(path: Path) -> list[FidelityRecord]:
     """The records of a fidelity file written by ``write_results``."""
-    return [FidelityRecord.from_json(record) for record in json.loads(Path(path).read_text()).get("records", [])]
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise BadInputError(f"{path} is not a fidelity results file (no list of records): write it with python -m client fidelity")
+    return [FidelityRecord.from_json(record) for record in data["records"]]
 
 
 def _json_safe(value: Any) -> Any:

@@ -9,12 +9,14 @@ Missing inputs leave their section out.
 
 from __future__ import annotations
 
-import json
+import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from client.fidelity import FidelityRecord, read_results
 from perf import results as rf
 from perf.grid_report import gpu_comparison, grid_section
 from perf.plots import PRECISION_ORDER, bars, heatmap, image, line_plot, stacked_bars, table
@@ -291,59 +293,85 @@ def _kernel_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     return md
 
 
-def read_fidelity(device_dir: Path) -> list[dict[str, Any]]:
-    """Records of every ``fidelity*.json`` (a list, ``{"records": [...]}`` or one record); [] if none."""
-    records: list[dict[str, Any]] = []
+def read_fidelity(device_dir: Path) -> list[FidelityRecord]:
+    """The records of every ``fidelity*.json`` (``python -m client fidelity``); [] if none. An unreadable file is left out."""
+    records: list[FidelityRecord] = []
     for path in sorted(device_dir.glob("fidelity*.json")):
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            records += read_results(path)
+        except (OSError, ValueError):
             continue
-        found = data.get("records", [data]) if isinstance(data, dict) else data
-        records += [r for r in found if isinstance(r, dict) and "precision" in r]
     return records
 
 
-def _fidelity_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
-    records = read_fidelity(device_dir)
-    if not records:
-        return []
+@dataclass(frozen=True)
+class FidelitySummary:
+    """The worst served output of one model and precision over its fidelity cases: the lowest cosines (minimum over
+    tokens, and mean) on real text, the highest NaN and Inf rates on any input. Random ids are far from any real
+    input, so their cosine is not judged (as ``client.fidelity.check_records`` does not); NaN values are left out."""
 
-    def metric(record: dict[str, Any], name: str) -> float | None:
-        value = (record.get("metrics") or {}).get(name, record.get(name))
-        return float(value) if isinstance(value, int | float) else None
+    model: str
+    precision: str
+    cases: int
+    cosine_min: float | None
+    cosine_mean: float | None
+    nan_rate: float | None
+    inf_rate: float | None
 
-    records.sort(key=lambda r: (str(r.get("model")), PRECISION_ORDER.index(r["precision"]) if r["precision"] in PRECISION_ORDER else 99))
-    labels = [f"{r.get('model', '?')} {r['precision']}" for r in records]
-    md = ["### Fidelity\n"]
-    image(
-        md,
-        bars(
-            labels,
-            {"cosine min": [metric(r, "cosine_min") for r in records], "cosine mean": [metric(r, "cosine_mean") for r in records]},
-            "fidelity vs precision",
-            "cosine similarity",
-            plots / "fidelity.png",
-        ),
-        out,
-    )
-    md.append(
-        table(
-            ["model", "precision", "cosine min", "cosine mean", "NaN rate", "Inf rate"],
-            (
-                [
-                    r.get("model"),
-                    r["precision"],
-                    metric(r, "cosine_min"),
-                    metric(r, "cosine_mean"),
-                    metric(r, "nan_rate"),
-                    metric(r, "inf_rate"),
-                ]
-                for r in records
-            ),
+    @classmethod
+    def of(cls, records: list[FidelityRecord]) -> FidelitySummary:
+        real = [o for r in records if r.inputs != "random" for o in r.outputs.values()]
+        every = [o for r in records for o in r.outputs.values()]
+        return cls(
+            records[0].model,
+            records[0].precision,
+            len(records),
+            _finite(min, [o.cosine_min for o in real]),
+            _finite(min, [o.cosine_mean for o in real]),
+            _finite(max, [o.nan_rate for o in every]),
+            _finite(max, [o.inf_rate for o in every]),
         )
-        + "\n"
-    )
+
+    def row(self) -> list[Any]:
+        """The cells of the fidelity table: cosines with 7 decimals, rates in percent."""
+        cosines = ["–" if c is None else f"{c:.7f}" for c in (self.cosine_min, self.cosine_mean)]
+        rates = ["–" if r is None else f"{100 * r:.3f}%" for r in (self.nan_rate, self.inf_rate)]
+        return [self.model, self.precision, self.cases, *cosines, *rates]
+
+
+def _finite(choose: Callable[[list[float]], float], values: list[float]) -> float | None:
+    finite = [v for v in values if not math.isnan(v)]
+    return choose(finite) if finite else None
+
+
+def fidelity_summaries(records: list[FidelityRecord]) -> list[FidelitySummary]:
+    """One summary per (model, precision), by model, then precision in their usual order."""
+    groups: dict[tuple[str, str], list[FidelityRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.model, record.precision)].append(record)
+    order = sorted(groups, key=lambda k: (k[0], PRECISION_ORDER.index(k[1]) if k[1] in PRECISION_ORDER else 99, k[1]))
+    return [FidelitySummary.of(groups[name]) for name in order]
+
+
+def _fidelity_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
+    """Served fidelity against the FP32 reference by model and precision: a bar plot of the cosines and a table."""
+    summaries = fidelity_summaries(read_fidelity(device_dir))
+    if not summaries:
+        return []
+    md = [
+        "### Fidelity\n",
+        "Served outputs against the FP32 ONNX reference (`python -m client fidelity`): the worst output over every case "
+        "(inputs x batch x length) of each model and precision. Cosines on real text only: random ids are far from any "
+        "real input, and their cosine is not judged; NaN and Inf rates on every input.\n",
+    ]
+    labels = [f"{s.model} {s.precision}" for s in summaries]
+    cosines: dict[str, list[float | None]] = {
+        "cosine min": [s.cosine_min for s in summaries],
+        "cosine mean": [s.cosine_mean for s in summaries],
+    }
+    image(md, bars(labels, cosines, "fidelity vs precision", "cosine similarity", plots / "fidelity.png"), out)
+    headers = ["model", "precision", "cases", "cosine min", "cosine mean", "NaN rate", "Inf rate"]
+    md.append(table(headers, (s.row() for s in summaries)) + "\n")
     return md
 
 
