@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -19,6 +19,9 @@ from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import LABEL, NEXT_TOKEN_ID, PROBABILITIES, SENTENCE_EMBEDDING, TRUNCATED, Precision
 from toolkit.repository.naming import ensemble_model
 from toolkit.runtimes import DEFAULT_RUNTIME, runtime_names
+
+if TYPE_CHECKING:
+    from client.fidelity import FidelityRecord
 
 PRECISIONS = [p.value for p in Precision]
 RUNTIMES = list(runtime_names())
@@ -196,7 +199,7 @@ def fidelity(
 ) -> None:
     """Compare served engines of MODEL with the fp32 reference; write results/<device>/fidelity_<model>.json."""
     from client import fidelity as fid
-    from client.inputs import INPUT_KINDS
+    from client.inputs import INPUT_KINDS, Dataset
     from client.reference import OnnxReference, reference_onnx_path
     from toolkit.models.tokenizers import load_tokenizer_file
     from toolkit.repository.lookup import find_tokenizer
@@ -208,29 +211,24 @@ def fidelity(
         ref = OnnxReference(reference or reference_onnx_path(repository, model))
         tok = load_tokenizer_file(tokenizer or find_tokenizer(repository, model))
         records = fid.run_fidelity(
-            client,
-            ref,
-            tok,
-            model,
-            chosen,
-            batches,
-            seqs,
-            kinds,
-            dataset,  # type: ignore[arg-type]
-            runtime,
-            requests,
-            concurrency,
-            seed,
+            client, ref, tok, model, chosen, batches, seqs, kinds, cast(Dataset, dataset), runtime, requests, concurrency, seed
         )
     env = fid.environment()
     path = fid.write_results(records, fid.results_dir(results_dir, env) / f"fidelity_{model}.json", env)
+    _echo_fidelity(records, path)
+    if not no_check:
+        fid.raise_on_mismatch(records, fid.Tolerances(min_cosine=min_cosine, min_top1=min_top1))
+
+
+def _echo_fidelity(records: list[FidelityRecord], path: Path) -> None:
+    """Every case and output's metrics, where random ids and real text disagree on NaN/Inf rates, and the file."""
+    from client import fidelity as fid
+
     click.echo(fid.format_table(records))
     gaps = fid.random_vs_text(records)
     if gaps:
         click.echo("\nRandom ids vs real text (NaN/Inf rates)\n" + fid.format_random_vs_text(gaps))
     click.echo(f"\nwrote {path}")
-    if not no_check:
-        fid.raise_on_mismatch(records, fid.Tolerances(min_cosine=min_cosine, min_top1=min_top1))
 
 
 @cli.command()

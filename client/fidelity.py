@@ -14,14 +14,14 @@ import platform
 import socket
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from toolkit.environment import device_folder, gpus, package_versions
-from toolkit.errors import ToolkitError
+from toolkit.errors import BadInputError, ToolkitError
 from toolkit.measurement.compare import Bar, Mismatch, OutputMetrics, compare_arrays, mismatches
 from toolkit.names import LOGITS, NEXT_TOKEN_LOGITS, Precision
 from toolkit.repository.naming import engine_model
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from client.reference import OnnxReference
 
 TOP1_OUTPUTS: frozenset[str] = frozenset({LOGITS, NEXT_TOKEN_LOGITS})
+SCHEMA_VERSION = 1  # of FidelityRecord's JSON
+UNVERSIONED = 0  # the schema of a record written before records carried one
 DEFAULT_MIN_COSINE: dict[str, float] = {
     Precision.FP32.value: 0.99999,
     Precision.FP16.value: 0.999,
@@ -57,7 +59,13 @@ class FidelityError(ToolkitError):
 
 @dataclass
 class FidelityRecord:
-    """One measured case: a model variant on one kind of input at one shape."""
+    """One measured case: a model variant on one kind of input at one shape.
+
+    Its JSON (``to_json``, in the ``records`` of ``fidelity_<model>.json``) is its fields with NaN as null;
+    ``from_json`` reads it back, the records written before schema versions too (``schema`` reads as
+    ``UNVERSIONED``). Fields this code does not know are kept in ``extra`` and written back; the metrics of an
+    output are ``OutputMetrics``' fields, those it does not know are left out.
+    """
 
     model: str
     precision: str
@@ -68,15 +76,50 @@ class FidelityRecord:
     dataset: str
     requests: int
     outputs: dict[str, OutputMetrics] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def case(self) -> str:
         """Short name of the case for tables and mismatch messages."""
         return f"{self.model}/{self.precision}/{self.runtime} {self.inputs} b{self.batch} s{self.seq}"
 
+    @property
+    def key(self) -> str:
+        """The case's identity, e.g. ``minilm|hybrid|onnxruntime|text|shipped|b8|s128``."""
+        return f"{self.model}|{self.precision}|{self.runtime}|{self.inputs}|{self.dataset}|b{self.batch}|s{self.seq}"
+
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready data (NaN becomes null)."""
-        return _json_safe(asdict(self))
+        data = asdict(self)
+        return _json_safe({**data.pop("extra"), **data})
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FidelityRecord:
+        """The record of a stored JSON object (null metrics read as NaN, except a top-1 agreement not measured)."""
+        names = {spec.name for spec in fields(cls)} - {"extra", "outputs"}
+        missing = sorted(spec.name for spec in fields(cls) if spec.name in names and spec.default is MISSING and spec.name not in data)
+        if missing:
+            raise BadInputError(f"a fidelity record needs {', '.join(missing)}; this one has {sorted(data)}")
+        outputs = {name: _output_metrics(metrics) for name, metrics in (data.get("outputs") or {}).items()}
+        known = {name: value for name, value in data.items() if name in names}
+        extra = {name: value for name, value in data.items() if name not in names and name != "outputs"}
+        return cls(**{"schema": UNVERSIONED, **known}, outputs=outputs, extra=extra)
+
+
+def _output_metrics(stored: Mapping[str, Any]) -> OutputMetrics:
+    """``OutputMetrics`` from its JSON, where ``_json_safe`` wrote NaN as null."""
+    names = {spec.name for spec in fields(OutputMetrics)}
+    values: dict[str, Any] = {k: math.nan if v is None and k != "top1_agreement" else v for k, v in stored.items() if k in names}
+    return OutputMetrics(**values)
+
+
+def read_results(path: Path) -> list[FidelityRecord]:
+    """The records of a fidelity file written by ``write_results``."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise BadInputError(f"{path} is not a fidelity results file (no list of records): write it with python -m client fidelity")
+    return [FidelityRecord.from_json(record) for record in data["records"]]
 
 
 def _json_safe(value: Any) -> Any:

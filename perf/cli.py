@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import click
 
+from perf.records import GridEnginePoint, GridMeasurement, GridMemory, Timed
 from toolkit.cli_values import comma_ints, comma_items
 from toolkit.errors import ToolkitError
 from toolkit.measurement.timing import Device
@@ -277,29 +278,22 @@ def engine(
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     for record in records:
-        click.echo(
-            f"{record['key']}: "
-            + (
-                f"median {record['median_ms']:.3f} ms, p90 {record['p90_ms']:.3f} ms"
-                if record["status"] == "ok"
-                else f"error {record['error']}"
-            )
-        )
+        click.echo(f"{record.key}: " + (f"median {record.median_ms:.3f} ms, p90 {record.p90_ms:.3f} ms" if record.ok else f"error {record.error}"))
     click.echo(f"appended to {path}")
 
 
 
 
-def _grid_line(record: dict[str, object]) -> str:
-    if record.get("status") != "ok":
-        return f"{record['key']}: error {record.get('error')}"
-    if record["kind"] == "memory":
-        return f"{record['key']}: {record.get('gpu_memory_mib')} MiB on the GPU, file {record.get('file_mib'):.0f} MiB"
-    line = f"{record['key']}: median {record['median_ms']:.3f} ms"
-    if record["kind"] == "engine":
-        line += " (graph)" if record.get("cuda_graph") else ""
-        if "cosine_min" in record:
-            line += f", cosine min {record['cosine_min']:.7f}, NaN {record['nan_count']}, Inf {record['inf_count']}"
+def _grid_line(record: GridMeasurement) -> str:
+    if not record.ok:
+        return f"{record.key}: error {record.error}"
+    if isinstance(record, GridMemory):
+        return f"{record.key}: {record.gpu_memory_mib} MiB on the GPU, file {record.file_mib:.0f} MiB"
+    line = f"{record.key}: median {record.median_ms:.3f} ms" if isinstance(record, Timed) else record.key
+    if isinstance(record, GridEnginePoint):
+        line += " (graph)" if record.cuda_graph else ""
+        if record.cosine_min is not None:
+            line += f", cosine min {record.cosine_min:.7f}, NaN {record.nan_count}, Inf {record.inf_count}"
     return line
 
 
@@ -345,9 +339,7 @@ def grid(
             target_seconds=target_seconds,
         )
         factories = {m: functools.partial(torch_baseline, repository, m) for m in plan.models} if with_torch else {}
-        path = run_grid(
-            plan, repository, out, factories, cpu_baseline, progress=not no_progress, echo=lambda r: click.echo(_grid_line(r))  # type: ignore[arg-type]
-        )
+        path = run_grid(plan, repository, out, factories, cpu_baseline, progress=not no_progress, echo=lambda r: click.echo(_grid_line(r)))
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"appended to {path}")

@@ -12,7 +12,7 @@ FP32's on the same inputs (``toolkit.measurement.compare``: cosine, errors, NaN/
 Also measured, once per model: the CPU FP32 baseline (the same FP32 graph on the CPU execution
 provider) at ``cpu_points``, PyTorch eager FP32/FP16 at ``torch_points``, and the GPU memory each
 precision's engine takes at the largest shape. Records land in ``<out>/<device>/grid.jsonl`` as they
-finish, each with a ``kind``: ``engine``, ``cpu_baseline``, ``torch`` or ``memory``.
+finish, each with a ``kind``: ``engine``, ``cpu_baseline``, ``torch`` or ``memory`` (``perf.records``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 from perf import results as rf
 from perf.engine_timing import CPU_BASELINE_RUNTIME
 from perf.inputs import batch_arrays
+from perf.records import GridCpuBaseline, GridEnginePoint, GridEnvironment, GridMeasurement, GridMemory, GridTorchPoint
 from toolkit.environment import code_version, device_info, package_versions
 from toolkit.errors import BadInputError
 from toolkit.measurement.compare import compare_arrays
@@ -114,7 +115,7 @@ def _shape_feeds(tokenizer: Path, names: list[str], shapes: list[tuple[int, int]
 
 def _engine_points(
     plan: GridPlan, model: str, files: dict[str, Path], tokenizer: Path, names: list[str], tick: Callable[[], None]
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[GridEnginePoint]:
     runtime = get_runtime(plan.runtime)
     feeds = _shape_feeds(tokenizer, names, plan.shapes())
     timings = {
@@ -125,44 +126,36 @@ def _engine_points(
     for shape, inputs in feeds.items():
         outputs: dict[str, np.ndarray] = {}
         for precision in plan.precisions:  # FP32 first: the reference of the others
-            record = _engine_point(model, precision, shape, timings[precision][shape])
-            if record["status"] == "ok":
+            record = _engine_point(model, precision, timings[precision][shape])
+            if record.ok:
                 try:
                     engine = engines[precision]
                     outputs[precision] = engine.run(inputs, [engine.output_names[0]])[engine.output_names[0]]
                     if precision != REFERENCE and REFERENCE in outputs:
-                        record.update(_fidelity(outputs[REFERENCE], outputs[precision], inputs["attention_mask"]))
+                        record = replace(record, **_fidelity(outputs[REFERENCE], outputs[precision], inputs["attention_mask"]))
                 except Exception as error:  # one failing point is this point's result; the grid goes on
-                    record.update(failure(error))
+                    record = record.failed(error)
             yield record
         outputs.clear()
     del engines
     gc.collect()
 
 
-def _engine_point(model: str, precision: str, shape: tuple[int, int], timing: dict[str, Any]) -> dict[str, Any]:
-    batch, seq = shape
-    record: dict[str, Any] = {"kind": "engine", "key": f"{model}|{precision}|b{batch}|s{seq}", "model": model, "precision": precision}
-    record.update(timing, cuda_graph=bool(timing.get("cuda_graph")))
-    return record
+def _engine_point(model: str, precision: str, timing: dict[str, Any]) -> GridEnginePoint:
+    """A precision's point from its timing row (which holds the shape)."""
+    return GridEnginePoint.from_fields({"model": model, "precision": precision, **timing, "cuda_graph": bool(timing.get("cuda_graph"))})
 
 
-def _cpu_points(plan: GridPlan, model: str, fp32: Path, tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
+def _cpu_points(plan: GridPlan, model: str, fp32: Path, tokenizer: Path, names: list[str]) -> Iterator[GridCpuBaseline]:
     """The baseline is timed in a process of its own too: both sides of a speedup come from clean processes."""
     budget = TimingBudget(plan.cpu_target_seconds, 3, plan.max_runs, 1)
     feeds = _shape_feeds(tokenizer, names, list(plan.cpu_points))
     timings = get_runtime(CPU_BASELINE_RUNTIME).time_job(TimingJob(fp32, feeds, "cpu", budget))
     for batch, seq in plan.cpu_points:
-        record: dict[str, Any] = {
-            "kind": "cpu_baseline",
-            "key": f"{model}|cpu_fp32|b{batch}|s{seq}",
-            "model": model,
-            "precision": REFERENCE,
-        }
-        yield {**record, **timings[(batch, seq)]}
+        yield GridCpuBaseline.from_fields({"model": model, "precision": REFERENCE, **timings[(batch, seq)]})
 
 
-def _torch_points(plan: GridPlan, model: str, factory: Callable[[], Any], tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
+def _torch_points(plan: GridPlan, model: str, factory: Callable[[], Any], tokenizer: Path, names: list[str]) -> Iterator[GridTorchPoint]:
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32, as in every other measurement
@@ -170,37 +163,28 @@ def _torch_points(plan: GridPlan, model: str, factory: Callable[[], Any], tokeni
     module = factory()
     for batch, seq in plan.torch_points:
         for precision, dtype in ((REFERENCE, torch.float32), (Precision.FP16.value, torch.float16)):
-            key = f"{model}|torch_eager_{precision}|b{batch}|s{seq}"
-            record: dict[str, Any] = {
-                "kind": "torch",
-                "key": key,
-                "model": model,
-                "precision": precision,
-                "batch_size": batch,
-                "seq_len": seq,
-            }
+            point = {"model": model, "precision": precision, "batch_size": batch, "seq_len": seq}
             try:
                 feeds = batch_arrays(tokenizer, names, batch, seq)
                 timing = time_torch(module, feeds, plan.device, runs=plan.min_runs * 3, warmup=plan.warmup, dtype=dtype)
-                record.update(status="ok", **timing.as_dict())
+                record = GridTorchPoint.from_fields({**point, "status": "ok", **timing.as_dict()})
             except Exception as error:
-                record.update(failure(error))
+                record = GridTorchPoint.from_fields({**point, **failure(error)})
             yield record
     del module
     if plan.device == "cuda":
         torch.cuda.empty_cache()
 
 
-def _memory_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer: Path, names: list[str]) -> Iterator[dict[str, Any]]:
+def _memory_points(plan: GridPlan, model: str, files: dict[str, Path], tokenizer: Path, names: list[str]) -> Iterator[GridMemory]:
     batch, seq = max(plan.batch_sizes), max(plan.seq_lens)
     feeds = batch_arrays(tokenizer, names, batch, seq)
     for precision, path in files.items():
-        record: dict[str, Any] = {"kind": "memory", "key": f"{model}|{precision}|memory", "model": model, "precision": precision}
-        record.update(batch_size=batch, seq_len=seq, file_mib=file_size_mib(path))
+        point = GridMemory(model=model, precision=precision, batch_size=batch, seq_len=seq, file_mib=file_size_mib(path), status="ok")
         try:
-            record.update(status="ok", gpu_memory_mib=get_runtime(plan.runtime).memory_mib(path, feeds, "cuda"))
+            record = replace(point, gpu_memory_mib=get_runtime(plan.runtime).memory_mib(path, feeds, "cuda"))
         except Exception as error:
-            record.update(failure(error))
+            record = point.failed(error)
         gc.collect()
         yield record
 
@@ -209,10 +193,10 @@ def run_grid(
     plan: GridPlan,
     repository: Path = Path("model_repository"),
     out: Path = Path("results"),
-    torch_factories: dict[str, Callable[[], Any]] | None = None,
+    torch_factories: Mapping[str, Callable[[], Any]] | None = None,
     cpu_baseline: bool = True,
     progress: bool = True,
-    echo: Callable[[dict[str, Any]], None] | None = None,
+    echo: Callable[[GridMeasurement], None] | None = None,
 ) -> Path:
     """Measure ``plan`` and append every record to ``<out>/<device>/grid.jsonl``; return that path.
 
@@ -226,38 +210,41 @@ def run_grid(
         raise BadInputError("no GPU found (nvidia-smi): pass --device cpu")
     path = Path(out) / info["name"] / rf.GRID_FILE
     stamp = {"device": info["name"], "gpu": info["gpu"], "run_id": f"{time.time():.0f}"}
-    rf.append_jsonl(
-        path,
-        {
-            "kind": "environment",
-            "key": f"environment|{stamp['run_id']}",
-            **stamp,
-            "code": code_version(),
-            "device_info": info,
-            "packages": package_versions(),
-            "plan": asdict(plan),
-        },
-    )
+    environment = GridEnvironment(**stamp, code=code_version(), device_info=info, packages=package_versions(), plan=asdict(plan))
+    rf.append_record(path, environment)
     per_model = len(plan.shapes()) * len(plan.precisions)
     bar = tqdm(total=per_model * len(plan.models), desc="engine grid", unit="point", disable=not progress)
     for model in plan.models:
-        files = _model_files(repository, model, plan)
-        tokenizer = find_tokenizer(repository, model, None)
-        names = list(engine_input_names(repository, model, REFERENCE, plan.runtime))
-        streams: list[Iterator[dict[str, Any]]] = []
-        if plan.device == "cuda":
-            streams.append(_memory_points(plan, model, files, tokenizer, names))  # first: nothing else on the GPU yet
-        streams.append(_engine_points(plan, model, files, tokenizer, names, bar.update))
-        if cpu_baseline and plan.device == "cuda":
-            baseline = require_engine_file(repository, model, REFERENCE, CPU_BASELINE_RUNTIME)
-            streams.append(_cpu_points(plan, model, baseline, tokenizer, names))
-        if torch_factories and model in torch_factories:
-            streams.append(_torch_points(plan, model, torch_factories[model], tokenizer, names))
-        for stream in streams:
+        for stream in _model_streams(plan, model, repository, torch_factories, cpu_baseline, bar.update):
             for record in stream:
-                record.update(stamp, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-                rf.append_jsonl(path, record)
+                stamped = replace(record, **stamp, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                rf.append_record(path, stamped)
                 if echo:
-                    echo(record)
+                    echo(stamped)
     bar.close()
     return path
+
+
+def _model_streams(
+    plan: GridPlan,
+    model: str,
+    repository: Path,
+    torch_factories: Mapping[str, Callable[[], Any]] | None,
+    cpu_baseline: bool,
+    tick: Callable[[], None],
+) -> list[Iterator[GridMeasurement]]:
+    """One model's measurements in the order they run: GPU memory first (nothing else on the GPU yet), the
+    engines at every shape, the CPU baseline, PyTorch eager."""
+    files = _model_files(repository, model, plan)
+    tokenizer = find_tokenizer(repository, model, None)
+    names = list(engine_input_names(repository, model, REFERENCE, plan.runtime))
+    streams: list[Iterator[GridMeasurement]] = []
+    if plan.device == "cuda":
+        streams.append(_memory_points(plan, model, files, tokenizer, names))
+    streams.append(_engine_points(plan, model, files, tokenizer, names, tick))
+    if cpu_baseline and plan.device == "cuda":
+        baseline = require_engine_file(repository, model, REFERENCE, CPU_BASELINE_RUNTIME)
+        streams.append(_cpu_points(plan, model, baseline, tokenizer, names))
+    if torch_factories and model in torch_factories:
+        streams.append(_torch_points(plan, model, torch_factories[model], tokenizer, names))
+    return streams

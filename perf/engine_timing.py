@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from perf import results as rf
 from perf.inputs import batch_arrays
+from perf.records import EngineTiming
 from toolkit.environment import device_info
 from toolkit.measurement.timing import Device, Row, TimingBudget, TimingJob, failure, time_torch
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
@@ -56,7 +57,7 @@ def time_engines(
     torch_factory: Callable[[], torch.nn.Module] | None = None,
     cpu_baseline_runs: int | None = None,
     runtime: str = DEFAULT_RUNTIME,
-) -> tuple[list[dict[str, Any]], Path]:
+) -> tuple[list[EngineTiming], Path]:
     """Time each precision's ``runtime`` engine of ``model`` on ``device``, the CPU FP32 baseline, and optionally
     PyTorch eager (``torch_factory()``) on ``device``; ``cpu_baseline_runs`` 0 skips the CPU baseline (default:
     ``runs``); append records to ``out/<device>/engine.jsonl`` and return them with that path. A failing engine
@@ -72,13 +73,13 @@ def time_engines(
         jobs.append((f"torch_eager_{device}_fp32", "fp32", lambda: {"status": "ok", **time_torch(torch_factory(), feeds, device, runs, warmup).as_dict()}))
     records = []
     for name, precision, job in jobs:
-        record: dict[str, Any] = {"key": f"{model}|{name}|b{batch_size}|s{seq_len}", "runner": name, "precision": precision, **common}
-        record["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        started = {"runner": name, "precision": precision, **common, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
-            record.update(job())
+            row = job()
         except Exception as error:  # one failing engine must not stop the others
-            record.update(failure(error))
-        rf.append_jsonl(path, record)
+            row = failure(error)
+        record = EngineTiming.from_fields({**started, **row})
+        rf.append_record(path, record)
         records.append(record)
     return records, path
 

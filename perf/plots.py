@@ -36,19 +36,20 @@ def table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
 
 
 def line_plot(
-    rows: list[dict[str, Any]], x: str, y: str, series: str, title: str, xlabel: str, ylabel: str, path: Path, log_x: bool = False
+    points: Iterable[tuple[str, float, float | None]], title: str, xlabel: str, ylabel: str, path: Path, log_x: bool = False
 ) -> Path | None:
+    """One line per series through its (x, y) points; points without a y are left out."""
     groups: dict[Any, list[tuple[float, float]]] = defaultdict(list)
-    for row in rows:
-        if row.get(y) is not None:
-            groups[row[series]].append((row[x], row[y]))
+    for name, x, y in points:
+        if y is not None:
+            groups[name].append((x, y))
     if not groups:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in sorted(groups, key=lambda n: (PRECISION_ORDER.index(n) if n in PRECISION_ORDER else 99, str(n))):
-        points = sorted(groups[name])
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=str(name))
+        line = sorted(groups[name])
+        ax.plot([p[0] for p in line], [p[1] for p in line], marker="o", label=str(name))
     if log_x:
         ax.set_xscale("log", base=2)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
@@ -60,8 +61,9 @@ def line_plot(
     return path
 
 
-def heatmap(rows: list[dict[str, Any]], value: str, title: str, path: Path) -> Path | None:
-    cells = {(r["batch_size"], r["seq_len"]): r[value] for r in rows if r.get(value) is not None}
+def heatmap(points: Iterable[tuple[int, int, float | None]], title: str, path: Path) -> Path | None:
+    """(batch, sequence, value) cells on a batch x sequence grid; cells without a value stay blank."""
+    cells = {(batch, seq): value for batch, seq, value in points if value is not None}
     if not cells:
         return None
     batches = sorted({b for b, _ in cells})

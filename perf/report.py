@@ -9,153 +9,76 @@ Missing inputs leave their section out.
 
 from __future__ import annotations
 
-import json
+import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from client.fidelity import FidelityRecord, read_results
 from perf import results as rf
 from perf.grid_report import gpu_comparison, grid_section
 from perf.plots import PRECISION_ORDER, bars, heatmap, image, line_plot, stacked_bars, table
+from perf.records import DerivedRow, EngineMemory, KernelProfile, PerfPoint, SweepEnvironment
 from perf.sweep import derive
 
 NOTES_FILE = "NOTES.md"
+GROUP_HEADERS = ["precision", "batch", "seq", "conc", "p50 ms", "infer/s", "× CPU fp32", "× fp32", "size MiB", "size saved vs fp32"]
 
 
-def _pick(values: Iterable[int], preferred: int) -> int:
+def _pick(values: list[int], preferred: int) -> int:
     ordered = sorted(set(values))
     return preferred if preferred in ordered else ordered[len(ordered) // 2]
 
 
+@dataclass(frozen=True)
+class _Group:
+    """The derived rows of one (model, runtime, target) and the point its line plots hold fixed."""
+
+    model: str
+    runtime: str
+    target: str
+    rows: list[DerivedRow]
+
+    @property
+    def tag(self) -> str:
+        return f"{self.model}_{self.runtime}_{self.target}"
+
+    @property
+    def seq(self) -> int:
+        return _pick([r.seq_len for r in self.rows], 128)
+
+    @property
+    def batch(self) -> int:
+        return _pick([r.batch_size for r in self.rows], 1)
+
+    @property
+    def conc(self) -> int:
+        return min(r.concurrency for r in self.rows)
+
+
+def _groups(rows: list[DerivedRow]) -> list[_Group]:
+    """Rows by (model, runtime, target), in that order."""
+    groups: dict[tuple[str, str, str], list[DerivedRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row.model, row.runtime, row.target)].append(row)
+    return [_Group(*name, rows) for name, rows in sorted(groups.items())]
+
+
 def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
+    """A device folder's section: notes, environment, each measured group, engines, failures, then the request
+    breakdown, the engine-only grid, kernel profiles and fidelity."""
     rows = derive(device_dir)
-    perf = list(rf.latest_by_key(rf.read_jsonl(device_dir / rf.PERF_FILE)).values())
-    errors = [r for r in perf if r.get("status") != "ok"]
-    env = rf.read_jsonl(device_dir / rf.ENVIRONMENT_FILE)
-    md = [f"## {device_dir.name}\n"]
-    notes = device_dir / NOTES_FILE
-    if notes.is_file():  # how and when these numbers were taken, written by whoever ran them
-        md.append(notes.read_text().strip() + "\n")
-    if env:
-        last = env[-1]
-        device = last.get("device_info") or {}
-        md.append(
-            f"GPU: {device.get('gpu') or 'none'} · driver {device.get('driver') or '–'} · CUDA "
-            f"{device.get('cuda') or '–'} · CPU {device.get('cpu')} ({device.get('cpu_count')} cores) · "
-            f"build manifest {last.get('manifest_hash') or '–'} · "
-            + ", ".join(f"{k} {v}" for k, v in sorted(last.get("packages", {}).items()))
-            + "\n"
-        )
+    perf = list(rf.latest_by_key(rf.read_records(device_dir / rf.PERF_FILE, PerfPoint)).values())
+    errors = [r for r in perf if not r.ok]
+    md = [f"## {device_dir.name}\n", *_notes(device_dir), *_environment(device_dir)]
     md.append(f"{len(perf) - len(errors)} configurations measured, {len(errors)} failed.\n")
     plots.mkdir(parents=True, exist_ok=True)
-    for (model, runtime, target), group in sorted(_group(rows, ("model", "runtime", "target")).items()):
-        tag = f"{model}_{runtime}_{target}"
-        md.append(f"### {model} · {runtime} · {target}\n")
-        seq = _pick([r["seq_len"] for r in group], 128)
-        batch = _pick([r["batch_size"] for r in group], 1)
-        conc = min(r["concurrency"] for r in group)
-        at_seq = [r for r in group if r["seq_len"] == seq and r["concurrency"] == conc]
-        at_batch = [r for r in group if r["batch_size"] == batch and r["concurrency"] == conc]
-        image(
-            md,
-            line_plot(
-                at_seq,
-                "batch_size",
-                "latency_p50_ms",
-                "precision",
-                f"{model} p50 latency vs batch (seq {seq}, concurrency {conc})",
-                "batch size",
-                "p50 latency (ms)",
-                plots / f"latency_vs_batch_{tag}.png",
-                log_x=True,
-            ),
-            out,
-        )
-        image(
-            md,
-            line_plot(
-                at_batch,
-                "seq_len",
-                "latency_p50_ms",
-                "precision",
-                f"{model} p50 latency vs sequence (batch {batch}, concurrency {conc})",
-                "sequence length",
-                "p50 latency (ms)",
-                plots / f"latency_vs_seq_{tag}.png",
-                log_x=True,
-            ),
-            out,
-        )
-        at_point = [r for r in group if r["seq_len"] == seq and r["batch_size"] == batch]
-        image(
-            md,
-            line_plot(
-                at_point,
-                "concurrency",
-                "throughput",
-                "precision",
-                f"{model} throughput vs concurrency (batch {batch}, seq {seq})",
-                "concurrency",
-                "throughput (infer/s)",
-                plots / f"throughput_vs_concurrency_{tag}.png",
-            ),
-            out,
-        )
-        for precision in PRECISION_ORDER:
-            chosen = [r for r in group if r["precision"] == precision and r["concurrency"] == conc]
-            image(
-                md,
-                heatmap(
-                    chosen, "speedup_vs_cpu", f"{model} {precision}: speedup over CPU FP32", plots / f"speedup_vs_cpu_{tag}_{precision}.png"
-                ),
-                out,
-            )
-        md.append(
-            table(
-                ["precision", "batch", "seq", "conc", "p50 ms", "infer/s", "× CPU fp32", "× fp32", "size MiB", "size saved vs fp32"],
-                (
-                    [
-                        r["precision"],
-                        r["batch_size"],
-                        r["seq_len"],
-                        r["concurrency"],
-                        r["latency_p50_ms"],
-                        r["throughput"],
-                        r["speedup_vs_cpu"],
-                        r["speedup_vs_fp32"],
-                        r["file_size_mib"],
-                        r["memory_reduction_file_size"],
-                    ]
-                    for r in sorted(
-                        group, key=lambda r: (PRECISION_ORDER.index(r["precision"]), r["batch_size"], r["seq_len"], r["concurrency"])
-                    )
-                ),
-            )
-            + "\n"
-        )
-    engines = [r for r in rf.latest_by_key(rf.read_jsonl(device_dir / rf.ENGINES_FILE)).values() if r.get("status") == "ok"]
-    if engines:
-        engines.sort(key=lambda r: (r["model"], r["runtime"], PRECISION_ORDER.index(r["precision"])))
-        labels = [r["key"] for r in engines]
-        md.append("### Engine memory\n")
-        image(
-            md,
-            bars(
-                labels,
-                {"file MiB": [r.get("file_size_mib") for r in engines], "GPU MiB": [r.get("gpu_memory_mib") for r in engines]},
-                "engine size and GPU memory",
-                "MiB",
-                plots / "memory.png",
-            ),
-            out,
-        )
-        md.append(
-            table(["engine", "file MiB", "GPU MiB"], ([r["key"], r.get("file_size_mib"), r.get("gpu_memory_mib")] for r in engines)) + "\n"
-        )
-    if errors:
-        md.append("### Failed configurations\n")
-        md.append(table(["configuration", "error"], ([r["key"], str(r.get("error", ""))[-200:]] for r in errors)) + "\n")
+    for group in _groups(rows):
+        md.extend(_group_section(group, out, plots))
+    md.extend(_engines_section(device_dir, out, plots))
+    md.extend(_failures_section(errors))
     md.extend(_hops_section(perf, out, plots))
     md.extend(grid_section(device_dir, out, plots))
     md.extend(_kernel_section(device_dir, out, plots))
@@ -163,18 +86,131 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     return md
 
 
-def request_breakdown(record: dict[str, Any]) -> dict[str, float] | None:
+def _notes(device_dir: Path) -> list[str]:
+    """How and when these numbers were taken, written by whoever ran them."""
+    notes = device_dir / NOTES_FILE
+    return [notes.read_text().strip() + "\n"] if notes.is_file() else []
+
+
+def _environment(device_dir: Path) -> list[str]:
+    """One line on the last sweep's machine, build manifest and packages."""
+    environments = rf.read_records(device_dir / rf.ENVIRONMENT_FILE, SweepEnvironment)
+    if not environments:
+        return []
+    last = environments[-1]
+    device = last.device_info
+    return [
+        f"GPU: {device.get('gpu') or 'none'} · driver {device.get('driver') or '–'} · CUDA "
+        f"{device.get('cuda') or '–'} · CPU {device.get('cpu')} ({device.get('cpu_count')} cores) · "
+        f"build manifest {last.manifest_hash or '–'} · " + ", ".join(f"{k} {v}" for k, v in sorted(last.packages.items())) + "\n"
+    ]
+
+
+def _group_section(group: _Group, out: Path, plots: Path) -> list[str]:
+    """A group's plots, then its table."""
+    md = [f"### {group.model} · {group.runtime} · {group.target}\n"]
+    for path in _group_plots(group, plots):
+        image(md, path, out)
+    md.append(_group_table(group.rows) + "\n")
+    return md
+
+
+def _group_plots(group: _Group, plots: Path) -> list[Path | None]:
+    """Latency vs batch and vs length, throughput vs concurrency (each at the group's fixed point), and a heat
+    map of the speedup over the CPU per precision."""
+    model, tag, seq, batch, conc = group.model, group.tag, group.seq, group.batch, group.conc
+    at_seq = [r for r in group.rows if r.seq_len == seq and r.concurrency == conc]
+    at_batch = [r for r in group.rows if r.batch_size == batch and r.concurrency == conc]
+    at_point = [r for r in group.rows if r.seq_len == seq and r.batch_size == batch]
+    paths = [
+        line_plot(
+            ((r.precision, r.batch_size, r.latency_p50_ms) for r in at_seq),
+            f"{model} p50 latency vs batch (seq {seq}, concurrency {conc})",
+            "batch size",
+            "p50 latency (ms)",
+            plots / f"latency_vs_batch_{tag}.png",
+            log_x=True,
+        ),
+        line_plot(
+            ((r.precision, r.seq_len, r.latency_p50_ms) for r in at_batch),
+            f"{model} p50 latency vs sequence (batch {batch}, concurrency {conc})",
+            "sequence length",
+            "p50 latency (ms)",
+            plots / f"latency_vs_seq_{tag}.png",
+            log_x=True,
+        ),
+        line_plot(
+            ((r.precision, r.concurrency, r.throughput) for r in at_point),
+            f"{model} throughput vs concurrency (batch {batch}, seq {seq})",
+            "concurrency",
+            "throughput (infer/s)",
+            plots / f"throughput_vs_concurrency_{tag}.png",
+        ),
+    ]
+    for precision in PRECISION_ORDER:
+        chosen = [r for r in group.rows if r.precision == precision and r.concurrency == conc]
+        speedups = ((r.batch_size, r.seq_len, r.speedup_vs_cpu) for r in chosen)
+        paths.append(heatmap(speedups, f"{model} {precision}: speedup over CPU FP32", plots / f"speedup_vs_cpu_{tag}_{precision}.png"))
+    return paths
+
+
+def _group_table(rows: list[DerivedRow]) -> str:
+    ordered = sorted(rows, key=lambda r: (PRECISION_ORDER.index(r.precision), r.batch_size, r.seq_len, r.concurrency))
+    return table(
+        GROUP_HEADERS,
+        (
+            [
+                r.precision,
+                r.batch_size,
+                r.seq_len,
+                r.concurrency,
+                r.latency_p50_ms,
+                r.throughput,
+                r.speedup_vs_cpu,
+                r.speedup_vs_fp32,
+                r.file_size_mib,
+                r.memory_reduction_file_size,
+            ]
+            for r in ordered
+        ),
+    )
+
+
+def _engines_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
+    """Each engine's file size and GPU memory: a bar plot and a table."""
+    engines = [r for r in rf.latest_by_key(rf.read_records(device_dir / rf.ENGINES_FILE, EngineMemory)).values() if r.ok]
+    if not engines:
+        return []
+    engines.sort(key=lambda r: (r.model, r.runtime, PRECISION_ORDER.index(r.precision)))
+    md = ["### Engine memory\n"]
+    series: dict[str, list[float | None]] = {
+        "file MiB": [r.file_size_mib for r in engines],
+        "GPU MiB": [r.gpu_memory_mib for r in engines],
+    }
+    image(md, bars([r.key for r in engines], series, "engine size and GPU memory", "MiB", plots / "memory.png"), out)
+    md.append(table(["engine", "file MiB", "GPU MiB"], ([r.key, r.file_size_mib, r.gpu_memory_mib] for r in engines)) + "\n")
+    return md
+
+
+def _failures_section(errors: list[PerfPoint]) -> list[str]:
+    if not errors:
+        return []
+    rows = ([r.key, str(r.error or "")[-200:]] for r in errors)
+    return ["### Failed configurations\n", table(["configuration", "error"], rows) + "\n"]
+
+
+def request_breakdown(record: PerfPoint) -> dict[str, float] | None:
     """An ensemble record's average request split into where it went (ms): gRPC and client (perf_analyzer's
     send, network and receive), each step's queue and compute (Triton's statistics), and the ensemble's own
     time between its steps. None without per-model statistics (``hops``)."""
-    hops, metrics = record.get("hops") or {}, record.get("metrics") or {}
-    ensemble = hops.get(record["triton_model"])
+    hops, metrics = record.hops or {}, record.metrics or {}
+    ensemble = hops.get(record.triton_model)
     if ensemble is None:
         return None
     parts = {"gRPC and client": sum(metrics.get(k, 0.0) for k in ("client_send", "network_server_send_recv", "client_recv"))}
     steps = 0.0
     for name, hop in sorted(hops.items(), key=lambda item: not item[0].endswith("_tokenizer")):  # tokenizer first
-        if name == record["triton_model"]:
+        if name == record.triton_model:
             continue
         role = "tokenizer" if name.endswith("_tokenizer") else "engine"
         compute = hop["compute_input_us"] + hop["compute_infer_us"] + hop["compute_output_us"]
@@ -185,17 +221,9 @@ def request_breakdown(record: dict[str, Any]) -> dict[str, float] | None:
     return parts
 
 
-def _hops_section(perf: list[dict[str, Any]], out: Path, plots: Path, batch: int = 1, seq: int = 128) -> list[str]:
-    chosen = [
-        r
-        for r in perf
-        if r.get("status") == "ok"
-        and r["target"] == "ensemble"
-        and r["batch_size"] == batch
-        and r["seq_len"] == seq
-        and r["concurrency"] == 1
-    ]
-    rows = [(r, parts) for r in sorted(chosen, key=lambda r: r["key"]) if (parts := request_breakdown(r)) is not None]
+def _hops_section(perf: list[PerfPoint], out: Path, plots: Path, batch: int = 1, seq: int = 128) -> list[str]:
+    chosen = [r for r in perf if r.ok and r.target == "ensemble" and r.batch_size == batch and r.seq_len == seq and r.concurrency == 1]
+    rows = [(r, parts) for r in sorted(chosen, key=lambda r: r.key) if (parts := request_breakdown(r)) is not None]
     if not rows:
         return []
     names = list(dict.fromkeys(name for _, parts in rows for name in parts))
@@ -205,7 +233,7 @@ def _hops_section(perf: list[dict[str, Any]], out: Path, plots: Path, batch: int
         "(input, infer, output) from Triton's per-model statistics, and the ensemble's own time between its steps "
         "(its end-to-end time less its steps'). The p50 beside them is the run's median.\n",
     ]
-    labels = [r["triton_model"] for r, _ in rows]
+    labels = [r.triton_model for r, _ in rows]
     series = {name: [parts.get(name, 0.0) for _, parts in rows] for name in names}
     image(
         md,
@@ -215,32 +243,17 @@ def _hops_section(perf: list[dict[str, Any]], out: Path, plots: Path, batch: int
     md.append(
         table(
             ["ensemble", "p50 ms", *names],
-            ([r["triton_model"], r["metrics"].get("latency_p50"), *(parts.get(n) for n in names)] for r, parts in rows),
+            ([r.triton_model, r.metric("latency_p50"), *(parts.get(n) for n in names)] for r, parts in rows),
         )
         + "\n"
     )
     return md
 
 
-def kernel_profiles(device_dir: Path) -> list[dict[str, Any]]:
+def kernel_profiles(device_dir: Path) -> list[KernelProfile]:
     """One row per (model, shape, mode) of the ``kernel_profile`` experiments (``scripts/gpu_experiments.py``)
-    in ``<device>/experiments_*.json``; the first files profiled one shape, with its ``shape`` beside the modes."""
-    rows: list[dict[str, Any]] = []
-    for path in sorted(device_dir.glob("experiments_*.json")):
-        record = json.loads(path.read_text())
-        profile = record.get("kernel_profile")
-        if not isinstance(profile, dict) or "status" in profile:
-            continue
-        if "shape" in profile:
-            batch, seq = profile["shape"]
-            shapes = {f"b{batch}_s{seq}": profile}
-        else:
-            shapes = {k: v for k, v in profile.items() if isinstance(v, dict)}
-        for shape, modes in shapes.items():
-            for mode in ("graph_replay", "no_graph"):
-                if isinstance(modes.get(mode), dict):
-                    rows.append({"model": record.get("model"), "code": record.get("code"), "shape": shape, "mode": mode, **modes[mode]})
-    return rows
+    in ``<device>/experiments_*.json``."""
+    return [profile for experiments in rf.read_experiments(device_dir) for profile in experiments.kernel_profiles()]
 
 
 def _kernel_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
@@ -252,15 +265,15 @@ def _kernel_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         'CUPTI through torch.profiler over ONNX Runtime\'s CUDA runs; µs per run. "between" is the wall time of a run '
         "less the time kernels were busy: launch gaps, most of which a CUDA graph replay removes.\n",
     ]
-    labels = [f"{r['model']} {r['shape']} {r['mode'].replace('_', ' ')}" for r in rows]
-    us = [{kind: float(entry.get("us_per_run", 0.0)) for kind, entry in (r.get("by_kind") or {}).items()} for r in rows]
+    labels = [f"{r.model} {r.shape} {r.mode.replace('_', ' ')}" for r in rows]
+    us = [r.us_by_kind() for r in rows]
     # The kinds the experiments script classified kernels into, biggest first.
     kinds = sorted({kind for per_kind in us for kind in per_kind}, key=lambda kind: -sum(per_kind.get(kind, 0.0) for per_kind in us))
     series = {kind: [per_kind.get(kind, 0.0) for per_kind in us] for kind in kinds}
-    series["between kernels"] = [max(0.0, float(r.get("between_kernels_us", 0.0))) for r in rows]
+    series["between kernels"] = [max(0.0, float(r.between_kernels_us or 0.0)) for r in rows]
     for scale, indices in (
-        ("short", [i for i, r in enumerate(rows) if r["wall_median_us"] < 5000]),
-        ("long", [i for i, r in enumerate(rows) if r["wall_median_us"] >= 5000]),
+        ("short", [i for i, r in enumerate(rows) if r.wall_median_us < 5000]),
+        ("long", [i for i, r in enumerate(rows) if r.wall_median_us >= 5000]),
     ):
         if indices:
             picked = {kind: [values[i] for i in indices] for kind, values in series.items()}
@@ -270,16 +283,7 @@ def _kernel_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         table(
             ["model", "shape", "mode", "code", "wall µs", "kernels", "busy µs", "between µs", *kinds],
             (
-                [
-                    r["model"],
-                    r["shape"],
-                    r["mode"],
-                    r.get("code"),
-                    r.get("wall_median_us"),
-                    r.get("kernels_per_run"),
-                    r.get("kernel_busy_us"),
-                    r.get("between_kernels_us"),
-                ]
+                [r.model, r.shape, r.mode, r.code, r.wall_median_us, r.kernels_per_run, r.kernel_busy_us, r.between_kernels_us]
                 + [per_kind.get(kind, 0.0) for kind in kinds]
                 for r, per_kind in zip(rows, us, strict=True)
             ),
@@ -289,66 +293,85 @@ def _kernel_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     return md
 
 
-def _group(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[tuple(row[k] for k in keys)].append(row)
-    return groups
-
-
-def read_fidelity(device_dir: Path) -> list[dict[str, Any]]:
-    """Records of every ``fidelity*.json`` (a list, ``{"records": [...]}`` or one record); [] if none."""
-    records: list[dict[str, Any]] = []
+def read_fidelity(device_dir: Path) -> list[FidelityRecord]:
+    """The records of every ``fidelity*.json`` (``python -m client fidelity``); [] if none. An unreadable file is left out."""
+    records: list[FidelityRecord] = []
     for path in sorted(device_dir.glob("fidelity*.json")):
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            records += read_results(path)
+        except (OSError, ValueError):
             continue
-        found = data.get("records", [data]) if isinstance(data, dict) else data
-        records += [r for r in found if isinstance(r, dict) and "precision" in r]
     return records
 
 
-def _fidelity_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
-    records = read_fidelity(device_dir)
-    if not records:
-        return []
+@dataclass(frozen=True)
+class FidelitySummary:
+    """The worst served output of one model and precision over its fidelity cases: the lowest cosines (minimum over
+    tokens, and mean) on real text, the highest NaN and Inf rates on any input. Random ids are far from any real
+    input, so their cosine is not judged (as ``client.fidelity.check_records`` does not); NaN values are left out."""
 
-    def metric(record: dict[str, Any], name: str) -> float | None:
-        value = (record.get("metrics") or {}).get(name, record.get(name))
-        return float(value) if isinstance(value, int | float) else None
+    model: str
+    precision: str
+    cases: int
+    cosine_min: float | None
+    cosine_mean: float | None
+    nan_rate: float | None
+    inf_rate: float | None
 
-    records.sort(key=lambda r: (str(r.get("model")), PRECISION_ORDER.index(r["precision"]) if r["precision"] in PRECISION_ORDER else 99))
-    labels = [f"{r.get('model', '?')} {r['precision']}" for r in records]
-    md = ["### Fidelity\n"]
-    image(
-        md,
-        bars(
-            labels,
-            {"cosine min": [metric(r, "cosine_min") for r in records], "cosine mean": [metric(r, "cosine_mean") for r in records]},
-            "fidelity vs precision",
-            "cosine similarity",
-            plots / "fidelity.png",
-        ),
-        out,
-    )
-    md.append(
-        table(
-            ["model", "precision", "cosine min", "cosine mean", "NaN rate", "Inf rate"],
-            (
-                [
-                    r.get("model"),
-                    r["precision"],
-                    metric(r, "cosine_min"),
-                    metric(r, "cosine_mean"),
-                    metric(r, "nan_rate"),
-                    metric(r, "inf_rate"),
-                ]
-                for r in records
-            ),
+    @classmethod
+    def of(cls, records: list[FidelityRecord]) -> FidelitySummary:
+        real = [o for r in records if r.inputs != "random" for o in r.outputs.values()]
+        every = [o for r in records for o in r.outputs.values()]
+        return cls(
+            records[0].model,
+            records[0].precision,
+            len(records),
+            _finite(min, [o.cosine_min for o in real]),
+            _finite(min, [o.cosine_mean for o in real]),
+            _finite(max, [o.nan_rate for o in every]),
+            _finite(max, [o.inf_rate for o in every]),
         )
-        + "\n"
-    )
+
+    def row(self) -> list[Any]:
+        """The cells of the fidelity table: cosines with 7 decimals, rates in percent."""
+        cosines = ["–" if c is None else f"{c:.7f}" for c in (self.cosine_min, self.cosine_mean)]
+        rates = ["–" if r is None else f"{100 * r:.3f}%" for r in (self.nan_rate, self.inf_rate)]
+        return [self.model, self.precision, self.cases, *cosines, *rates]
+
+
+def _finite(choose: Callable[[list[float]], float], values: list[float]) -> float | None:
+    finite = [v for v in values if not math.isnan(v)]
+    return choose(finite) if finite else None
+
+
+def fidelity_summaries(records: list[FidelityRecord]) -> list[FidelitySummary]:
+    """One summary per (model, precision), by model, then precision in their usual order."""
+    groups: dict[tuple[str, str], list[FidelityRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.model, record.precision)].append(record)
+    order = sorted(groups, key=lambda k: (k[0], PRECISION_ORDER.index(k[1]) if k[1] in PRECISION_ORDER else 99, k[1]))
+    return [FidelitySummary.of(groups[name]) for name in order]
+
+
+def _fidelity_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
+    """Served fidelity against the FP32 reference by model and precision: a bar plot of the cosines and a table."""
+    summaries = fidelity_summaries(read_fidelity(device_dir))
+    if not summaries:
+        return []
+    md = [
+        "### Fidelity\n",
+        "Served outputs against the FP32 ONNX reference (`python -m client fidelity`): the worst output over every case "
+        "(inputs x batch x length) of each model and precision. Cosines on real text only: random ids are far from any "
+        "real input, and their cosine is not judged; NaN and Inf rates on every input.\n",
+    ]
+    labels = [f"{s.model} {s.precision}" for s in summaries]
+    cosines: dict[str, list[float | None]] = {
+        "cosine min": [s.cosine_min for s in summaries],
+        "cosine mean": [s.cosine_mean for s in summaries],
+    }
+    image(md, bars(labels, cosines, "fidelity vs precision", "cosine similarity", plots / "fidelity.png"), out)
+    headers = ["model", "precision", "cases", "cosine min", "cosine mean", "NaN rate", "Inf rate"]
+    md.append(table(headers, (s.row() for s in summaries)) + "\n")
     return md
 
 
@@ -356,7 +379,7 @@ def _cross_device(device_dirs: list[Path]) -> list[str]:
     by_key: dict[str, dict[str, float | None]] = defaultdict(dict)
     for device_dir in device_dirs:
         for row in derive(device_dir):
-            by_key[row["key"]][device_dir.name] = row["latency_p50_ms"]
+            by_key[row.key][device_dir.name] = row.latency_p50_ms
     shared = {k: v for k, v in by_key.items() if len(v) > 1}
     if not shared:
         return []

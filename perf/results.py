@@ -1,11 +1,17 @@
-"""Results files: one JSON record per line, appended as measurements finish (so a sweep resumes)."""
+"""Results files: one JSON record per line, appended as measurements finish (so a sweep resumes).
+
+``read_jsonl``/``append_jsonl`` move JSON objects; ``read_records``/``append_record`` the typed records of
+``perf.records`` on top of them.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+from perf.records import Experiments, GridRecord, R, Record, grid_record
 
 PERF_FILE = "perf.jsonl"
 BASELINE_FILE = "cpu_baseline.jsonl"
@@ -14,6 +20,7 @@ DERIVED_FILE = "derived.jsonl"
 ENVIRONMENT_FILE = "environment.jsonl"
 RAW_DIR = "raw"
 GRID_FILE = "grid.jsonl"  # perf.engine_grid
+EXPERIMENTS_GLOB = "experiments_*.json"  # scripts/gpu_experiments.py
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -43,13 +50,42 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
-def latest_by_key(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The last record of each ``key`` (a re-run replaces an earlier one)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in records:
-        if "key" in record:
-            latest[record["key"]] = record
-    return latest
+class Keyed(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+K = TypeVar("K", bound=Keyed)
+
+
+def latest_by_key(records: Iterable[K]) -> dict[str, K]:
+    """The last record of each ``key`` (a re-run replaces an earlier one), in the order keys first appear."""
+    return {record.key: record for record in records}
+
+
+def read_records(path: Path, kind: type[R]) -> list[R]:
+    """Every record of a JSON-lines file of one kind, as ``kind`` (older schema versions included)."""
+    return [kind.from_json(data) for data in read_jsonl(path)]
+
+
+def append_record(path: Path, record: Record) -> None:
+    """Append one typed record (``append_jsonl`` of its JSON)."""
+    append_jsonl(path, record.to_json())
+
+
+def write_records(path: Path, records: Iterable[Record]) -> None:
+    """Replace ``path`` with ``records``."""
+    write_jsonl(path, (record.to_json() for record in records))
+
+
+def read_grid(path: Path) -> list[GridRecord]:
+    """Every record of a ``grid.jsonl``, each typed by its ``kind`` (kinds this code does not know are left out)."""
+    return [record for record in map(grid_record, read_jsonl(path)) if record is not None]
+
+
+def read_experiments(device_dir: Path) -> list[Experiments]:
+    """Every ``experiments_*.json`` of a device folder, by file name."""
+    return [Experiments.from_json(json.loads(path.read_text())) for path in sorted(Path(device_dir).glob(EXPERIMENTS_GLOB))]
 
 
 def device_dirs(out: Path) -> Iterator[Path]:

@@ -10,14 +10,13 @@ memory, and ``derived.jsonl``: speedups and memory reductions, each computed fro
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 from perf import results as rf
 from perf.analyzer import (
@@ -29,44 +28,19 @@ from perf.analyzer import (
 from perf.engine_timing import CPU_BASELINE_RUNTIME, time_one_shape
 from perf.environment import manifest_hash
 from perf.inputs import batch_arrays
+from perf.records import CpuBaseline, DerivedRow, EngineMemory, PerfPoint, SweepConfig, SweepEnvironment, Target
 from perf.server_stats import StatisticsReader
 from toolkit.environment import code_version, device_info, package_versions, slug
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.measurement.timing import TimingBudget, failure, file_size_mib
 from toolkit.names import ATTENTION_MASK, INPUT_IDS, TEXT, TOKEN_TYPE_IDS, Precision
 from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
-from toolkit.repository.naming import engine_model, ensemble_model
 from toolkit.runtimes import RUNTIMES, get_runtime
 
-Target = Literal["engine", "ensemble"]
 Runner = Callable[[PerfAnalyzerArgs], list[dict[str, float]]]
 log = logging.getLogger(__name__)
 UNSTABLE = "Failed to obtain stable measurement"
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """One measured point: a Triton model (engine or text-in ensemble) at one load."""
-
-    model: str
-    precision: str
-    runtime: str
-    target: Target
-    batch_size: int
-    seq_len: int
-    concurrency: int
-
-    @property
-    def triton_model(self) -> str:
-        """The Triton model perf_analyzer drives, named by ``toolkit.names``."""
-        if self.target == "engine":
-            return engine_model(self.model, self.precision, self.runtime)
-        return ensemble_model(self.model, self.precision, self.runtime)
-
-    @property
-    def key(self) -> str:
-        """Stable identity used for resuming, e.g. ``minilm_fp16_onnx|b4|s128|c1``."""
-        return f"{self.triton_model}|b{self.batch_size}|s{self.seq_len}|c{self.concurrency}"
+Measured = TypeVar("Measured", PerfPoint, CpuBaseline, EngineMemory)  # the sweep's records, each with a status
 
 
 @dataclass(frozen=True)
@@ -128,8 +102,8 @@ SWEEPS: dict[str, Sweep] = {
         max_trials=6,
         baseline_runs=10,
     ),
-    # Through Triton on a GPU, within one device call: the key points of issue #6 (the engine-only grid,
-    # ``python -m perf grid``, covers the paper's shapes), text-in ensembles, GPU windows.
+    # Through Triton on a GPU, within one device call: the key points of the targets (``perf.targets``; the
+    # engine-only grid, ``python -m perf grid``, covers the paper's shapes), text-in ensembles, GPU windows.
     "gpu": Sweep(
         name="gpu",
         models=("bert-base-uncased", "minilm"),
@@ -212,28 +186,34 @@ def _input_data(ctx: SweepContext, config: SweepConfig, names: tuple[str, ...]) 
     return ctx.inputs_cache[cache_key]
 
 
-def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner = run_perf_analyzer) -> dict[str, Any]:
+def _analyzer_args(ctx: SweepContext, sweep: Sweep, config: SweepConfig, csv_path: Path) -> PerfAnalyzerArgs:
+    """perf_analyzer's arguments for one configuration: its inputs, load and measurement windows."""
+    names = input_names(ctx.repository, config)
+    shapes: dict[str, tuple[int, ...]] = {} if names == (TEXT,) else {n: (config.seq_len,) for n in names}
+    return PerfAnalyzerArgs(
+        model=config.triton_model,
+        csv_path=csv_path,
+        url=ctx.url,
+        batch_size=config.batch_size,
+        concurrency=(config.concurrency, config.concurrency),
+        input_data=_input_data(ctx, config, names),
+        shapes=shapes,
+        measurement_request_count=sweep.measurement_request_count,
+        stability_percentage=sweep.stability_percentage,
+        max_trials=sweep.max_trials,
+        collect_metrics=ctx.device["gpu"] is not None,
+        metrics_url=ctx.metrics_url,
+    )
+
+
+def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner = run_perf_analyzer) -> PerfPoint:
     """Run perf_analyzer on one configuration and return its record (status ``ok`` or ``error``)."""
-    record: dict[str, Any] = {"key": config.key, "triton_model": config.triton_model, **asdict(config), **ctx.stamp()}
+    stamp = ctx.stamp()  # the time the run started
+    found: dict[str, Any] = {}
     csv_path = ctx.out_dir / rf.RAW_DIR / (slug(config.key) + ".csv")
     try:
-        names = input_names(ctx.repository, config)
-        shapes: dict[str, tuple[int, ...]] = {} if names == (TEXT,) else {n: (config.seq_len,) for n in names}
-        args = PerfAnalyzerArgs(
-            model=config.triton_model,
-            csv_path=csv_path,
-            url=ctx.url,
-            batch_size=config.batch_size,
-            concurrency=(config.concurrency, config.concurrency),
-            input_data=_input_data(ctx, config, names),
-            shapes=shapes,
-            measurement_request_count=sweep.measurement_request_count,
-            stability_percentage=sweep.stability_percentage,
-            max_trials=sweep.max_trials,
-            collect_metrics=ctx.device["gpu"] is not None,
-            metrics_url=ctx.metrics_url,
-        )
-        record["argv"] = args.argv()
+        args = _analyzer_args(ctx, sweep, config, csv_path)
+        found["argv"] = args.argv()
 
         def run() -> list[dict[str, float]]:
             try:
@@ -243,23 +223,22 @@ def measure(ctx: SweepContext, sweep: Sweep, config: SweepConfig, runner: Runner
                     raise
                 # A busy host (laptop, shared CI) misses the stability bar: measure once more with half the rigour.
                 relaxed = replace(args, stability_percentage=2 * args.stability_percentage)
-                record.update(argv=relaxed.argv(), stability_relaxed_to=relaxed.stability_percentage)
+                found.update(argv=relaxed.argv(), stability_relaxed_to=relaxed.stability_percentage)
                 return runner(relaxed)
 
         rows, hops = ctx.statistics.around(run) if ctx.statistics else (run(), None)
         row = next((r for r in rows if r.get("concurrency") == config.concurrency), rows[0])
-        record.update(status="ok", metrics=row, raw_csv=str(csv_path.relative_to(ctx.out_dir)))
-        if hops is not None:
-            record["hops"] = hops  # each model's server time per request: tokenizer, engine, ensemble
+        # hops: each model's server time per request (tokenizer, engine, ensemble); None without statistics
+        found.update(status="ok", metrics=row, raw_csv=str(csv_path.relative_to(ctx.out_dir)), hops=hops)
     except (ToolkitError, OSError) as error:
-        record.update(status="error", error=f"{type(error).__name__}: {error}")
-    return record
+        found.update(status="error", error=f"{type(error).__name__}: {error}")
+    return PerfPoint(**asdict(config), **stamp, **found)
 
 
-def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int, seq: int) -> dict[str, Any]:
+def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int, seq: int) -> CpuBaseline:
     """The FP32 ONNX engine of ``model`` on ONNX Runtime's CPU provider at one batch and length, timed in a
     process of its own (``perf.engine_timing.time_one_shape``)."""
-    record: dict[str, Any] = {"key": f"{model}|b{batch}|s{seq}", "model": model, "batch_size": batch, "seq_len": seq, **ctx.stamp()}
+    point = {"model": model, "batch_size": batch, "seq_len": seq, **ctx.stamp()}
     try:
         if ctx.repository is None:
             raise BadInputError("the CPU baseline needs --repository with the FP32 ONNX engine")
@@ -269,29 +248,30 @@ def measure_cpu_baseline(ctx: SweepContext, sweep: Sweep, model: str, batch: int
         names = engine_input_names(ctx.repository, model, Precision.FP32.value, CPU_BASELINE_RUNTIME)
         feeds = batch_arrays(find_tokenizer(ctx.repository, model, ctx.tokenizer), names, batch, seq)
         row = time_one_shape(path, feeds, "cpu", TimingBudget.fixed(sweep.baseline_runs, sweep.baseline_warmup), CPU_BASELINE_RUNTIME)
-        record.update(engine=str(path), **row)
+        measured = {"engine": str(path), **row}
     except Exception as error:  # any runtime failure is this point's result
-        record.update(failure(error))
-    return record
+        measured = failure(error)
+    return CpuBaseline.from_fields({**point, **measured})
 
 
-def measure_engine(ctx: SweepContext, model: str, precision: str, runtime: str, seq: int) -> dict[str, Any]:
+def measure_engine(ctx: SweepContext, model: str, precision: str, runtime: str, seq: int) -> EngineMemory:
     """Engine file size, and on a GPU the memory an engine takes once loaded (where its runtime measures it)."""
-    triton_model = engine_model(model, precision, runtime)
-    record: dict[str, Any] = {"key": triton_model, "model": model, "precision": precision, "runtime": runtime, **ctx.stamp()}
+    engine: dict[str, Any] = {"model": model, "precision": precision, "runtime": runtime, **ctx.stamp()}
     path = engine_file(ctx.repository, model, precision, runtime) if ctx.repository else None
     if ctx.repository is None or path is None:
-        record.update(status="error", error=f"no engine file for {triton_model}")
-        return record
-    record.update(status="ok", engine=str(path), file_size_mib=file_size_mib(path), gpu_memory_mib=None)
+        return EngineMemory(**engine, status="error", error=f"no engine file for {EngineMemory.key_for(model, precision, runtime)}")
+    memory: float | None = None
+    memory_error: str | None = None
     if ctx.device["gpu"] is not None:
         try:
             names = engine_input_names(ctx.repository, model, precision, runtime)
             inputs = batch_arrays(find_tokenizer(ctx.repository, model, ctx.tokenizer), names, 1, seq)
-            record["gpu_memory_mib"] = get_runtime(runtime).memory_mib(path, inputs, "cuda")
+            memory = get_runtime(runtime).memory_mib(path, inputs, "cuda")
         except Exception as error:  # memory is optional; the size stays
-            record["gpu_memory_error"] = f"{type(error).__name__}: {error}"[:500]
-    return record
+            memory_error = f"{type(error).__name__}: {error}"[:500]
+    return EngineMemory(
+        **engine, status="ok", engine=str(path), file_size_mib=file_size_mib(path), gpu_memory_mib=memory, gpu_memory_error=memory_error
+    )
 
 
 def _present(repository: Path | None, configs: Iterable[SweepConfig]) -> tuple[list[SweepConfig], set[str]]:
@@ -328,12 +308,9 @@ def run_sweep(
     an error and ``retry_errors`` is set. With ``server_statistics`` each record gets ``hops``: every model's
     server time per request during its run, from Triton's statistics API (``perf.server_stats``).
     """
-    from tqdm import tqdm
-
     device = device_info()
-    out_dir = Path(out) / device["name"]
     ctx = SweepContext(
-        out_dir=out_dir,
+        out_dir=Path(out) / device["name"],
         run_id=uuid.uuid4().hex[:12],
         device=device,
         manifest_hash=manifest_hash(repository),
@@ -343,48 +320,68 @@ def run_sweep(
         metrics_url=metrics_url,
         statistics=StatisticsReader(url) if server_statistics else None,
     )
-    rf.append_jsonl(
-        out_dir / rf.ENVIRONMENT_FILE,
-        {
-            **ctx.stamp(),
-            "sweep": asdict(sweep),
-            "device_info": device,
-            "packages": package_versions(),
-            "code": code_version(),
-            "perf_analyzer": perf_analyzer_version(),
-            "manifest_hash": ctx.manifest_hash,
-            "url": url,
-            "repository": str(repository) if repository else None,
-        },
-    )
+    rf.append_record(ctx.out_dir / rf.ENVIRONMENT_FILE, _environment(ctx, sweep))
     configs, missing = _present(repository, sweep.configs())
     if missing:
         log.warning("left out %d Triton models absent from %s: %s", len(missing), repository, ", ".join(sorted(missing)))
+    _measure_configs(ctx, sweep, configs, runner, retry_errors, progress)
+    _measure_engines(ctx, sweep, configs, retry_errors)
+    if cpu_baseline:
+        _measure_baselines(ctx, sweep, configs, retry_errors, progress)
+    rf.write_records(ctx.out_dir / rf.DERIVED_FILE, derive(ctx.out_dir))
+    return ctx.out_dir
 
-    def done_keys(file: str) -> set[str]:
-        latest = rf.latest_by_key(rf.read_jsonl(out_dir / file))
-        return {k for k, r in latest.items() if r.get("status") == "ok" or not retry_errors}
 
-    finished = done_keys(rf.PERF_FILE)
+def _environment(ctx: SweepContext, sweep: Sweep) -> SweepEnvironment:
+    """What this run runs on and with: the sweep, the machine, packages, code, perf_analyzer, server, repository."""
+    return SweepEnvironment(
+        **ctx.stamp(),
+        sweep=asdict(sweep),
+        device_info=ctx.device,
+        packages=package_versions(),
+        code=code_version(),
+        perf_analyzer=perf_analyzer_version(),
+        url=ctx.url,
+        repository=str(ctx.repository) if ctx.repository else None,
+    )
+
+
+def _done_keys(path: Path, kind: type[Measured], retry_errors: bool) -> set[str]:
+    """Keys whose latest record needs no new run: every one, or with ``retry_errors`` those that succeeded."""
+    latest = rf.latest_by_key(rf.read_records(path, kind))
+    return {key for key, record in latest.items() if record.ok or not retry_errors}
+
+
+def _measure_configs(
+    ctx: SweepContext, sweep: Sweep, configs: list[SweepConfig], runner: Runner, retry_errors: bool, progress: bool
+) -> None:
+    """perf_analyzer on every configuration not yet done, each record appended as it finishes."""
+    from tqdm import tqdm
+
+    finished = _done_keys(ctx.out_dir / rf.PERF_FILE, PerfPoint, retry_errors)
     todo = [c for c in configs if c.key not in finished]
     log.info("sweep %s: %d configurations, %d already done, %d to run", sweep.name, len(configs), len(configs) - len(todo), len(todo))
     for config in tqdm(todo, desc=f"sweep {sweep.name}", unit="config", disable=not progress):
-        rf.append_jsonl(out_dir / rf.PERF_FILE, measure(ctx, sweep, config, runner))
+        rf.append_record(ctx.out_dir / rf.PERF_FILE, measure(ctx, sweep, config, runner))
 
-    engines_done = done_keys(rf.ENGINES_FILE)
+
+def _measure_engines(ctx: SweepContext, sweep: Sweep, configs: list[SweepConfig], retry_errors: bool) -> None:
+    """Size and memory of every engine the configurations use, where not yet measured."""
+    done = _done_keys(ctx.out_dir / rf.ENGINES_FILE, EngineMemory, retry_errors)
     for model, precision, runtime in sorted({(c.model, c.precision, c.runtime) for c in configs}):
-        if engine_model(model, precision, runtime) not in engines_done:
-            rf.append_jsonl(out_dir / rf.ENGINES_FILE, measure_engine(ctx, model, precision, runtime, min(sweep.seq_lens)))
+        if EngineMemory.key_for(model, precision, runtime) not in done:
+            rf.append_record(ctx.out_dir / rf.ENGINES_FILE, measure_engine(ctx, model, precision, runtime, min(sweep.seq_lens)))
 
-    if cpu_baseline:
-        baselines_done = done_keys(rf.BASELINE_FILE)
-        points = sorted({(c.model, c.batch_size, c.seq_len) for c in configs})
-        todo_points = [p for p in points if f"{p[0]}|b{p[1]}|s{p[2]}" not in baselines_done]
-        for model, batch, seq in tqdm(todo_points, desc="cpu fp32 baseline", unit="point", disable=not progress):
-            rf.append_jsonl(out_dir / rf.BASELINE_FILE, measure_cpu_baseline(ctx, sweep, model, batch, seq))
 
-    rf.write_jsonl(out_dir / rf.DERIVED_FILE, derive(out_dir))
-    return out_dir
+def _measure_baselines(ctx: SweepContext, sweep: Sweep, configs: list[SweepConfig], retry_errors: bool, progress: bool) -> None:
+    """The CPU FP32 baseline at every (model, batch, length) of the configurations, where not yet measured."""
+    from tqdm import tqdm
+
+    done = _done_keys(ctx.out_dir / rf.BASELINE_FILE, CpuBaseline, retry_errors)
+    points = sorted({(c.model, c.batch_size, c.seq_len) for c in configs})
+    todo = [p for p in points if CpuBaseline.key_for(*p) not in done]
+    for model, batch, seq in tqdm(todo, desc="cpu fp32 baseline", unit="point", disable=not progress):
+        rf.append_record(ctx.out_dir / rf.BASELINE_FILE, measure_cpu_baseline(ctx, sweep, model, batch, seq))
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -393,7 +390,17 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def derive(out_dir: Path) -> list[dict[str, Any]]:
+def _reduction(size: float | None, fp32_size: float | None) -> float | None:
+    ratio = _ratio(size, fp32_size)
+    return None if ratio is None else 1.0 - ratio
+
+
+def _latest_ok(path: Path, kind: type[Measured]) -> list[Measured]:
+    """The latest record of each key, where that one succeeded (a later failure hides an earlier success)."""
+    return [record for record in rf.latest_by_key(rf.read_records(path, kind)).values() if record.ok]
+
+
+def derive(out_dir: Path) -> list[DerivedRow]:
     """Speedups and memory reductions from one device folder's latest records.
 
     ``speedup_vs_cpu`` = CPU FP32 baseline median / Triton p50 latency at the same model, batch and
@@ -401,54 +408,60 @@ def derive(out_dir: Path) -> list[dict[str, Any]]:
     ``memory_reduction_*`` = 1 - this engine's size (or GPU memory) / the FP32 engine's. Each row
     says whether both sides come from the same sweep run (``same_run``).
     """
-    perf = [r for r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.PERF_FILE)).values() if r.get("status") == "ok"]
-    baselines = {k: r for k, r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.BASELINE_FILE)).items() if r.get("status") == "ok"}
-    engines = {k: r for k, r in rf.latest_by_key(rf.read_jsonl(out_dir / rf.ENGINES_FILE)).items() if r.get("status") == "ok"}
-    by_point = {(r["model"], r["runtime"], r["target"], r["batch_size"], r["seq_len"], r["concurrency"], r["precision"]): r for r in perf}
-    rows = []
-    for record in perf:
-        p50 = record["metrics"].get("latency_p50")
-        point = (record["model"], record["runtime"], record["target"], record["batch_size"], record["seq_len"], record["concurrency"])
-        fp32 = by_point.get((*point, Precision.FP32.value))
-        base = baselines.get(f"{record['model']}|b{record['batch_size']}|s{record['seq_len']}")
-        engine = engines.get(engine_model(record["model"], record["precision"], record["runtime"]))
-        fp32_engine = engines.get(engine_model(record["model"], Precision.FP32.value, record["runtime"]))
-        row = {
-            "key": record["key"],
-            "model": record["model"],
-            "precision": record["precision"],
-            "runtime": record["runtime"],
-            "target": record["target"],
-            "batch_size": record["batch_size"],
-            "seq_len": record["seq_len"],
-            "concurrency": record["concurrency"],
-            "latency_p50_ms": p50,
-            "throughput": record["metrics"].get("throughput"),
-            "cpu_baseline_ms": base["median_ms"] if base else None,
-            "speedup_vs_cpu": _ratio(base["median_ms"] if base else None, p50),
-            "speedup_vs_fp32": _ratio(fp32["metrics"].get("latency_p50") if fp32 else None, p50),
-            "throughput_vs_fp32": _ratio(record["metrics"].get("throughput"), fp32["metrics"].get("throughput") if fp32 else None),
-            "file_size_mib": engine.get("file_size_mib") if engine else None,
-            "gpu_memory_mib": engine.get("gpu_memory_mib") if engine else None,
-            "same_run": all(o is None or o.get("run_id") == record["run_id"] for o in (fp32, base)),
-        }
-        for kind in ("file_size_mib", "gpu_memory_mib"):
-            size = _ratio(engine.get(kind) if engine else None, fp32_engine.get(kind) if fp32_engine else None)
-            row[f"memory_reduction_{kind.removesuffix('_mib')}"] = None if size is None else 1.0 - size
-        rows.append(row)
-    return rows
+    perf = _latest_ok(out_dir / rf.PERF_FILE, PerfPoint)
+    baselines = {(r.model, r.batch_size, r.seq_len): r for r in _latest_ok(out_dir / rf.BASELINE_FILE, CpuBaseline)}
+    engines = {(r.model, r.precision, r.runtime): r for r in _latest_ok(out_dir / rf.ENGINES_FILE, EngineMemory)}
+    by_point = {r.config: r for r in perf}
+    fp32 = Precision.FP32.value
+    return [
+        _derived_row(
+            record,
+            by_point.get(replace(record.config, precision=fp32)),
+            baselines.get((record.model, record.batch_size, record.seq_len)),
+            engines.get((record.model, record.precision, record.runtime)),
+            engines.get((record.model, fp32, record.runtime)),
+        )
+        for record in perf
+    ]
+
+
+def _derived_row(
+    record: PerfPoint, fp32: PerfPoint | None, base: CpuBaseline | None, engine: EngineMemory | None, fp32_engine: EngineMemory | None
+) -> DerivedRow:
+    """One perf point against the FP32 point, the CPU baseline and the FP32 engine of the same folder."""
+    p50 = record.metric("latency_p50")
+    base_ms = base.median_ms if base else None
+    size, memory = (engine.file_size_mib, engine.gpu_memory_mib) if engine else (None, None)
+    fp32_size, fp32_memory = (fp32_engine.file_size_mib, fp32_engine.gpu_memory_mib) if fp32_engine else (None, None)
+    return DerivedRow(
+        **asdict(record.config),
+        latency_p50_ms=p50,
+        throughput=record.metric("throughput"),
+        cpu_baseline_ms=base_ms,
+        speedup_vs_cpu=_ratio(base_ms, p50),
+        speedup_vs_fp32=_ratio(fp32.metric("latency_p50") if fp32 else None, p50),
+        throughput_vs_fp32=_ratio(record.metric("throughput"), fp32.metric("throughput") if fp32 else None),
+        file_size_mib=size,
+        gpu_memory_mib=memory,
+        same_run=all(other is None or other.run_id == record.run_id for other in (fp32, base)),
+        memory_reduction_file_size=_reduction(size, fp32_size),
+        memory_reduction_gpu_memory=_reduction(memory, fp32_memory),
+    )
+
+
+def _statuses(path: Path, kind: type[Measured]) -> list[str]:
+    return [record.status for record in rf.latest_by_key(rf.read_records(path, kind)).values()]
 
 
 def summary(out_dir: Path) -> dict[str, int]:
     """Counts of ok and error records per results file (for the CLI's last line)."""
     counts: dict[str, int] = {}
-    for file in (rf.PERF_FILE, rf.BASELINE_FILE, rf.ENGINES_FILE):
-        for record in rf.latest_by_key(rf.read_jsonl(out_dir / file)).values():
-            name = f"{file.split('.')[0]}_{record.get('status', 'unknown')}"
+    for file, statuses in (
+        (rf.PERF_FILE, _statuses(out_dir / rf.PERF_FILE, PerfPoint)),
+        (rf.BASELINE_FILE, _statuses(out_dir / rf.BASELINE_FILE, CpuBaseline)),
+        (rf.ENGINES_FILE, _statuses(out_dir / rf.ENGINES_FILE, EngineMemory)),
+    ):
+        for status in statuses:
+            name = f"{file.split('.')[0]}_{status}"
             counts[name] = counts.get(name, 0) + 1
     return counts
-
-
-def dump(records: Iterable[dict[str, Any]]) -> str:
-    """Records as indented JSON (debugging aid for the CLI)."""
-    return json.dumps(list(records), indent=2, sort_keys=True)

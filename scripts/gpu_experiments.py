@@ -1,7 +1,8 @@
 """Measurements on the GPU machine that inform serving choices; run by ``scripts/gpu_pipeline.sh experiments``.
 
 Not part of the grid: each answers one question with numbers from this machine, and lands in
-``<out>/<gpu>/experiments_<model>.json`` (also printed; the report plots the kernel profiles):
+``<out>/<gpu>/experiments_<model>.json`` (a ``perf.records.Experiments``; also printed; the report plots the
+kernel profiles):
 
 - ``attention_kernels``: ONNX Runtime's CUDA attention kernel (EP option ``sdpa_kernel``, 0 = its own
   choice) for the BERT-base FP16 engine at a few shapes, each output compared with the default kernel's.
@@ -33,7 +34,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from tritonclient.grpc import model_config_pb2
 from perf.analyzer import PerfAnalyzerArgs, run_perf_analyzer
 from perf.engine_grid import GridPlan
 from perf.inputs import batch_arrays, perf_analyzer_data, text_samples, write_perf_analyzer_data
+from perf.records import Experiments
 from perf.server_stats import StatisticsReader
 from toolkit.cli_values import comma_items
 from toolkit.environment import code_version, device_info
@@ -341,8 +343,8 @@ def timing_conditions(subject: Subject) -> dict[str, Any]:
     """FP16 at b1 s128, timed the grid's way (a fresh slot, ``time_for`` with the grid's budget) and at length
     (400 runs after 20) in one process as it changes: the FP16 session alone; an FP32 session loaded but not
     run; that session run without CUDA graphs; the hybrid session run with them; PyTorch's CUDA context up.
-    Session 6 found that a second session that has run slows every replay in the process (which is why the
-    grid times each engine in a process of its own, ``toolkit.measurement.isolated``)."""
+    The diagnostic H100 run (code fcc4d65, ``results/h100/NOTES.md``) found that a second session that has run slows
+    every replay in the process (which is why the grid times each engine in a process of its own, ``toolkit.measurement.isolated``)."""
     feeds = batch_arrays(subject.tokenizer, subject.names, 1, 128)
     budget = GridPlan(models=(subject.model,)).budget()
 
@@ -481,16 +483,17 @@ def main(repository: Path, model: str, chosen: str, out: Path) -> None:
     names = list(engine_input_names(repository, model, "fp16", DEFAULT_RUNTIME))
     files = {precision.value: require_engine_file(repository, model, precision.value) for precision in Precision}
     subject = Subject(repository, model, files, tokenizer, names)
-    record: dict[str, Any] = {"model": model, "device_info": device_info(), "code": code_version()}
-    path = out / record["device_info"]["name"] / f"experiments_{model}.json"
+    record = Experiments(model=model, device_info=device_info(), code=code_version())
+    path = out / record.device_info["name"] / record.file_name
     path.parent.mkdir(parents=True, exist_ok=True)
     for name in names_chosen:
         try:
-            record[name] = EXPERIMENTS[name](subject)
+            result = EXPERIMENTS[name](subject)
         except Exception as error:  # one failed experiment must not lose the others' numbers
-            record[name] = {"status": f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"}
-        print(json.dumps({name: record[name]}, indent=1), flush=True)
-        path.write_text(json.dumps(record, indent=1) + "\n")  # after each, so a timeout keeps what ran
+            result = {"status": f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"}
+        record = replace(record, results={**record.results, name: result})
+        print(json.dumps({name: result}, indent=1), flush=True)
+        path.write_text(json.dumps(record.to_json(), indent=1) + "\n")  # after each, so a timeout keeps what ran
     click.echo(f"wrote {path}")
 
 

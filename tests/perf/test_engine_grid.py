@@ -75,5 +75,5 @@ def test_cpu_baseline_points_are_timed_in_their_own_process(outlier_repository: 
     names = list(engine_input_names(outlier_repository, "outlier", "fp32", "onnxruntime"))
     fp32 = require_engine_file(outlier_repository, "outlier", "fp32")
     records = list(_cpu_points(plan, "outlier", fp32, find_tokenizer(outlier_repository, "outlier", None), names))
-    assert [r["key"] for r in records] == ["outlier|cpu_fp32|b1|s8", "outlier|cpu_fp32|b2|s16"]
-    assert all(r["kind"] == "cpu_baseline" and r["status"] == "ok" and r["runs"] >= 3 and r["median_ms"] > 0 for r in records)
+    assert [r.key for r in records] == ["outlier|cpu_fp32|b1|s8", "outlier|cpu_fp32|b2|s16"]
+    assert all(r.kind == "cpu_baseline" and r.ok and (r.runs or 0) >= 3 and (r.median_ms or 0) > 0 for r in records)

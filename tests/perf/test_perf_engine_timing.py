@@ -56,6 +56,6 @@ def test_time_engines_records_errors_when_precision_missing(tiny_repository: Pat
     records, path = time_engines(
         NAME, tiny_repository, tmp_path, precisions=("fp32", "fp16"), batch_size=1, seq_len=16, runs=3, warmup=1, torch_factory=Embedding
     )
-    status = {r["runner"]: r["status"] for r in records}
+    status = {r.runner: r.status for r in records}
     assert status == {"onnxruntime_cpu_fp32": "ok", "onnxruntime_cpu_fp16": "error", "torch_eager_cpu_fp32": "ok"}
     assert path.is_file() and len(path.read_text().splitlines()) == 3

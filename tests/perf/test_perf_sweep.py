@@ -12,6 +12,7 @@ from tiny_repo import MAX_SEQ, NAME
 
 from perf import results as rf
 from perf.analyzer import PerfAnalyzerArgs, PerfAnalyzerError, parse_csv
+from perf.records import CpuBaseline, DerivedRow, PerfPoint
 from perf.sweep import SWEEPS, Sweep, derive, get_sweep, run_sweep
 from toolkit.errors import BadInputError
 from toolkit.repository.install import MANIFEST
@@ -87,8 +88,8 @@ def test_run_sweep_skips_finished_configurations_when_run_again(tmp_path: Path, 
     assert again.calls == []
     offline(runner=again, retry_errors=True)
     assert again.calls == ["m_fp16_onnx", "m_fp16_onnx"]
-    derived = {r["key"]: r for r in derive(out_dir)}
-    assert derived["m_fp16_onnx|b1|s16|c1"]["speedup_vs_fp32"] == pytest.approx(1.0)
+    derived = {r.key: r for r in derive(out_dir)}
+    assert derived["m_fp16_onnx|b1|s16|c1"].speedup_vs_fp32 == pytest.approx(1.0)
     env = rf.read_jsonl(out_dir / rf.ENVIRONMENT_FILE)
     assert len(env) == 3 and env[0]["packages"]["tritonclient"] == "2.51.0"
 
@@ -111,26 +112,26 @@ def test_sweep_records_failure_and_continues_when_sequence_exceeds_engine(grpc_u
         baseline_warmup=1,
     )
     out_dir = run_sweep(sweep, url=grpc_url, repository=tiny_repository, out=tmp_path, progress=False)
-    latest = rf.latest_by_key(rf.read_jsonl(out_dir / rf.PERF_FILE))
+    latest = rf.latest_by_key(rf.read_records(out_dir / rf.PERF_FILE, PerfPoint))
     assert len(latest) == 8  # the TensorRT runtime is absent from the repository and left out
     for key, record in latest.items():
         if f"|s{too_long}|" in key:
-            assert record["status"] == "error" and "exited" in record["error"], record
+            assert record.status == "error" and "exited" in str(record.error), record
         else:
-            assert record["status"] == "ok", record
-            assert record["metrics"]["latency_p50"] > 0 and (out_dir / record["raw_csv"]).is_file()
-    baselines = rf.latest_by_key(rf.read_jsonl(out_dir / rf.BASELINE_FILE))
-    assert baselines[f"{NAME}|b1|s16"]["status"] == "ok"
-    assert baselines[f"{NAME}|b1|s{too_long}"]["status"] == "error"
-    derived = [r for r in rf.read_jsonl(out_dir / rf.DERIVED_FILE) if r["batch_size"] == 1]
-    assert all(r["speedup_vs_cpu"] > 0 and r["same_run"] for r in derived)
+            assert record.ok, record
+            assert (record.metric("latency_p50") or 0) > 0 and (out_dir / str(record.raw_csv)).is_file()
+    baselines = rf.latest_by_key(rf.read_records(out_dir / rf.BASELINE_FILE, CpuBaseline))
+    assert baselines[f"{NAME}|b1|s16"].status == "ok"
+    assert baselines[f"{NAME}|b1|s{too_long}"].status == "error"
+    derived = [r for r in rf.read_records(out_dir / rf.DERIVED_FILE, DerivedRow) if r.batch_size == 1]
+    assert all((r.speedup_vs_cpu or 0) > 0 and r.same_run for r in derived)
     assert json.loads((tiny_repository / tokenizer_model(NAME) / MANIFEST).read_text())["name"] == NAME
-    assert latest[f"{NAME}_fp32_onnx|b1|s16|c1"]["manifest_hash"]
+    assert latest[f"{NAME}_fp32_onnx|b1|s16|c1"].manifest_hash
     # Each ensemble request passed the tokenizer and the engine once; Triton adds its steps' compute into the ensemble's.
-    hops = latest[f"{NAME}_fp32|b2|s16|c1"]["hops"]
+    hops = latest[f"{NAME}_fp32|b2|s16|c1"].hops or {}
     tokenizer, engine, ensemble = hops[tokenizer_model(NAME)], hops[f"{NAME}_fp32_onnx"], hops[f"{NAME}_fp32"]
     assert tokenizer["requests"] == engine["requests"] == ensemble["requests"] >= 20
     assert 0 < engine["compute_infer_us"] and 0 < tokenizer["compute_infer_us"]
     assert ensemble["compute_infer_us"] == pytest.approx(engine["compute_infer_us"] + tokenizer["compute_infer_us"], abs=1.0)
     assert ensemble["request_us"] > max(engine["request_us"], tokenizer["request_us"])
-    assert set(latest[f"{NAME}_fp32_onnx|b1|s16|c1"]["hops"]) == {f"{NAME}_fp32_onnx"}
+    assert set(latest[f"{NAME}_fp32_onnx|b1|s16|c1"].hops or {}) == {f"{NAME}_fp32_onnx"}
