@@ -165,7 +165,7 @@ def load(
         out_dir, summary = run_load(plan, url, repository, out, handle.pid if handle else None, progress=not no_progress)
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"{out_dir / 'load.jsonl'}: {json.dumps(summary, sort_keys=True)}")
+    click.echo(f"{out_dir / 'load.jsonl'}: {json.dumps(summary.to_json(), sort_keys=True)}")
 
 
 @main.command()

@@ -24,6 +24,7 @@ from perf import results as rf
 from perf.analyzer import PerfAnalyzerArgs, PerfAnalyzerError, run_perf_analyzer
 from perf.environment import manifest_hash
 from perf.inputs import perf_analyzer_data, write_perf_analyzer_data
+from perf.records import LoadPoint, LoadSoak
 from perf.server_stats import StatisticsReader
 from toolkit.environment import code_version, device_info, slug
 from toolkit.errors import BadInputError, ToolkitError
@@ -88,9 +89,6 @@ class LoadTarget:
     texts: int
     concurrency: int
 
-    def key(self, seq_len: int, gpus: int) -> str:
-        """``minilm_fp16|g1|t1|s128|c64``: the model, the GPUs its engines are on, texts, length and clients."""
-        return f"{self.triton_model}|g{gpus}|t{self.texts}|s{seq_len}|c{self.concurrency}"
 
 
 LOADS: dict[str, LoadPlan] = {
@@ -187,11 +185,12 @@ def served_gpus(repository: Path, plan: LoadPlan, target: LoadTarget, visible: i
     return named or list(range(visible))
 
 
-def measure_load(ctx: LoadContext, plan: LoadPlan, target: LoadTarget, runner: Runner = run_perf_analyzer) -> dict[str, Any]:
+def measure_load(ctx: LoadContext, plan: LoadPlan, target: LoadTarget, runner: Runner = run_perf_analyzer) -> LoadPoint:
     """One level: perf_analyzer's numbers, the server's statistics, memory and GPUs around it (status ok or error)."""
     gpus = served_gpus(ctx.repository, plan, target, ctx.visible_gpus)
-    record: dict[str, Any] = {"key": target.key(plan.seq_len, len(gpus)), **asdict(target), "seq_len": plan.seq_len, "gpus": gpus, **ctx.stamp}
-    csv = ctx.out_dir / rf.RAW_DIR / f"load-{slug(record['key'])}.csv"
+    record: dict[str, Any] = {**asdict(target), "seq_len": plan.seq_len, "gpus": gpus, **ctx.stamp}
+    key = LoadPoint.key_for(target.triton_model, len(gpus), target.texts, plan.seq_len, target.concurrency)
+    csv = ctx.out_dir / rf.RAW_DIR / f"load-{slug(key)}.csv"
     record["server_rss_mib_before"] = server_rss_mib(ctx.server_pid)
     try:
         args = _arguments(ctx, plan, target, csv)
@@ -217,7 +216,7 @@ def measure_load(ctx: LoadContext, plan: LoadPlan, target: LoadTarget, runner: R
     except (ToolkitError, OSError) as error:
         record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
     record["server_rss_mib_after"] = server_rss_mib(ctx.server_pid)
-    return record
+    return LoadPoint.from_fields(record)
 
 
 def disconnect_probe(url: str, model: str, text: str, clients: int = 8) -> dict[str, Any]:
@@ -259,7 +258,7 @@ def run_load(
     progress: bool = True,
     runner: Runner = run_perf_analyzer,
     probe: bool = True,
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, LoadSoak]:
     """Run ``plan`` against the server at ``url``; append every point to ``<out>/<device>/load.jsonl`` and return that
     folder with the soak summary (requests sent, failures, memory growth, the disconnect probe)."""
     from tqdm import tqdm
@@ -272,18 +271,18 @@ def run_load(
     missing = sorted({t.triton_model for t in plan.points() if not (repository / t.triton_model).is_dir()})
     if missing:
         raise BadInputError(f"models {missing} are not in {repository}: build them (build_engines.py, --one-hop for onehop paths)")
-    records = []
+    points = []
     for target in tqdm(list(plan.points()), desc="load sweep", unit="level", disable=not progress):
-        record = measure_load(ctx, plan, target, runner)
-        rf.append_jsonl(out_dir / LOAD_FILE, record)
-        records.append(record)
-    summary = soak_summary(records)
-    if probe and records:
-        first = records[0]
-        tokenizer_file = find_tokenizer(repository, first["model"], tokenizer)
-        summary["disconnect"] = disconnect_probe(url, first["triton_model"], _probe_text(tokenizer_file))
-    rf.append_jsonl(out_dir / LOAD_FILE, {"kind": "soak", "key": f"soak|{run_id}", **stamp, **summary})
-    return out_dir, summary
+        point = measure_load(ctx, plan, target, runner)
+        rf.append_record(out_dir / LOAD_FILE, point)
+        points.append(point)
+    disconnect = None
+    if probe and points:
+        tokenizer_file = find_tokenizer(repository, points[0].model, tokenizer)
+        disconnect = disconnect_probe(url, points[0].triton_model, _probe_text(tokenizer_file))
+    soak = soak_summary(points, stamp, disconnect)
+    rf.append_record(out_dir / LOAD_FILE, soak)
+    return out_dir, soak
 
 
 def _probe_text(tokenizer: Path) -> str:
@@ -292,25 +291,20 @@ def _probe_text(tokenizer: Path) -> str:
     return text_samples(tokenizer, 32, 1)[0]
 
 
-def soak_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Requests sent, failed requests, unstable levels, and the server's memory after the first level and at the end."""
-    ok = [r for r in records if r.get("status") == "ok"]
-    sent = sum(_requests(r) for r in ok)
-    start = next((r["server_rss_mib_after"] for r in ok if r.get("server_rss_mib_after")), None)
-    end = next((r["server_rss_mib_after"] for r in reversed(ok) if r.get("server_rss_mib_after")), None)
-    return {
-        "levels": len(records),
-        "errors": len(records) - len(ok),
-        "unstable": sum(1 for r in ok if not r.get("stable", True)),
-        "requests": int(sent),
-        "failures": sum(r.get("failures", 0) for r in ok),
+def soak_summary(points: list[LoadPoint], stamp: dict[str, Any], disconnect: dict[str, Any] | None = None) -> LoadSoak:
+    """Requests answered and failed, unstable levels, and the server's memory after the first level and at the end."""
+    ok = [p for p in points if p.ok]
+    start = next((p.server_rss_mib_after for p in ok if p.server_rss_mib_after), None)
+    end = next((p.server_rss_mib_after for p in reversed(ok) if p.server_rss_mib_after), None)
+    return LoadSoak.from_fields({
+        **stamp,
+        "levels": len(points),
+        "errors": len(points) - len(ok),
+        "unstable": sum(1 for p in ok if p.stable is False),
+        "requests": int(sum(p.requests() for p in ok)),
+        "failures": sum(p.failures for p in ok),
         "rss_mib_first": start,
         "rss_mib_last": end,
         "rss_growth": None if not start or not end else round(end / start - 1.0, 4),
-    }
-
-
-def _requests(record: dict[str, Any]) -> float:
-    """Requests the server counted for the driven model during the level (Triton's statistics)."""
-    hop = (record.get("hops") or {}).get(record["triton_model"])
-    return float(hop["requests"]) if hop else 0.0
+        "disconnect": disconnect,
+    })  # fmt: skip

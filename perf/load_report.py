@@ -14,21 +14,27 @@ from typing import Any
 from perf import results as rf
 from perf.load import LOAD_FILE
 from perf.plots import image, line_plot, table
-from perf.targets import grid_records
+from perf.records import LoadPoint, LoadSoak
+from perf.targets import GridRun
 
 
-def load_points(device_dir: Path) -> list[dict[str, Any]]:
+def load_points(device_dir: Path) -> list[LoadPoint]:
     """The latest successful record of every load level (a re-run replaces an earlier one)."""
-    latest = rf.latest_by_key(r for r in rf.read_jsonl(device_dir / LOAD_FILE) if "kind" not in r)
-    return sorted((r for r in latest.values() if r.get("status") == "ok"), key=lambda r: (r["triton_model"], r["texts"], r["concurrency"]))
+    rows = [LoadPoint.from_json(r) for r in rf.read_jsonl(device_dir / LOAD_FILE) if "kind" not in r]
+    latest = rf.latest_by_key(rows).values()
+    return sorted((p for p in latest if p.ok), key=lambda p: (p.triton_model, len(p.gpus), p.texts, p.concurrency))
+
+
+def load_soaks(device_dir: Path) -> list[LoadSoak]:
+    return [LoadSoak.from_json(r) for r in rf.read_jsonl(device_dir / LOAD_FILE) if r.get("kind") == LoadSoak.kind]
 
 
 def engine_medians(device_dir: Path) -> dict[tuple[str, str, int], dict[int, float]]:
     """{(model, precision, seq): {batch: engine median ms}} of the last grid run."""
     medians: dict[tuple[str, str, int], dict[int, float]] = defaultdict(dict)
-    for record in grid_records(device_dir).values():
-        if record.get("kind") == "engine" and record.get("median_ms"):
-            medians[(record["model"], record["precision"], record["seq_len"])][record["batch_size"]] = record["median_ms"]
+    for (model, precision, batch, seq), point in GridRun.read(device_dir).engines.items():
+        if point.median_ms:
+            medians[(model, precision, seq)][batch] = point.median_ms
     return medians
 
 
@@ -48,15 +54,14 @@ def engine_ms_at(batches: dict[int, float], batch: float) -> float | None:
     return math.exp(math.log(batches[low]) + weight * (math.log(batches[high]) - math.log(batches[low])))
 
 
-def efficiency(point: dict[str, Any], medians: dict[tuple[str, str, int], dict[int, float]]) -> tuple[float | None, float | None]:
+def efficiency(point: LoadPoint, medians: dict[tuple[str, str, int], dict[int, float]]) -> tuple[float | None, float | None]:
     """(engine-alone sequences/s at the batch the server formed, served sequences/s over it) for one level."""
-    engine_batch = next((rows for name, rows in (point.get("batches") or {}).items() if not name.endswith("_tokenizer")), None)
-    engine_ms = engine_ms_at(medians.get((point["model"], point["precision"], point["seq_len"]), {}), engine_batch or 0.0)
-    if not engine_batch or not engine_ms:
+    engine_batch = next((rows for name, rows in (point.batches or {}).items() if not name.endswith("_tokenizer")), None)
+    engine_ms = engine_ms_at(medians.get((point.model, point.precision, point.seq_len), {}), engine_batch or 0.0)
+    if not engine_batch or not engine_ms or point.requests_per_s is None:
         return None, None
     capacity = engine_batch / (engine_ms / 1000.0)
-    served = point["requests_per_s"] * point["texts"]
-    return capacity, served / capacity
+    return capacity, point.requests_per_s * point.texts / capacity
 
 
 def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
@@ -71,10 +76,9 @@ def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         "rows per execution Triton formed for each model; efficiency divides the served sequences/s by what the engine "
         "alone does at that batch (this folder's grid, interpolated). `stable`: the level reached the asked stability.\n",
     ]
-    rows = [dict(p, label=f"{p['triton_model']} x{p['texts']}", p99=p["metrics"].get("latency_p99")) for p in points]
+    curves = [(f"{p.triton_model} x{p.texts} g{len(p.gpus)}", p.requests_per_s or 0.0, p.metric("latency_p99")) for p in points]
     plots.mkdir(parents=True, exist_ok=True)
-    image(md, line_plot(rows, "requests_per_s", "p99", "label", "throughput against p99", "requests/s", "p99 latency (ms)",
-                        plots / "load_throughput_p99.png"), out)  # fmt: skip
+    image(md, line_plot(curves, "throughput against p99", "requests/s", "p99 latency (ms)", plots / "load_throughput_p99.png"), out)
     md.append(table(
         ["model", "texts", "clients", "requests/s", "p50 ms", "p99 ms", "stable", "batches formed", "engine alone seq/s", "efficiency", "failed"],
         (_row(p, medians) for p in points),
@@ -84,24 +88,24 @@ def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     return md
 
 
-def scaling_rows(points: list[dict[str, Any]]) -> list[list[Any]]:
+def scaling_rows(points: list[LoadPoint]) -> list[list[Any]]:
     """Per (model, texts, clients): requests/s and p99 on one GPU and on N, and N-GPU / (N x 1-GPU) throughput."""
-    by_level: dict[tuple[str, int, int], dict[int, dict[str, Any]]] = defaultdict(dict)
+    by_level: dict[tuple[str, int, int], dict[int, LoadPoint]] = defaultdict(dict)
     for point in points:
-        by_level[(point["triton_model"], point["texts"], point["concurrency"])][len(point.get("gpus") or [])] = point
+        by_level[(point.triton_model, point.texts, point.concurrency)][len(point.gpus)] = point
     rows = []
     for (model, texts, clients), runs in sorted(by_level.items()):
         one = runs.get(1)
-        for count, many in sorted((n, p) for n, p in runs.items() if n > 1):
-            ratio = many["requests_per_s"] / (count * one["requests_per_s"]) if one and one["requests_per_s"] else None
+        for count, many in sorted(((n, p) for n, p in runs.items() if n > 1), key=lambda item: item[0]):
+            ratio = (many.requests_per_s or 0.0) / (count * one.requests_per_s) if one and one.requests_per_s else None
             rows.append([
-                model, texts, clients, one["requests_per_s"] if one else None, one["metrics"].get("latency_p99") if one else None,
-                count, many["requests_per_s"], many["metrics"].get("latency_p99"), ratio,
+                model, texts, clients, one.requests_per_s if one else None, one.metric("latency_p99") if one else None,
+                count, many.requests_per_s, many.metric("latency_p99"), ratio,
             ])  # fmt: skip
     return rows
 
 
-def _scaling(points: list[dict[str, Any]]) -> list[str]:
+def _scaling(points: list[LoadPoint]) -> list[str]:
     rows = scaling_rows(points)
     if not rows:
         return []
@@ -113,17 +117,17 @@ def _scaling(points: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _row(point: dict[str, Any], medians: dict[tuple[str, str, int], dict[int, float]]) -> list[Any]:
+def _row(point: LoadPoint, medians: dict[tuple[str, str, int], dict[int, float]]) -> list[Any]:
     capacity, ratio = efficiency(point, medians)
-    batches = ", ".join(f"{name.rsplit('_', 1)[-1]} {rows:.1f}" for name, rows in sorted((point.get("batches") or {}).items()))
+    batches = ", ".join(f"{name.rsplit('_', 1)[-1]} {rows:.1f}" for name, rows in sorted((point.batches or {}).items()))
     return [
-        point["triton_model"], point["texts"], point["concurrency"], point["requests_per_s"], point["metrics"].get("latency_p50"),
-        point["metrics"].get("latency_p99"), "yes" if point.get("stable", True) else "no", batches, capacity, ratio, point.get("failures", 0),
+        point.triton_model, point.texts, point.concurrency, point.requests_per_s, point.metric("latency_p50"), point.metric("latency_p99"),
+        "no" if point.stable is False else "yes", batches, capacity, ratio, point.failures,
     ]  # fmt: skip
 
 
 def _soak(device_dir: Path) -> list[str]:
-    soaks = [r for r in rf.read_jsonl(device_dir / LOAD_FILE) if r.get("kind") == "soak"]
+    soaks = load_soaks(device_dir)
     if not soaks:
         return []
     return [
@@ -131,7 +135,7 @@ def _soak(device_dir: Path) -> list[str]:
         "after the first level and at the end, and clients that gave up mid-request:\n",
         table(
             ["run", "requests", "failed", "unstable levels", "RSS first MiB", "RSS last MiB", "growth", "gave up", "served after"],
-            ([s["run_id"], s["requests"], s["failures"], s["unstable"], s["rss_mib_first"], s["rss_mib_last"], s["rss_growth"],
-              (s.get("disconnect") or {}).get("clients_gave_up"), (s.get("disconnect") or {}).get("served_after")] for s in soaks),
+            ([s.run_id, s.requests, s.failures, s.unstable, s.rss_mib_first, s.rss_mib_last, s.rss_growth,
+              (s.disconnect or {}).get("clients_gave_up"), (s.disconnect or {}).get("served_after")] for s in soaks),
         ) + "\n",
     ]  # fmt: skip

@@ -19,6 +19,9 @@ file                        record (written by)
 ``engine.jsonl``            ``EngineTiming`` (``perf.engine_timing.time_engines``)
 ``experiments_<model>.json`` ``Experiments`` (``scripts/gpu_experiments.py``); its kernel profiles as
                             ``KernelProfile`` rows
+``load.jsonl``              ``LoadPoint`` (``perf.load.measure_load``) and, per sweep, ``LoadSoak``
+``tune.jsonl``              ``TuneTrial`` (``perf.tune.tune``)
+``families.jsonl``          ``FamilyBench`` (``scripts/family_bench.py``)
 =========================== ==============================================================================
 
 Served fidelity records are ``client.fidelity.FidelityRecord``. ``perf.results`` reads and writes files of them.
@@ -525,3 +528,127 @@ class Experiments(Record):
             for mode in KERNEL_MODES
             if isinstance(modes.get(mode), dict)
         ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadStamp:
+    """What every record of one load sweep (or tuning run) shares."""
+
+    run_id: str
+    device: str
+    gpu: str | None = None
+    code: str | None = None
+    manifest_hash: str | None = field(default=None, metadata=WHEN_SET)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadPoint(LoadStamp, Outcome, Record):
+    """One load level against one served model (``load.jsonl``): perf_analyzer's row, requests/s, whether the window
+    was stable, each model's server statistics and the rows per execution it formed, failed requests, the server's
+    memory before and after, and each GPU's utilisation and memory while it ran."""
+
+    model: str
+    precision: str
+    path: str
+    triton_model: str
+    texts: int
+    concurrency: int
+    seq_len: int
+    gpus: list[int] = field(default_factory=list)
+    argv: list[str] | None = field(default=None, metadata=WHEN_SET)
+    metrics: dict[str, float] | None = field(default=None, metadata=WHEN_SET)
+    raw_csv: str | None = field(default=None, metadata=WHEN_SET)
+    requests_per_s: float | None = field(default=None, metadata=WHEN_SET)
+    stable: bool | None = field(default=None, metadata=WHEN_SET)
+    stability_relaxed_to: float | None = field(default=None, metadata=WHEN_SET)
+    hops: dict[str, dict[str, float]] | None = field(default=None, metadata=WHEN_SET)
+    batches: dict[str, float] | None = field(default=None, metadata=WHEN_SET)
+    failures: int = 0
+    gpu_samples: dict[str, dict[str, float]] | None = field(default=None, metadata=WHEN_SET)
+    server_rss_mib_before: float | None = None
+    server_rss_mib_after: float | None = None
+
+    @staticmethod
+    def key_for(triton_model: str, gpus: int, texts: int, seq: int, concurrency: int) -> str:
+        """``minilm_fp16|g1|t1|s128|c64``: the model, the GPUs its engines are on, texts, length and clients."""
+        return f"{triton_model}|g{gpus}|t{texts}|s{seq}|c{concurrency}"
+
+    @property
+    def key(self) -> str:
+        return self.key_for(self.triton_model, len(self.gpus), self.texts, self.seq_len, self.concurrency)
+
+    def metric(self, name: str) -> float | None:
+        return (self.metrics or {}).get(name)
+
+    def requests(self) -> float:
+        """Requests the server counted for the driven model during the level (Triton's statistics)."""
+        hop = (self.hops or {}).get(self.triton_model)
+        return float(hop["requests"]) if hop else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSoak(LoadStamp, Record):
+    """One load sweep as a soak (``load.jsonl``, ``kind: soak``): requests answered and failed, unstable levels, the
+    server's memory after the first level and at the end, and the probe of clients that gave up mid-request."""
+
+    levels: int
+    errors: int
+    unstable: int
+    requests: int
+    failures: int
+    rss_mib_first: float | None = None
+    rss_mib_last: float | None = None
+    rss_growth: float | None = None
+    disconnect: dict[str, Any] | None = field(default=None, metadata=WHEN_SET)
+
+    WRITTEN_PROPERTIES: ClassVar[tuple[str, ...]] = ("key", "kind")
+    kind: ClassVar[str] = "soak"
+
+    @property
+    def key(self) -> str:
+        return f"soak|{self.run_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneTrial(LoadStamp, Record):
+    """One serving configuration tried by ``python -m perf tune`` (``tune.jsonl``): its flags, its levels and its
+    score (the best requests/s among levels whose p99 kept the budget), and whether it was the search's best."""
+
+    model: str
+    precision: str
+    p99_budget_ms: float
+    candidate: dict[str, Any]
+    flags: str
+    score: float
+    levels: list[dict[str, Any]]
+    best: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}|{self.precision}|{self.flags}|{self.run_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FamilyBench(Outcome, Record):
+    """One family's FP16 engine against PyTorch eager and torch.compile FP16 at a few shapes (``families.jsonl``);
+    each runner's rows by shape (``b1_s128``: a timing row), and the ops ONNX Runtime fused."""
+
+    model: str
+    run_id: str
+    device: str
+    gpu: str | None = None
+    code: str | None = None
+    family: str | None = None
+    parameters: int | None = None
+    fused_ops: dict[str, int] | None = None
+    engine_fp16: dict[str, dict[str, Any]] = field(default_factory=dict)
+    torch_eager_fp16: dict[str, dict[str, Any]] = field(default_factory=dict)
+    torch_compile_fp16: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}|{self.run_id}"
+
+    def median(self, runner: str, shape: str) -> float | None:
+        row = getattr(self, runner).get(shape) or {}
+        return row.get("median_ms") if row.get("status") == "ok" else None

@@ -18,7 +18,9 @@ from typing import Any
 
 from client.fidelity import FidelityRecord, read_results
 from perf import results as rf
+from perf.family_report import family_section
 from perf.grid_report import gpu_comparison, grid_section
+from perf.load_report import load_section
 from perf.plots import PRECISION_ORDER, bars, heatmap, image, line_plot, stacked_bars, table
 from perf.records import DerivedRow, EngineMemory, KernelProfile, PerfPoint, SweepEnvironment
 from perf.sweep import derive
@@ -83,6 +85,8 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     md.extend(grid_section(device_dir, out, plots))
     md.extend(_kernel_section(device_dir, out, plots))
     md.extend(_fidelity_section(device_dir, out, plots))
+    md.extend(family_section(device_dir))
+    md.extend(load_section(device_dir, out, plots))
     return md
 
 

@@ -88,9 +88,12 @@ def read_experiments(device_dir: Path) -> list[Experiments]:
     return [Experiments.from_json(json.loads(path.read_text())) for path in sorted(Path(device_dir).glob(EXPERIMENTS_GLOB))]
 
 
+MORE_FILES = ("load.jsonl", "families.jsonl", "tune.jsonl")  # perf.load, scripts/family_bench.py, perf.tune
+
+
 def device_dirs(out: Path) -> Iterator[Path]:
     """``out/<device>/`` folders that hold measurements."""
     if Path(out).is_dir():
         for child in sorted(Path(out).iterdir()):
-            if child.is_dir() and any((child / f).is_file() for f in (PERF_FILE, BASELINE_FILE, ENGINES_FILE, GRID_FILE)):
+            if child.is_dir() and any((child / f).is_file() for f in (PERF_FILE, BASELINE_FILE, ENGINES_FILE, GRID_FILE, *MORE_FILES)):
                 yield child

@@ -13,6 +13,7 @@ in the manifest, with the build flags that reproduce it); otherwise the configs 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -21,6 +22,7 @@ from typing import Any
 
 from perf import results as rf
 from perf.load import LoadContext, LoadPlan, LoadTarget, measure_load
+from perf.records import LoadPoint, TuneTrial
 from perf.server_stats import StatisticsReader
 from toolkit.environment import code_version, device_info
 from toolkit.errors import BadInputError
@@ -31,7 +33,7 @@ from toolkit.repository.naming import engine_model, onehop_model, tokenizer_mode
 from toolkit.runtimes import DEFAULT_RUNTIME
 
 TUNE_FILE = "tune.jsonl"
-Measure = Callable[["Candidate"], list[dict[str, Any]]]
+Measure = Callable[["Candidate"], list[LoadPoint]]
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,11 @@ class Trial:
     """A candidate's levels and score (the best throughput among levels under the budget; 0 when none is)."""
 
     candidate: Candidate
-    levels: list[dict[str, Any]] = field(default_factory=list)
+    levels: list[LoadPoint] = field(default_factory=list)
 
     def score(self, p99_ms: float) -> float:
-        ok = [lv for lv in self.levels if lv.get("status") == "ok" and (lv["metrics"].get("latency_p99") or 1e9) <= p99_ms and not lv.get("failures")]
-        return max((lv["requests_per_s"] for lv in ok), default=0.0)
+        kept = [lv for lv in self.levels if lv.ok and (lv.metric("latency_p99") or math.inf) <= p99_ms and not lv.failures]
+        return max((lv.requests_per_s or 0.0 for lv in kept), default=0.0)
 
 
 def search(start: Candidate, space: Space, measure: Measure, p99_ms: float, log: Callable[[str], None] = print) -> tuple[Trial, list[Trial]]:
@@ -155,7 +157,7 @@ class Tuner:
     model: str
     precision: str
 
-    def measure(self, candidate: Candidate) -> list[dict[str, Any]]:
+    def measure(self, candidate: Candidate) -> list[LoadPoint]:
         for name in self.configs.write(candidate):
             self.client.load_model(name)  # explicit model control: reload with the config now on disk
         triton_model = self.plan.triton_model(self.model, self.precision, candidate.path)
@@ -197,18 +199,20 @@ def tune(
     finally:
         configs.restore()
     for trial in trials:
-        rf.append_jsonl(path, {"key": f"{model}|{precision}|{trial.candidate.flags()}|{stamp['run_id']}", "model": model, "precision": precision,
-                               "p99_budget_ms": p99_ms, "candidate": asdict(trial.candidate), "score": trial.score(p99_ms),
-                               "levels": [_level(lv) for lv in trial.levels], "best": trial is best, **stamp})  # fmt: skip
+        rf.append_record(path, TuneTrial.from_fields({
+            **stamp, "model": model, "precision": precision, "p99_budget_ms": p99_ms, "candidate": asdict(trial.candidate),
+            "flags": trial.candidate.flags(), "score": trial.score(p99_ms), "levels": [_level(lv) for lv in trial.levels], "best": trial is best,
+        }))  # fmt: skip
     if apply:
         _apply(configs, best, p99_ms, stamp)
     return best, trials, path
 
 
-def _level(level: dict[str, Any]) -> dict[str, Any]:
-    return {k: level.get(k) for k in ("concurrency", "status", "requests_per_s", "stable", "batches", "failures", "error")} | {
-        "p99_ms": (level.get("metrics") or {}).get("latency_p99")
-    }
+def _level(level: LoadPoint) -> dict[str, Any]:
+    return {
+        "concurrency": level.concurrency, "status": level.status, "requests_per_s": level.requests_per_s, "stable": level.stable,
+        "batches": level.batches, "failures": level.failures, "error": level.error, "p99_ms": level.metric("latency_p99"),
+    }  # fmt: skip
 
 
 def _apply(configs: RepositoryConfigs, best: Trial, p99_ms: float, stamp: dict[str, Any]) -> None:
@@ -228,9 +232,8 @@ def trials_table(trials: list[Trial], p99_ms: float) -> str:
     lines = [f"{'configuration':<78} {'levels (clients: req/s, p99 ms)':<60} score"]
     for trial in sorted(trials, key=lambda t: -t.score(p99_ms)):
         levels = "; ".join(
-            f"c{lv['concurrency']}: {lv.get('requests_per_s', 0):.0f}, {(lv.get('metrics') or {}).get('latency_p99') or float('nan'):.1f}"
-            if lv.get("status") == "ok" else f"c{lv['concurrency']}: error"
+            f"c{lv.concurrency}: {lv.requests_per_s or 0:.0f}, {lv.metric('latency_p99') or math.nan:.1f}" if lv.ok else f"c{lv.concurrency}: error"
             for lv in trial.levels
-        )  # fmt: skip
+        )
         lines.append(f"{trial.candidate.flags():<78} {levels:<60} {trial.score(p99_ms):.0f}")
     return "\n".join(lines)

@@ -17,7 +17,10 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perf import results as rf
+from perf.family_report import FAMILIES_FILE
+from perf.family_report import SHAPES as SHAPES_SHOWN
 from perf.inputs import batch_arrays
+from perf.records import FamilyBench
 from perf.torch_models import torch_baseline
 from toolkit.cli_values import comma_items
 from toolkit.environment import code_version, device_info
@@ -26,7 +29,6 @@ from toolkit.repository.lookup import engine_input_names, find_tokenizer, read_m
 from toolkit.runtimes import DEFAULT_RUNTIME, get_runtime
 
 SHAPES = ((1, 128), (32, 512))
-FAMILIES_FILE = "families.jsonl"
 BUDGET = TimingBudget(0.5, 20, 300, 5)
 
 
@@ -91,8 +93,8 @@ def main(models: str, repository: Path, out: Path, device: str) -> None:
     for model in comma_items(models, "--models"):
         manifest = read_manifest(repository, model) or {}
         record: dict[str, Any] = {
-            "key": f"{model}|{stamp['run_id']}", "model": model, "family": (manifest.get("family") or {}).get("name"),
-            "parameters": manifest.get("parameters"), "fused_ops": manifest.get("fused_ops"), **stamp,
+            "model": model, "family": (manifest.get("family") or {}).get("name"), "parameters": manifest.get("parameters"),
+            "fused_ops": manifest.get("fused_ops"), **stamp,
         }  # fmt: skip
         try:
             on = cast(Device, device)
@@ -102,19 +104,20 @@ def main(models: str, repository: Path, out: Path, device: str) -> None:
             record["status"] = "ok"
         except Exception as error:
             record.update(failure(error))
-        rf.append_jsonl(path, record)
-        click.echo(_line(record))
+        bench = FamilyBench.from_fields(record)
+        rf.append_record(path, bench)
+        click.echo(_line(bench))
     click.echo(f"appended to {path}")
 
 
-def _line(record: dict[str, Any]) -> str:
-    if record.get("status") != "ok":
-        return f"{record['model']}: error {record.get('error')}"
+def _line(record: FamilyBench) -> str:
+    if not record.ok:
+        return f"{record.model}: error {record.error}"
     parts = []
-    for shape in ("b1_s128", "b32_s512"):
-        values = {k: (record[k].get(shape) or {}).get("median_ms") for k in ("engine_fp16", "torch_eager_fp16", "torch_compile_fp16")}
+    for shape in SHAPES_SHOWN:
+        values = {runner: record.median(runner, shape) for runner in ("engine_fp16", "torch_eager_fp16", "torch_compile_fp16")}
         parts.append(f"{shape}: " + ", ".join(f"{k} {v:.3f} ms" if v else f"{k} -" for k, v in values.items()))
-    return f"{record['model']} ({record['family']}; fused {record['fused_ops']}): " + "; ".join(parts)
+    return f"{record.model} ({record.family}; fused {record.fused_ops}): " + "; ".join(parts)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from perf.load import LOADS, LoadPlan, run_load, server_rss_mib
+from perf.load_report import load_points
+from perf.records import LoadPoint, LoadSoak
 from perf.results import read_jsonl
 from toolkit.build import BuildRequest, build_model
 from toolkit.errors import BadInputError
@@ -39,16 +41,17 @@ def test_load_sweep_forms_batches_without_failures_and_the_server_survives_clien
     repository, url, pid = served
     plan = dataclasses.replace(LOADS["load-cpu"], models=(NAME,), paths=("ensemble", "onehop"), concurrencies=(1, 32), window_ms=700)
     out_dir, summary = run_load(plan, url, repository, tmp_path, server_pid=pid, progress=False)
-    points = [r for r in read_jsonl(out_dir / "load.jsonl") if "kind" not in r]
-    assert [(p["triton_model"], p["concurrency"], p["status"]) for p in points] == [
+    points = load_points(out_dir)
+    assert [(p.triton_model, p.concurrency, p.status) for p in points] == [
         (f"{NAME}_fp32", 1, "ok"), (f"{NAME}_fp32", 32, "ok"), (f"{NAME}_fp32_onehop", 1, "ok"), (f"{NAME}_fp32_onehop", 32, "ok"),
     ]  # fmt: skip
-    at_32 = {p["triton_model"]: p for p in points if p["concurrency"] == 32}
-    assert at_32[f"{NAME}_fp32"]["batches"][f"{NAME}_fp32_onnx"] > 1 and at_32[f"{NAME}_fp32"]["batches"][f"{NAME}_tokenizer"] > 1
-    assert at_32[f"{NAME}_fp32_onehop"]["batches"][f"{NAME}_fp32_onehop"] > 1
-    assert summary["errors"] == 0 and summary["failures"] == 0 and summary["requests"] > 100
-    assert summary["disconnect"]["clients_gave_up"] > 0 and summary["disconnect"]["served_after"] is True
-    assert all(p["server_rss_mib_after"] and p["server_rss_mib_after"] > 50 for p in points)
+    at_32 = {p.triton_model: p.batches or {} for p in points if p.concurrency == 32}
+    assert at_32[f"{NAME}_fp32"][f"{NAME}_fp32_onnx"] > 1 and at_32[f"{NAME}_fp32"][f"{NAME}_tokenizer"] > 1
+    assert at_32[f"{NAME}_fp32_onehop"][f"{NAME}_fp32_onehop"] > 1
+    assert summary.errors == 0 and summary.failures == 0 and summary.requests > 100
+    assert summary.disconnect is not None and summary.disconnect["clients_gave_up"] > 0 and summary.disconnect["served_after"] is True
+    assert all(p.server_rss_mib_after and p.server_rss_mib_after > 50 for p in points)
+    assert all(r["schema"] == 1 for r in read_jsonl(out_dir / "load.jsonl"))
 
 
 def test_load_plan_rejects_unknown_path_and_missing_models(tmp_path: Path) -> None:
@@ -69,11 +72,18 @@ def test_efficiency_divides_served_sequences_by_the_engine_alone_at_the_formed_b
     batches = {1: 1.0, 4: 2.0, 16: 8.0}
     assert engine_ms_at(batches, 4) == 2.0 and engine_ms_at(batches, 64) == 8.0 and engine_ms_at(batches, 0.5) == 1.0
     assert engine_ms_at(batches, 2) == pytest.approx(2**0.5)  # log-log between 1 and 4
-    point = {"model": "m", "precision": "fp16", "seq_len": 128, "texts": 1, "requests_per_s": 1000.0,
-             "batches": {"m_tokenizer": 3.0, "m_fp16_onnx": 4.0}}  # fmt: skip
+    point = _point(1, 1000.0, 5.0, batches={"m_tokenizer": 3.0, "m_fp16_onnx": 4.0})
     capacity, ratio = efficiency(point, {("m", "fp16", 128): batches})
     assert capacity == pytest.approx(2000.0) and ratio == pytest.approx(0.5)  # 4 rows per 2 ms alone; 1000 served
-    assert efficiency({**point, "batches": {}}, {("m", "fp16", 128): batches}) == (None, None)
+    assert efficiency(dataclasses.replace(point, batches={}), {("m", "fp16", 128): batches}) == (None, None)
+
+
+def _point(concurrency: int, rate: float, p99: float, gpus: list[int] | None = None, batches: dict[str, float] | None = None) -> LoadPoint:
+    return LoadPoint.from_fields({
+        "run_id": "r", "device": "cpu-x", "model": "m", "precision": "fp16", "path": "ensemble", "triton_model": "m_fp16", "texts": 1,
+        "concurrency": concurrency, "seq_len": 128, "status": "ok", "requests_per_s": rate, "gpus": gpus or [],
+        "metrics": {"latency_p50": p99 / 2, "latency_p99": p99}, "batches": batches or {"m_fp16_onnx": 1.0 + concurrency / 4},
+    })  # fmt: skip
 
 
 def test_load_section_plots_throughput_against_p99_and_tables_every_level(tmp_path: Path) -> None:
@@ -82,13 +92,9 @@ def test_load_section_plots_throughput_against_p99_and_tables_every_level(tmp_pa
 
     device = tmp_path / "cpu-x"
     for concurrency, rate, p99 in ((1, 100.0, 12.0), (8, 400.0, 30.0)):
-        rf.append_jsonl(device / "load.jsonl", {
-            "key": f"m_fp16|t1|s128|c{concurrency}", "triton_model": "m_fp16", "model": "m", "precision": "fp16", "path": "ensemble",
-            "texts": 1, "concurrency": concurrency, "seq_len": 128, "status": "ok", "requests_per_s": rate,
-            "metrics": {"latency_p50": p99 / 2, "latency_p99": p99}, "batches": {"m_fp16_onnx": 1.0 + concurrency / 4}, "failures": 0,
-        })  # fmt: skip
-    rf.append_jsonl(device / "load.jsonl", {"kind": "soak", "key": "soak|r", "run_id": "r", "requests": 5000, "failures": 0, "unstable": 0,
-                                            "rss_mib_first": 700.0, "rss_mib_last": 710.0, "rss_growth": 0.014})  # fmt: skip
+        rf.append_record(device / "load.jsonl", _point(concurrency, rate, p99))
+    soak = {"run_id": "r", "device": "cpu-x", "levels": 2, "errors": 0, "requests": 5000, "failures": 0, "unstable": 0}
+    rf.append_record(device / "load.jsonl", LoadSoak.from_fields({**soak, "rss_mib_first": 700.0, "rss_mib_last": 710.0, "rss_growth": 0.014}))
     md = "\n".join(load_section(device, tmp_path, tmp_path / "plots"))
     assert (tmp_path / "plots" / "load_throughput_p99.png").stat().st_size > 1000
     assert "| m_fp16 | 1 | 8 | 400.00 | 15.00 | 30.00 | yes | onnx 3.0 |" in md and "| r | 5000 | 0 | 0 | 700.00 | 710.00 | 0.01 |" in md
@@ -97,8 +103,21 @@ def test_load_section_plots_throughput_against_p99_and_tables_every_level(tmp_pa
 def test_scaling_rows_compare_n_gpus_with_n_times_one_gpu_at_the_same_clients() -> None:
     from perf.load_report import scaling_rows
 
-    def point(gpus: list[int], rate: float, p99: float) -> dict[str, object]:
-        return {"triton_model": "m_fp16", "texts": 1, "concurrency": 64, "gpus": gpus, "requests_per_s": rate, "metrics": {"latency_p99": p99}}
-
-    rows = scaling_rows([point([0], 4000.0, 10.0), point([0, 1], 7200.0, 9.0), point([], 50.0, 80.0)])  # type: ignore[list-item]
+    rows = scaling_rows([_point(64, 4000.0, 10.0, gpus=[0]), _point(64, 7200.0, 9.0, gpus=[0, 1]), _point(64, 50.0, 80.0)])
     assert rows == [["m_fp16", 1, 64, 4000.0, 10.0, 2, 7200.0, 9.0, pytest.approx(0.9)]]
+
+
+def test_family_section_puts_each_familys_engine_beside_pytorch_eager_and_compile(tmp_path: Path) -> None:
+    from perf import results as rf
+    from perf.family_report import FAMILIES_FILE, family_section
+    from perf.records import FamilyBench
+
+    row = {"status": "ok", "median_ms": 0.5}
+    bench = FamilyBench.from_fields({
+        "model": "mpnet-base", "family": "mpnet", "run_id": "1", "device": "h200", "status": "ok",
+        "fused_ops": {"SkipLayerNormalization": 12}, "engine_fp16": {"b1_s128": row, "b32_s512": {"status": "ok", "median_ms": 8.0}},
+        "torch_eager_fp16": {"b1_s128": {"status": "ok", "median_ms": 4.0}}, "torch_compile_fp16": {"b1_s128": {"status": "error"}},
+    })  # fmt: skip
+    rf.append_record(tmp_path / FAMILIES_FILE, bench)
+    md = "\n".join(family_section(tmp_path))
+    assert "| mpnet-base | mpnet | 0.50 | 4.00 | – | 8.00 | – | 8.00 | – | – | – | – | SkipLayerNormalization 12 | **no** |" in md

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from perf.load import LOADS
+from perf.records import LoadPoint
 from perf.tune import Candidate, RepositoryConfigs, Space, search, start_candidate, tune
 from toolkit.build import BuildRequest, build_model
 from toolkit.names import Precision
@@ -20,14 +21,17 @@ from toolkit.serving import ServerOptions, running_server
 NAME = "tunemini"
 
 
-def _level(rate: float, p99: float) -> dict[str, Any]:
-    return {"status": "ok", "concurrency": 8, "requests_per_s": rate, "metrics": {"latency_p99": p99}, "failures": 0}
+def _level(rate: float, p99: float) -> LoadPoint:
+    return LoadPoint.from_fields({
+        "run_id": "r", "device": "cpu-x", "model": "m", "precision": "fp32", "path": "ensemble", "triton_model": "m_fp32", "texts": 1,
+        "concurrency": 8, "seq_len": 32, "status": "ok", "requests_per_s": rate, "metrics": {"latency_p99": p99},
+    })  # fmt: skip
 
 
 def test_search_keeps_each_knobs_best_value_and_scores_only_levels_within_the_budget() -> None:
     rates = {1: 100.0, 2: 180.0, 4: 240.0}  # tokenizer instances -> requests/s
 
-    def measure(candidate: Candidate) -> list[dict[str, Any]]:
+    def measure(candidate: Candidate) -> list[LoadPoint]:
         p99 = 50.0 if candidate.tokenizer_instances == 4 else 10.0  # four instances: fast but over the budget
         bonus = 1.5 if candidate.path == "onehop" else 1.0
         return [_level(rates[candidate.tokenizer_instances] * bonus, p99)]
@@ -74,7 +78,7 @@ def test_tune_measures_candidates_on_a_real_server_and_keeps_the_best_with_apply
         best, trials, path = tune(repository, NAME, "fp32", 60_000.0, f"127.0.0.1:{handle.ports.grpc}", plan, space, tmp_path, apply=True,
                                   log=lambda _: None)  # fmt: skip
     assert {t.candidate for t in trials} >= {Candidate(), Candidate(path="onehop")}
-    assert all(lv["status"] == "ok" and not lv.get("failures") for t in trials for lv in t.levels)
+    assert all(lv.ok and not lv.failures for t in trials for lv in t.levels)
     assert best.score(60_000.0) == max(t.score(60_000.0) for t in trials) > 0
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == len(trials) and sum(row["best"] for row in rows) == 1
