@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +89,37 @@ def test_build_writes_engines_manifest_and_is_idempotent(tmp_path: Path) -> None
     assert (repo / "minilm-cli_fp32_onnx" / "1" / "model.onnx").stat().st_mtime_ns == before
 
 
+def _contents(repository: Path) -> dict[str, str]:
+    """Every file's sha256 and every folder, by path under ``repository``."""
+    return {
+        str(path.relative_to(repository)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "folder"
+        for path in sorted(repository.rglob("*"))
+    }
+
+
+# A build in a process of its own, killed (no clean-up) instead of its second rename of a new model into the repository.
+KILLED_BUILD = """
+import json, os, sys
+from pathlib import Path
+from toolkit.build import BuildRequest, build_model
+from toolkit.names import Precision, Runtime
+
+spec, repository, work_dir = json.loads(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+real, moved_in = os.rename, []
+
+def rename(source, target):
+    if Path(target).parent == repository:
+        moved_in.append(target)
+        if len(moved_in) == 2:
+            os._exit(137)
+    real(source, target)
+
+os.rename = rename
+request = BuildRequest(**{**spec, "precisions": tuple(Precision(p) for p in spec["precisions"])})
+build_model(request, repository, work_dir, (Runtime.ONNXRUNTIME,), log=lambda _: None)
+"""
+
+
 def test_failed_build_leaves_previous_repository_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = tmp_path / "repo"
     request = BuildRequest(
@@ -98,16 +132,29 @@ def test_failed_build_leaves_previous_repository_untouched(tmp_path: Path, monke
         config_overrides={"num_hidden_layers": 1},
     )
     assert build_model(request, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None) is not None
-    snapshot = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+    snapshot = _contents(repo)
+    changed = BuildRequest(**{**request.__dict__, "precisions": (Precision.FP32, Precision.FP16)})
+
+    # Killed while swapping the new models in: the next build call rolls that back before it reads the manifest.
+    spec = {**{k: v for k, v in request.__dict__.items() if k not in ("serving", "precisions")}, "precisions": ["fp32", "fp16"]}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BUILD, json.dumps(spec), str(repo), str(tmp_path / "work")],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == 137, f"the build was not killed in its swap: {killed.stderr[-2000:]}"
+    assert _contents(repo) != snapshot, "the kill should leave a half-swapped repository for the next build to repair"
+    lines: list[str] = []
+    assert build_model(request, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lines.append) is None
+    assert "rolled back" in lines[0] and "up to date" in lines[-1], lines
+    assert _contents(repo) == snapshot
 
     def explode(*_: object, **__: object) -> None:
         raise BadInputError("simulated failure while writing")
 
     monkeypatch.setattr("toolkit.repository.layout.write_model_repository", explode)
-    changed = BuildRequest(**{**request.__dict__, "precisions": (Precision.FP32, Precision.FP16)})
     with pytest.raises(BadInputError, match="simulated"):
         build_model(changed, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
-    assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == snapshot
+    assert _contents(repo) == snapshot
     shutil.rmtree(tmp_path / "work")
 
 

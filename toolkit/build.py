@@ -28,7 +28,7 @@ from toolkit.names import (
 )
 from toolkit.precision import DEFAULT_KEEP_FP32
 from toolkit.repository.configs import ServingOptions
-from toolkit.repository.install import MANIFEST, install_into_repository
+from toolkit.repository.install import MANIFEST, install_into_repository, recover_interrupted_installs
 
 # Bytes on disk per parameter for fp32 + fp16 + hybrid graphs, staged and installed (4 + 2 + 2, twice).
 DISK_BYTES_PER_PARAMETER = 16
@@ -115,6 +115,8 @@ def build_model(
 
     name = request.name or short_name(request.model)
     build_fingerprint = fingerprint(request)
+    for line in recover_interrupted_installs(repository):  # before reading the manifest it may restore
+        log(line)
     previous = existing_manifest(repository, name)
     if previous and previous.get("fingerprint") == build_fingerprint:
         log(f"{name}: up to date in {repository} (fingerprint {build_fingerprint})")
