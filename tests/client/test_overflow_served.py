@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fidelity_floors as floors
 import numpy as np
 import pytest
 from tiny_models import build_outlier_repository
@@ -27,4 +28,5 @@ def test_served_fp16_overflows_and_hybrid_does_not_when_residual_channel_is_larg
     assert np.isfinite(embeddings[Precision.HYBRID]).all()
     reference, hybrid = embeddings[Precision.FP32], embeddings[Precision.HYBRID]
     cosine = (reference * hybrid).sum(-1) / np.linalg.norm(reference, axis=-1) / np.linalg.norm(hybrid, axis=-1)
-    assert cosine.min() >= 0.999
+    print(f"outlier MiniLM served, hybrid sentence_embedding cosine against FP32: {cosine}")
+    assert cosine.min() >= floors.SERVED_OUTLIER_HYBRID
