@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from build_engines import main
-from toolkit.build import BuildRequest, build_model, existing_manifest, parse_precisions
+from toolkit.build import BuildRequest, build_model, existing_manifest, fingerprint, parse_precisions
+from toolkit.environment import package_versions
 from toolkit.errors import BadInputError
-from toolkit.names import Precision, Runtime
+from toolkit.names import Precision, Runtime, engine_model
+from toolkit.repository.configs import ServingOptions
 
 TINY = [
     "--model",
@@ -69,6 +73,29 @@ def test_build_cli_rejects_unsupported_architecture(tmp_path: Path) -> None:
     assert code == 2 and "supported: bert, gpt2" in output
 
 
+def _request_of(manifest: dict[str, Any]) -> BuildRequest:
+    """The BuildRequest a manifest records (JSON turned tuples into lists and enums into strings)."""
+    recorded = manifest["request"]
+    serving = {**recorded["serving"], "seq_buckets": None if recorded["serving"]["seq_buckets"] is None else tuple(recorded["serving"]["seq_buckets"])}
+    return BuildRequest(**{
+        **recorded, "precisions": tuple(Precision(p) for p in recorded["precisions"]), "keep_fp32": tuple(recorded["keep_fp32"]),
+        "serving": ServingOptions(**serving),
+    })  # fmt: skip
+
+
+def _assert_manifest_describes_the_build(manifest: dict[str, Any], repository: Path) -> None:
+    """Package versions as installed, the sha256 and size of each installed engine, a fingerprint of the recorded request."""
+    assert manifest["packages"] == package_versions() and {"torch", "transformers", "onnx", "onnxruntime"} <= set(manifest["packages"])
+    for precision, variant in manifest["variants"].items():
+        installed = repository / engine_model(manifest["name"], precision) / "1" / "model.onnx"
+        assert variant["onnx"]["sha256"] == hashlib.sha256(installed.read_bytes()).hexdigest(), precision
+        assert variant["onnx"]["bytes"] == installed.stat().st_size
+    request = _request_of(manifest)
+    assert manifest["fingerprint"] == fingerprint(request)
+    assert fingerprint(dataclasses.replace(request, serving=ServingOptions(max_queue_delay_us=5))) != manifest["fingerprint"]
+    assert fingerprint(dataclasses.replace(request, max_batch=request.max_batch + 1)) != manifest["fingerprint"]
+
+
 def test_build_writes_engines_manifest_and_is_idempotent(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     code, output = _run(*TINY, "--repository", str(repo), "--work-dir", str(tmp_path / "work"))
@@ -83,6 +110,7 @@ def test_build_writes_engines_manifest_and_is_idempotent(tmp_path: Path) -> None
     assert manifest["source"]["weights"].startswith("sha256:")
     assert manifest["export_checks"] and all(check["cosine_min"] >= 0.99999 for check in manifest["export_checks"])
     assert "TensorRT is not installed" in output
+    _assert_manifest_describes_the_build(manifest, repo)
     before = (repo / "minilm-cli_fp32_onnx" / "1" / "model.onnx").stat().st_mtime_ns
     code, output = _run(*TINY, "--repository", str(repo), "--work-dir", str(tmp_path / "work"))
     assert code == 0 and "up to date" in output
@@ -102,7 +130,8 @@ KILLED_BUILD = """
 import json, os, sys
 from pathlib import Path
 from toolkit.build import BuildRequest, build_model
-from toolkit.names import Precision, Runtime
+from toolkit.names import Precision, Runtime, engine_model
+from toolkit.repository.configs import ServingOptions
 
 spec, repository, work_dir = json.loads(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 real, moved_in = os.rename, []
@@ -156,6 +185,30 @@ def test_failed_build_leaves_previous_repository_untouched(tmp_path: Path, monke
         build_model(changed, repo, tmp_path / "work", (Runtime.ONNXRUNTIME,), log=lambda _: None)
     assert _contents(repo) == snapshot
     shutil.rmtree(tmp_path / "work")
+
+
+def test_build_cli_stops_with_one_line_and_writes_nothing_when_export_disagrees_with_pytorch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnx import load, numpy_helper, save
+
+    from toolkit.models import export
+
+    real = export.onnx_from_hf
+
+    def broken_export(model: Any, path: Path) -> Path:
+        """The real export with one square weight negated: what a wrong trace would give."""
+        graph = load(str(real(model, path)))
+        weight = next(init for init in graph.graph.initializer if len(init.dims) == 2 and init.dims[0] == init.dims[1])
+        weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
+        save(graph, str(path))
+        return path
+
+    monkeypatch.setattr(export, "onnx_from_hf", broken_export)
+    code, output = _run(*TINY, "--precisions", "fp32", "--repository", str(tmp_path / "repo"), "--work-dir", str(tmp_path / "work"))
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "disagrees with PyTorch" in errors[0], output
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
 
 
 def test_parse_precisions_keeps_order_and_drops_duplicates() -> None:
