@@ -18,12 +18,7 @@ from toolkit.models.stress import add_outlier_channel
 from toolkit.names import Precision
 from toolkit.precision import node_precisions, parse_keep_fp32, precision_census, save_onnx, variant_from_fp32
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Triton serves models over gRPC and HTTP.",
-    "A cup of tea on a rainy afternoon is hard to beat.",
-    "The committee postponed its decision until the next meeting in March.",
-]
+SENTENCES = floors.SENTENCES
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +157,7 @@ def test_hybrid_is_within_its_floor_and_at_least_as_close_to_fp32_as_fp16_when_r
     worst = {p: float(cosine_rows(reference, run_onnx(minilm_graphs[p], inputs)["last_hidden_state"][valid]).min()) for p in Precision}
     print(f"per-token cosine against FP32, worst token: {worst}")
     assert worst[Precision.HYBRID] >= floors.MINILM_HYBRID, worst
+    assert worst[Precision.FP16] >= floors.MINILM_FP16, worst
     assert worst[Precision.HYBRID] >= worst[Precision.FP16], f"hybrid is further from FP32 than FP16: {worst}"
 
 
