@@ -33,6 +33,7 @@ from toolkit.names import (
     Runtime,
     engine_model,
     ensemble_model,
+    tokenizer_model,
 )
 from toolkit.repository.lookup import find_tokenizer
 
@@ -144,8 +145,14 @@ def test_every_served_precision_within_tolerance_when_bert(client: TritonTextCli
     assert check_records(records, Tolerances()) == []
 
 
-def test_hybrid_served_when_bert(served: tuple[str, Path]) -> None:
-    assert (served[1] / engine_model("tinybert", "hybrid")).is_dir()
+def test_hybrid_ensemble_answers_with_its_hybrid_graphs_embeddings_when_bert(client: TritonTextClient, served: tuple[str, Path]) -> None:
+    """Text in, through the served tokenizer and hybrid engine: the embedding ONNX Runtime gives on the installed hybrid graph."""
+    texts = ["hello world", "the quick brown fox jumps over the lazy dog"]
+    out = client.infer_text(ensemble_model("tinybert", "hybrid"), texts)[SENTENCE_EMBEDDING]
+    tokens = client.infer_text(tokenizer_model("tinybert"), texts)
+    graph = OnnxReference(served[1] / engine_model("tinybert", "hybrid") / "1" / "model.onnx")
+    feeds = {name: tokens[name] for name in graph.input_names}
+    np.testing.assert_allclose(out, graph.run(feeds, [SENTENCE_EMBEDDING])[SENTENCE_EMBEDDING], atol=1e-5)
 
 
 def test_fp32_top1_agrees_fully_when_gpt2(client: TritonTextClient, served: tuple[str, Path]) -> None:
