@@ -195,17 +195,6 @@ def test_cli_fails_with_one_line_when_model_unknown(served: tuple[str, Path], ca
 
 
 @pytest.fixture(scope="module")
-def minilm_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real MiniLM built by the project's build into a fresh repository (fp32 and hybrid)."""
-    from toolkit.build import BuildRequest, build_model
-
-    repository = tmp_path_factory.mktemp("minilm_repository")
-    request = BuildRequest(model="minilm", precisions=(Precision.FP32, Precision.HYBRID), max_batch=8, min_seq=1, max_seq=128)
-    build_model(request, repository, tmp_path_factory.mktemp("minilm_work"), (Runtime.ONNXRUNTIME,), log=lambda _: None)
-    return repository
-
-
-@pytest.fixture(scope="module")
 def minilm_url(tmp_path_factory: pytest.TempPathFactory, minilm_repository: Path) -> Iterator[str]:
     from toolkit.serving import running_server
 

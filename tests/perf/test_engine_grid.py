@@ -7,7 +7,6 @@ from pathlib import Path
 
 import fidelity_floors as floors
 import pytest
-from tiny_models import build_outlier_repository
 
 from perf import results as rf
 from perf.engine_grid import GridPlan, run_grid
@@ -15,12 +14,6 @@ from perf.report import write_report
 from perf.targets import evaluate
 from toolkit.environment import code_version
 from toolkit.errors import BadInputError
-
-
-@pytest.fixture(scope="module")
-def outlier_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MiniLM (2 real layers) with one huge residual channel: its FP16 engine overflows, hybrid does not."""
-    return build_outlier_repository(tmp_path_factory.mktemp("grid"))
 
 
 @pytest.mark.slow
