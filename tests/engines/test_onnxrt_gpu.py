@@ -49,7 +49,7 @@ def test_fused_gpt2_graph_has_one_causal_attention_per_layer_and_matches_export(
     inputs = example_inputs(tiny_gpt2, 3, 20)  # rows 0 and 2 right-padded
     reference, got = run_onnx(exported, inputs), run_onnx(fused, inputs)
     valid = inputs["attention_mask"].astype(bool)
-    assert cosine_rows(reference["logits"][valid], got["logits"][valid]).min() >= 0.99999
+    assert cosine_rows(reference["logits"][valid], got["logits"][valid]).min() >= floors.FP32_REORDERED
     np.testing.assert_array_equal(reference["next_token_id"], got["next_token_id"])
     # A graph without GPT-2's packed projection (BERT) is left as it is.
     bert = onnx.load(str(onnx_from_hf(tiny_bert, tmp_path / "bert.onnx")))
