@@ -142,6 +142,8 @@ def test_every_served_precision_within_tolerance_when_bert(client: TritonTextCli
         assert metrics.nan_rate == 0.0 and metrics.inf_rate == 0.0
         if record.precision == "fp32":
             assert metrics.cosine_min >= floors.FP32_REORDERED and metrics.max_abs < 1e-4, record.case
+        else:
+            assert metrics.cosine_min >= floors.SERVED_TINY["tinybert", record.precision], record.case
     assert check_records(records, Tolerances()) == []
 
 
@@ -155,11 +157,13 @@ def test_hybrid_ensemble_answers_with_its_hybrid_graphs_embeddings_when_bert(cli
     np.testing.assert_allclose(out, graph.run(feeds, [SENTENCE_EMBEDDING])[SENTENCE_EMBEDDING], atol=1e-5)
 
 
-def test_fp32_top1_agrees_fully_when_gpt2(client: TritonTextClient, served: tuple[str, Path]) -> None:
+def test_fp32_top1_agrees_fully_and_variants_stay_within_their_floors_when_gpt2(client: TritonTextClient, served: tuple[str, Path]) -> None:
     records = _fidelity(client, served[1], "tinygpt2", input_kinds=["random", "text"])
     for record in records:
         if record.precision == "fp32":
             assert record.outputs[LOGITS].top1_agreement == 1.0, record.case
+        else:
+            assert record.outputs[LOGITS].cosine_min >= floors.SERVED_TINY["tinygpt2", record.precision], record.case
         assert record.outputs[LOGITS].top1_agreement is not None
     assert check_records(records, Tolerances()) == []
 
