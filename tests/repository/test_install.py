@@ -171,6 +171,9 @@ def test_next_install_rolls_back_what_a_killed_install_left_when_any_rename_was_
         child = fork.Process(target=_install_killed_at, args=(step, models["new"], repository, folder / "work" / "stage"))
         child.start()
         child.join(60)
+        if child.is_alive():  # hung: end it before failing
+            child.kill()
+            child.join()
         assert child.exitcode == 137, f"rename {step}: the child was not killed there (exit code {child.exitcode})"
         # The next install fails before its own swap (its engine file is missing): the interrupted one must be undone.
         with pytest.raises(BadInputError, match="does not exist"):
