@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -22,26 +24,51 @@ RAW_DIR = "raw"
 GRID_FILE = "grid.jsonl"  # perf.engine_grid
 EXPERIMENTS_GLOB = "experiments_*.json"  # scripts/gpu_experiments.py
 
+log = logging.getLogger(__name__)
+
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All records of a JSON-lines file; a missing file or a torn last line (killed run) is tolerated."""
+    """All records of a JSON-lines file (none when it is missing).
+
+    A line that is not one JSON object (a run killed while writing it) is skipped with a warning naming
+    the file, the line and its start: the records before and after it are kept.
+    """
     if not Path(path).is_file():
         return []
     records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+            continue
+        log.warning(
+            "%s:%d: skipped a torn line (not one JSON record; a run killed while writing it?): %r; delete the line to silence this",
+            path, number, line[:80],
+        )  # fmt: skip
     return records
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one record and flush it, so a killed sweep keeps every finished configuration."""
+    """Append one record on a line of its own, in one write, flushed to disk, so a killed sweep keeps every finished configuration.
+
+    A file whose last line a killed run left without its newline gets one first: the new record never
+    merges into the torn line (which ``read_jsonl`` then reports).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    with path.open("ab+") as handle:
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = b"\n" + line
+        handle.write(line)
         handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:

@@ -33,6 +33,30 @@ def tiny_bert() -> LoadedModel:
 
 
 @pytest.fixture(scope="session")
+def outlier_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM (2 real layers) with one huge residual channel, built in three precisions: FP16 overflows, hybrid does not.
+
+    Built once for the served overflow test and the engine grid; both only read it.
+    """
+    from tiny_models import build_outlier_repository
+
+    return build_outlier_repository(tmp_path_factory.mktemp("outlier"))
+
+
+@pytest.fixture(scope="session")
+def minilm_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MiniLM built by the project's build into a fresh repository (fp32 and hybrid); tests only read it."""
+    from toolkit.build import BuildRequest, build_model
+    from toolkit.names import Precision
+
+    repository = tmp_path_factory.mktemp("minilm_repository")
+    request = BuildRequest(model="minilm", precisions=(Precision.FP32, Precision.HYBRID), max_batch=8, min_seq=1, max_seq=128,
+                           runtimes=("onnxruntime",))  # fmt: skip
+    build_model(request, repository, tmp_path_factory.mktemp("minilm_work"), log=lambda _: None)
+    return repository
+
+
+@pytest.fixture(scope="session")
 def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("exports")
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.build import BuildRequest, build_model
-from toolkit.names import Precision
 from toolkit.serving.server import running_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -24,10 +22,8 @@ def test_readme_has_a_python_example() -> None:
 
 @pytest.mark.server
 @pytest.mark.timeout(600)
-def test_readme_python_example_runs_against_a_real_server(tmp_path: Path) -> None:
-    request = BuildRequest(model="minilm", precisions=(Precision.FP32, Precision.HYBRID), max_batch=8, min_seq=1, opt_seq=64, max_seq=128)
-    build_model(request, tmp_path / "repo", tmp_path / "work", log=lambda _: None)
-    with running_server(tmp_path / "repo", state_dir=tmp_path / "server") as handle:
+def test_readme_python_example_runs_against_a_real_server(minilm_repository: Path, tmp_path: Path) -> None:
+    with running_server(minilm_repository, state_dir=tmp_path / "server") as handle:
         for block in python_blocks():
             code = block.replace("localhost:8001", f"localhost:{handle.ports.grpc}")
             namespace: dict[str, object] = {}

@@ -33,7 +33,7 @@ from toolkit.precision.policy import (
     variant_from_fp32,
 )
 from toolkit.repository.configs import ServingOptions
-from toolkit.repository.install import install_into_repository
+from toolkit.repository.install import install_into_repository, recover_interrupted_installs
 from toolkit.repository.lookup import read_manifest
 from toolkit.runtimes import RUNTIMES, BuildContext, EngineRuntime, ShapeProfile, VariantGraphs, get_runtime, runtime_names
 from toolkit.runtimes.onnxruntime import fused_onnx, run_onnx
@@ -75,6 +75,10 @@ class BuildRequest:
     serving: ServingOptions = field(default_factory=ServingOptions)  # its ``gpu`` places engines on GPUs
 
     def __post_init__(self) -> None:
+        for name in ("precisions", "keep_fp32", "runtimes", "pooling"):  # lists (a request read back from JSON) become tuples
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         if self.max_batch < 1:
             raise BadInputError(f"--max-batch must be >= 1, got {self.max_batch}")
         if not 1 <= self.min_seq <= self.opt_seq <= (self.max_seq or self.opt_seq):
@@ -120,6 +124,8 @@ def build_model(request: BuildRequest, repository: Path, work_dir: Path = Path("
 
     name = request.name or short_name(request.model)
     build_fingerprint = fingerprint(request)
+    for line in recover_interrupted_installs(repository):  # before reading the manifest it may restore
+        log(line)
     previous = existing_manifest(repository, name)
     if previous and previous.get("fingerprint") == build_fingerprint:
         log(f"{name}: up to date in {repository} (fingerprint {build_fingerprint})")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fidelity_floors as floors
 import numpy as np
 import pytest
-from tiny_models import build_outlier_repository
 
 from client.api import TritonTextClient
 from toolkit.names import Precision
@@ -18,9 +18,8 @@ SENTENCES = ["The match was postponed because of heavy rain.", "Stir the sauce u
 
 @pytest.mark.server
 @pytest.mark.timeout(600)
-def test_served_fp16_overflows_and_hybrid_does_not_when_residual_channel_is_large(tmp_path: Path) -> None:
-    repository = build_outlier_repository(tmp_path)
-    with running_server(repository, state_dir=tmp_path / "server") as handle:
+def test_served_fp16_overflows_and_hybrid_does_not_when_residual_channel_is_large(outlier_repository: Path, tmp_path: Path) -> None:
+    with running_server(outlier_repository, state_dir=tmp_path / "server") as handle:
         client = TritonTextClient(f"localhost:{handle.ports.grpc}")
         embeddings = {p: client.infer_text(ensemble_model("outlier", p), SENTENCES)["sentence_embedding"] for p in Precision}
     assert np.isfinite(embeddings[Precision.FP32]).all()
@@ -28,4 +27,5 @@ def test_served_fp16_overflows_and_hybrid_does_not_when_residual_channel_is_larg
     assert np.isfinite(embeddings[Precision.HYBRID]).all()
     reference, hybrid = embeddings[Precision.FP32], embeddings[Precision.HYBRID]
     cosine = (reference * hybrid).sum(-1) / np.linalg.norm(reference, axis=-1) / np.linalg.norm(hybrid, axis=-1)
-    assert cosine.min() >= 0.999
+    print(f"outlier MiniLM served, hybrid sentence_embedding cosine against FP32: {cosine}")
+    assert cosine.min() >= floors.SERVED_OUTLIER_HYBRID

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fidelity_floors as floors
 import pytest
 
 from toolkit.build import fused_graph
@@ -49,7 +50,7 @@ def test_fused_gpt2_graph_has_one_causal_attention_per_layer_and_matches_export(
     inputs = example_inputs(tiny_gpt2, 3, 20)  # rows 0 and 2 right-padded
     reference, got = run_onnx(exported, inputs), run_onnx(fused, inputs)
     valid = inputs["attention_mask"].astype(bool)
-    assert cosine_rows(reference["logits"][valid], got["logits"][valid]).min() >= 0.99999
+    assert cosine_rows(reference["logits"][valid], got["logits"][valid]).min() >= floors.FP32_REORDERED
     np.testing.assert_array_equal(reference["next_token_id"], got["next_token_id"])
     # A graph without GPT-2's packed projection (BERT) is left as it is.
     bert = onnx.load(str(onnx_from_hf(tiny_bert, tmp_path / "bert.onnx")))
@@ -79,8 +80,11 @@ def test_fused_variant_on_cuda_matches_fp32(
         outputs[variant] = session_for(path, "cuda").run([states], inputs)[0]
     valid = inputs["attention_mask"].astype(bool)
     unfused_on_cpu = session_for(exported, "cpu").run([states], inputs)[0]  # the CUDA kernels' masking, against the export's
+    # No GPU run recorded this number (the builds' fused-vs-export check, 1.0000000, runs on the CPU): the floor stays
+    # loose enough for ONNX Runtime's CUDA kernels, which may use TF32, until a GPU run measures it.
     assert cosine_rows(unfused_on_cpu[valid], outputs[Precision.FP32][valid]).min() >= 0.9999
-    assert cosine_rows(outputs[Precision.FP32][valid], outputs[precision][valid]).min() >= 0.999
+    # The README's GPU grid (BERT-base, GPT-2 on H100/H200) less one order of magnitude: see tests/fidelity_floors.py.
+    assert cosine_rows(outputs[Precision.FP32][valid], outputs[precision][valid]).min() >= floors.GPU[precision.value]
 
 
 @pytest.mark.gpu
@@ -125,7 +129,9 @@ def test_fused_variants_keep_fp32_outputs_and_ensemble_tail_when_converted(
     inputs = example_inputs(model, 3, 20)
     reference, got = run_onnx(exported, inputs), run_onnx(variant, inputs)
     tail = "sentence_embedding" if family == "bert" else "next_token_logits"
-    assert cosine_rows(reference[tail], got[tail]).min() >= 0.999 and np.isfinite(got[tail]).all()
+    cosine = float(cosine_rows(reference[tail], got[tail]).min())
+    print(f"{family} {precision.value} fused, {tail} cosine against the export: {cosine:.10f}")
+    assert cosine >= floors.FUSED_TAIL[family, precision.value] and np.isfinite(got[tail]).all()
 
 
 def test_fused_gpt2_attention_reads_key_lengths_not_the_2d_mask(tiny_gpt2: LoadedModel, tmp_path: Path) -> None:

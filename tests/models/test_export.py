@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fidelity_floors as floors
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
 from toolkit.errors import ExportMismatchError
-from toolkit.models.export import EXPORT_EXAMPLE_SHAPE, MIN_EXPORT_COSINE, onnx_from_hf, verify_export
+from toolkit.models.export import EXPORT_EXAMPLE_SHAPE, onnx_from_hf, verify_export
 from toolkit.models.loading import LoadedModel
 
 SHAPES = ((1, 7), (3, 40), (2, 97))
@@ -23,7 +24,8 @@ def test_export_matches_pytorch_when_shapes_differ_from_example(fixture: str, re
     checks = verify_export(model, path, SHAPES)
     assert {(c.batch, c.seq) for c in checks} == set(SHAPES)
     assert all(shape != EXPORT_EXAMPLE_SHAPE for shape in SHAPES)
-    assert min(c.cosine_min for c in checks) >= MIN_EXPORT_COSINE
+    print(f"{fixture}: 1 - worst cosine against PyTorch {max(1 - c.cosine_min for c in checks):.3g}")
+    assert min(c.cosine_min for c in checks) >= floors.FP32_REORDERED  # far above the build's own bar, MIN_EXPORT_COSINE
     assert max(c.max_abs_error for c in checks) < 1e-3
     graph = onnx.load(str(path))
     dims = graph.graph.input[0].type.tensor_type.shape.dim

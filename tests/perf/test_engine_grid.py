@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import fidelity_floors as floors
 import pytest
-from tiny_models import build_outlier_repository
 
 from perf import results as rf
 from perf.engine_grid import GridPlan, run_grid
@@ -14,12 +14,6 @@ from perf.report import write_report
 from perf.targets import evaluate
 from toolkit.environment import code_version
 from toolkit.errors import BadInputError
-
-
-@pytest.fixture(scope="module")
-def outlier_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MiniLM (2 real layers) with one huge residual channel: its FP16 engine overflows, hybrid does not."""
-    return build_outlier_repository(tmp_path_factory.mktemp("grid"))
 
 
 @pytest.mark.slow
@@ -34,7 +28,8 @@ def test_grid_times_every_point_and_flags_fp16_overflow_when_hybrid_stays_finite
     fp16 = [r for r in engine if r["precision"] == "fp16"]
     hybrid = [r for r in engine if r["precision"] == "hybrid"]
     assert all(r["nan_count"] + r["inf_count"] > 0 for r in fp16)
-    assert all(r["nan_count"] == r["inf_count"] == 0 and r["cosine_min"] >= 0.999 for r in hybrid)
+    print("hybrid cosine_min per point:", {r["key"]: r["cosine_min"] for r in hybrid})
+    assert all(r["nan_count"] == r["inf_count"] == 0 and r["cosine_min"] >= floors.GRID_OUTLIER_HYBRID for r in hybrid)
     assert all("cosine_min" not in r for r in engine if r["precision"] == "fp32")
 
     (hybrid_target,) = [t for t in evaluate(path.parent, model="outlier") if t.name.startswith("hybrid cosine")]

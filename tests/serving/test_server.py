@@ -38,7 +38,7 @@ from toolkit.repository.layout import write_model_repository
 from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model
 from toolkit.serving import Ports, ServerOptions, docker_command, free_ports, running_server
 from toolkit.serving.__main__ import main as cli
-from toolkit.serving.server import port_in_use, server_environment
+from toolkit.serving.server import LOG_TAIL_LINES, port_in_use, server_environment
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
 
@@ -248,11 +248,17 @@ def test_start_server_raises_with_log_tail_and_frees_ports_when_a_model_fails(tm
     ports = free_ports()
     repository, state_dir = tmp_path / "repository", tmp_path / "server"
     with (
-        pytest.raises(ServerError, match=f"failed to load '{engine_model(model.name, 'fp32')}'"),
+        pytest.raises(ServerError, match=f"failed to load '{engine_model(model.name, 'fp32')}'") as caught,
         running_server(repository, ports, state_dir=state_dir, timeout=120),
     ):
         pass
     assert not any(port_in_use(port) for port in ports.as_list())
+    heading, _, tail = str(caught.value).partition(" log lines of ")
+    log_path, _, tail = tail.partition(":\n")
+    assert heading.endswith(f"last {LOG_TAIL_LINES}") and Path(log_path).parent == state_dir
+    lines = tail.splitlines()
+    assert 0 < len(lines) <= LOG_TAIL_LINES and lines == Path(log_path).read_text(errors="replace").splitlines()[-len(lines):]
+    assert any(engine_model(model.name, "fp32") in line for line in lines), "the tail should show the model that failed"
 
 
 def test_cli_starts_reports_and_stops_server_when_run_by_hand(tmp_path: Path, gpt2_model: ServedModel) -> None:

@@ -9,7 +9,7 @@ ensemble's work in one Python model, built on request beside the ensemble).
 from __future__ import annotations
 
 from toolkit.names import Precision
-from toolkit.runtimes import DEFAULT_RUNTIME, get_runtime
+from toolkit.runtimes import DEFAULT_RUNTIME, RUNTIMES, get_runtime
 
 
 def tokenizer_model(name: str) -> str:
@@ -35,3 +35,14 @@ def ensemble_model(name: str, precision: Precision | str, runtime: str = DEFAULT
 def onehop_model(name: str, precision: Precision | str) -> str:
     """Text in, the ensemble's outputs out, in one Python model, e.g. ``minilm_fp16_onehop``."""
     return f"{name}_{Precision(precision).value}_onehop"
+
+
+def model_names(name: str) -> set[str]:
+    """Every Triton model a build of ``name`` may write (and so may replace): the tokenizer, the labels model, and
+    per precision and runtime the engine, the ensemble and the one-hop model."""
+    names = {tokenizer_model(name), labels_model(name)}
+    for precision in Precision:
+        names.add(onehop_model(name, precision))
+        for runtime in RUNTIMES:
+            names |= {engine_model(name, precision, runtime), ensemble_model(name, precision, runtime)}
+    return names
