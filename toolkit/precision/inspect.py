@@ -84,8 +84,8 @@ class _Accumulator:
         self.nan += round(metrics.nan_rate * metrics.elements)
         self.inf += round(metrics.inf_rate * metrics.elements)
         self.cosines.append(metrics.cosine_min)
-        self.max_abs = float(np.nanmax([self.max_abs, metrics.max_abs]))
-        self.max_rel = float(np.nanmax([self.max_rel, metrics.max_rel]))
+        self.max_abs = _larger(self.max_abs, metrics.max_abs)
+        self.max_rel = _larger(self.max_rel, metrics.max_rel)
         if metrics.top1_agreement is not None:
             rows = ref.size // ref.shape[-1] if ref.ndim >= 2 else 1
             self.agree += metrics.top1_agreement * rows
@@ -104,6 +104,11 @@ class _Accumulator:
             reference_nonfinite=self.reference_nonfinite,
             top1_agreement=self.agree / self.rows if self.rows else None,
         )
+
+
+def _larger(first: float, second: float) -> float:
+    """The larger of two values, ignoring NaN (NaN when both are)."""
+    return second if math.isnan(first) else (first if math.isnan(second) else max(first, second))
 
 
 @dataclass(frozen=True)
