@@ -248,57 +248,72 @@ def graph_from_policy(fp32_model: onnx.ModelProto, policy: PrecisionPolicy) -> o
     return graph_from_fp32_nodes(prepared, policy_fp32_nodes(policy, prepared))
 
 
-def fused_fp32_nodes(policy: PrecisionPolicy, fused: onnx.ModelProto, fp32_model: onnx.ModelProto) -> set[str]:
-    """Nodes of ``fused`` (a graph ONNX Runtime's fusions made from ``fp32_model``) to keep FP32 for ``policy``.
+def fused_fp32_nodes(policy: PrecisionPolicy, fused: onnx.ModelProto, fp32_model: onnx.ModelProto) -> tuple[set[str], list[str]]:
+    """Nodes of ``fused`` (ONNX Runtime's fusions of ``fp32_model``) to keep FP32 for ``policy``, and the policy
+    nodes it could not follow there.
 
-    The approximation, since fusions merge and rename nodes: a policy node that survives fusion keeps its name;
-    one that was fused away is followed forward through ``fp32_model`` to the first tensors that still exist in
-    ``fused``, and the fused nodes producing them (which contain it) stay FP32, except fused attention kernels
-    for softmax-island nodes (those kernels accumulate the softmax in FP32 already, as the fused hybrid assumes).
-    A fused kernel is all or nothing, so this keeps at least what the policy keeps, sometimes more.
+    Fusions merge and rename nodes, so this approximates, rule by rule for each policy node: its name, where it
+    survived; else the fused node writing its output tensor (a LayerNorm fused with its residual add keeps the
+    LayerNorm's output name); else the fused LayerNorm form writing the output of a node that reads it (the
+    residual add inside a SkipLayerNormalization); else, in the embeddings, the EmbedLayerNormalization (it
+    holds the gathers, the embedding sum and the LayerNorm). Softmax-island nodes inside a fused Attention are
+    covered by the kernel, which accumulates the softmax in FP32 (as the fused hybrid assumes). A fused kernel
+    is all or nothing, so this keeps at least what the policy keeps, sometimes more; ``op_types`` also keep
+    their fused forms (``policy.FUSED_FORMS``).
     """
     from toolkit.precision.policy import FUSED_FORMS
 
-    fused_names = {node.name for node in fused.graph.node}
-    fused_producer = {output: node for node in fused.graph.node for output in node.output}
-    prepared = prepared_copy(fp32_model)
+    layer_norms = frozenset(FUSED_FORMS["LayerNormalization"]) | {"LayerNormalization"}
+    by_name = {node.name: node for node in fused.graph.node}
+    writer = {output: node for node in fused.graph.node for output in node.output}
     readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in prepared.graph.node:
+    for node in prepared_copy(fp32_model).graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
-    kept = {name for name in policy.node_names if name in fused_names}
     ops = set(policy.op_types) | {fused_op for op in policy.op_types for fused_op in FUSED_FORMS.get(op, ())}
-    kept |= {node.name for node in fused.graph.node if node.op_type in ops}
+    kept = {node.name for node in fused.graph.node if node.op_type in ops}
+    attention = any(node.op_type in ATTENTION_OPS for node in fused.graph.node)
+    lost: list[str] = []
     for record in policy.nodes:
-        if record.name in fused_names:
-            continue
-        for container in _containers(record.outputs, readers, fused_producer):
-            if not (container.op_type in ATTENTION_OPS and record.op_type in SOFTMAX_ISLAND_OPS):
-                kept.add(container.name)
-    return kept
+        found = _fused_home(record, by_name, writer, readers, layer_norms)
+        if found:
+            kept |= found
+        elif not (attention and record.op_type in SOFTMAX_ISLAND_OPS):
+            lost.append(record.name)
+    return kept, lost
 
 
-def _containers(
-    outputs: Iterable[str], readers: dict[str, list[onnx.NodeProto]], fused_producer: dict[str, onnx.NodeProto]
-) -> list[onnx.NodeProto]:
-    """The fused nodes producing the first tensors downstream of ``outputs`` that survived fusion."""
-    found: dict[str, onnx.NodeProto] = {}
-    stack, seen = list(outputs), set()
-    while stack:
-        tensor = stack.pop()
-        if tensor in seen:
-            continue
-        seen.add(tensor)
-        if tensor in fused_producer:
-            found[fused_producer[tensor].name] = fused_producer[tensor]
-            continue
-        stack += [output for reader in readers.get(tensor, []) for output in reader.output]
-    return list(found.values())
+def _fused_home(
+    record: PolicyNode,
+    by_name: dict[str, onnx.NodeProto],
+    writer: dict[str, onnx.NodeProto],
+    readers: dict[str, list[onnx.NodeProto]],
+    layer_norms: frozenset[str],
+) -> set[str]:
+    """The fused node(s) holding ``record`` by the rules of :func:`fused_fp32_nodes` (empty when none applies)."""
+    if record.name in by_name:
+        return {record.name}
+    direct = {writer[output].name for output in record.outputs if output in writer}
+    if direct:
+        return direct
+    via_reader = {
+        writer[output].name
+        for tensor in record.outputs
+        for reader in readers.get(tensor, [])
+        for output in reader.output
+        if output in writer and writer[output].op_type in layer_norms
+    }
+    if via_reader:
+        return via_reader
+    if record.block == "embeddings":
+        return {name for name, node in by_name.items() if node.op_type == "EmbedLayerNormalization"}
+    return set()
 
 
 def fused_graph_from_policy(fused: onnx.ModelProto, policy: PrecisionPolicy, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
     """``policy`` applied to a fused FP32 graph (as ``policy.fused_variant_from_fp32`` makes the fused variants),
-    with :func:`fused_fp32_nodes` as the converter's node block list."""
+    with :func:`fused_fp32_nodes` as the converter's node block list (policy nodes it cannot follow run FP16:
+    call it first to log them)."""
     import onnx as onnx_module
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
     from onnxruntime.transformers.onnx_model import OnnxModel
@@ -307,7 +322,7 @@ def fused_graph_from_policy(fused: onnx.ModelProto, policy: PrecisionPolicy, fp3
 
     check_policy(policy, fp32_model)
     prepared = prepared_copy(fused)
-    keep = fused_fp32_nodes(policy, prepared, fp32_model)
+    keep, _ = fused_fp32_nodes(policy, prepared, fp32_model)
     _unshare_small_weights(prepared)
     wrapped = OnnxModel(prepared)
     wrapped.convert_float_to_float16(keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST), node_block_list=sorted(keep))
