@@ -103,10 +103,18 @@ def hybrid_fp32_nodes(model: onnx.ModelProto, keep_fp32: Iterable[str] = DEFAULT
     """Names of the nodes the hybrid policy keeps in FP32: the kept op types and the islands feeding them."""
     keep = set(keep_fp32)
     keep |= {fused for op in keep_fp32 for fused in FUSED_FORMS.get(op, ())}
+    return fp32_island(model, [node.name for node in model.graph.node if node.op_type in keep], keep)
+
+
+def fp32_island(model: onnx.ModelProto, anchors: Iterable[str], also: Iterable[str] = ()) -> set[str]:
+    """Names of the nodes ``anchors`` and the island feeding them: producers walked back while they are in
+    ``ISLAND_OPS`` or of an op type in ``also`` (the walk the hybrid policy makes from its kept ops)."""
+    walk = ISLAND_OPS | set(also)
     nodes = list(model.graph.node)
     producer = {output: node for node in nodes for output in node.output}
+    chosen = set(anchors)
     selected: set[str] = set()
-    stack = [node for node in nodes if node.op_type in keep]
+    stack = [node for node in nodes if node.name in chosen]
     while stack:
         node = stack.pop()
         if node.name in selected:
@@ -114,7 +122,7 @@ def hybrid_fp32_nodes(model: onnx.ModelProto, keep_fp32: Iterable[str] = DEFAULT
         selected.add(node.name)
         for tensor in node.input:
             parent = producer.get(tensor)
-            if parent is not None and (parent.op_type in ISLAND_OPS or parent.op_type in keep):
+            if parent is not None and parent.op_type in walk:
                 stack.append(parent)
     return selected
 
@@ -363,3 +371,48 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
     large = model.ByteSize() > 1_800_000_000
     onnx_module.save_model(model, str(path), save_as_external_data=large, location=f"{path.name}.data" if large else None)
     return path
+
+
+def bypass_fp16_round_trips(model: onnx.ModelProto) -> int:
+    """Readers of ``Cast(to=FP32)(Cast(to=FP16)(x))`` with ``x`` FP32 read ``x`` itself (in place); returns how many.
+
+    onnxconverter-common casts a kept node's output to FP16 and back up for each kept reader, and its clean-up
+    removes the pair only for a tensor with one reader. So an FP32 island whose tensor has several readers
+    (a LayerNorm output read by the next residual Add and by FP16 MatMuls; a residual read by the next
+    LayerNorm and the next Add) passes its values through FP16: rounded, and infinite past 65504. The existing
+    ``hybrid`` graphs keep this (their behaviour is fixed); policy graphs (``policy_file.graph_from_policy``)
+    drop it, so keeping a node in FP32 keeps its value FP32 all the way to its FP32 readers.
+    """
+    import onnx as onnx_module
+
+    graph = model.graph
+    float32, float16_type = onnx_module.TensorProto.FLOAT, onnx_module.TensorProto.FLOAT16
+    types = {info.name: info.type.tensor_type.elem_type for info in [*graph.value_info, *graph.input, *graph.output]}
+    types.update({init.name: init.data_type for init in graph.initializer})
+    producer = {output: node for node in graph.node for output in node.output}
+
+    def cast_to(node: onnx.NodeProto | None, target: int) -> bool:
+        return node is not None and node.op_type == "Cast" and any(a.name == "to" and a.i == target for a in node.attribute)
+
+    rewired = 0
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            up = producer.get(name)
+            down = producer.get(up.input[0]) if up is not None and cast_to(up, float32) else None
+            if down is not None and cast_to(down, float16_type) and types.get(down.input[0]) == float32:
+                node.input[index] = down.input[0]
+                rewired += 1
+    _drop_unread_casts(graph)
+    return rewired
+
+
+def _drop_unread_casts(graph: onnx.GraphProto) -> None:
+    """Remove Casts whose output nobody reads (repeatedly: a dropped Cast may leave its own input unread)."""
+    outputs = {output.name for output in graph.output}
+    while True:
+        read = {name for node in graph.node for name in node.input} | outputs
+        unread = [node for node in graph.node if node.op_type == "Cast" and node.output[0] not in read]
+        if not unread:
+            return
+        for node in unread:
+            graph.node.remove(node)
