@@ -74,7 +74,7 @@ def test_fused_graph_from_policy_keeps_embed_layernorm_fp32_when_policy_keeps_th
 ) -> None:
     """ONNX Runtime fuses the gathers, the embedding sum and the LayerNorm into one EmbedLayerNormalization:
     the policy's embedding nodes map to it, and the fused Attention and MatMuls stay FP16."""
-    from toolkit.engines.onnxrt import fused_onnx
+    from toolkit.runtimes.onnxruntime import fused_onnx
 
     source = save_onnx(outlier.graph, tmp_path / "fp32.onnx")
     path, stats = fused_onnx(source, tmp_path / "fused.onnx", "bert", 12, 384)

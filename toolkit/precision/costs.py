@@ -8,9 +8,7 @@ ops are a rounding error next to the linear layers, but not zero).
 from __future__ import annotations
 
 import math
-import statistics
 import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,28 +70,21 @@ def node_costs(prepared: onnx.ModelProto, feeds: Feeds) -> NodeCosts:
 
 def gpu_available() -> bool:
     """Whether ONNX Runtime has its CUDA execution provider here (onnxruntime-gpu and a GPU)."""
-    from toolkit.engines.onnxrt import available_providers
+    from toolkit.runtimes.onnxruntime import available_providers
 
     return "CUDAExecutionProvider" in available_providers()
 
 
-def gpu_latency_ms(graph: onnx.ModelProto, feeds: Feeds, runs: int = 100, warmup: int = 10) -> float:
-    """Median latency of ``graph`` on the GPU, replayed as one CUDA graph on bound device buffers (the served
-    path's ``DeviceRunner``, as the engine grid times engines); falls back to plain runs where graphs are refused."""
-    from toolkit.backends.common.cuda_graphs import DeviceRunner, cuda_session
+def gpu_latency_ms(graph: onnx.ModelProto, feeds: Feeds) -> float:
+    """Median latency of ``graph`` on the GPU, timed as the engine grid times engines: by the ONNX Runtime plug-in,
+    in a process of its own, replayed as a CUDA graph on bound device buffers (the served path)."""
+    from toolkit.measurement.timing import TimingBudget, TimingJob
     from toolkit.precision.policy import save_onnx
+    from toolkit.runtimes import DEFAULT_RUNTIME, get_runtime
 
     with tempfile.TemporaryDirectory() as folder:
         path = save_onnx(graph, Path(folder) / "candidate.onnx")
-        session, refused = cuda_session(str(path), graphs=True)
-        declared = {item.name for item in session.get_inputs()}
-        runner = DeviceRunner(session, max_graphs=0 if refused else 1)
-        slot = runner.slot({name: value for name, value in feeds.items() if name in declared}, graph=refused is None)
-        for _ in range(warmup):
-            runner.launch(slot)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            runner.launch(slot)
-            times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times) if times else math.nan
+        shape = tuple(next(iter(feeds.values())).shape[:2])
+        job = TimingJob(path, {(shape[0], shape[1]): feeds}, "cuda", TimingBudget(0.3, 20, 300, 10), graph_token_limit=1 << 62)
+        row = get_runtime(DEFAULT_RUNTIME).time_job(job)[(shape[0], shape[1])]
+    return float(row["median_ms"]) if row.get("status") == "ok" else math.nan

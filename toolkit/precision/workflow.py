@@ -124,16 +124,17 @@ def gpu_timers(model: LoadedModel, graph: onnx.ModelProto, path: Path, data: Dat
         return None, None
     import onnx
 
-    from toolkit.engines.onnxrt import fused_onnx
+    from toolkit.build import fused_graph
     from toolkit.names import Precision
     from toolkit.precision.costs import gpu_latency_ms
     from toolkit.precision.policy import fused_variant_from_fp32
     from toolkit.precision.policy_file import fused_graph_from_policy
     from toolkit.precision.probe import prepared_copy
 
-    heads = int(getattr(model.config, "num_attention_heads", None) or model.config.n_head)
-    fused_path, _ = fused_onnx(path, path.with_name("fused.onnx"), model.family.value, heads, model.hidden_size)
-    fused, prepared, feeds = onnx.load(str(fused_path)), prepared_copy(graph), data.batches[0]
+    made = fused_graph(model, path, path.with_name("fused.onnx"))
+    if made is None:  # a family ONNX Runtime has no fusions for: its GPU graph is the standard one
+        return None, None
+    fused, prepared, feeds = onnx.load(str(made[0])), prepared_copy(graph), data.batches[0]
 
     def policy_ms(nodes: frozenset[str]) -> float:
         policy = PrecisionPolicy("candidate", model.name, policy_nodes(prepared, nodes), PolicyBar())
