@@ -31,7 +31,14 @@ from toolkit.precision.policy import DEFAULT_KEEP_FP32
 @click.option(
     "--precisions",
     default="fp32,fp16,hybrid",
-    help="Comma-separated precision variants: fp32, fp16 (all float compute FP16, I/O FP32), hybrid (FP16 linear layers, Softmax/LayerNorm and what feeds them FP32).",
+    help="Comma-separated precision variants: fp32, fp16 (all float compute FP16, I/O FP32), hybrid (FP16 linear layers, Softmax/LayerNorm "
+    "and what feeds them FP32), auto (FP16 but for the nodes a precision policy keeps FP32: --policy, else searched at build time).",
+)
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Precision policy file of the auto variant, from `python -m toolkit.precision search --policy-out FILE` (only with one --model).",
 )
 @click.option(
     "--keep-fp32",
@@ -136,6 +143,7 @@ def main(
     models: tuple[str, ...],
     name: str | None,
     precisions: str,
+    policy: Path | None,
     keep_fp32: str | None,
     random_weights: bool,
     pooling: str | None,
@@ -161,7 +169,7 @@ def main(
     repository: Path,
     work_dir: Path,
 ) -> None:
-    """Turn Hugging Face models into a Triton model repository of engines in three precisions."""
+    """Turn Hugging Face models into a Triton model repository of engines in FP32, FP16, hybrid (and auto) precision."""
     from toolkit.build import BuildRequest, build_model, parse_precisions
     from toolkit.environment import gpu_name
     from toolkit.environment import gpus as visible_gpus
@@ -173,6 +181,8 @@ def main(
     try:
         if name and len(models) > 1:
             raise BadInputError("--name applies to one model; build several models in separate runs or drop --name")
+        if policy and len(models) > 1:
+            raise BadInputError("--policy applies to one model (a policy names one export's nodes): build the others in separate runs")
         chosen_runtimes = tuple(get_runtime(name).name for name in comma_items(runtimes, "--runtimes"))
         if gpus is not None and gpu is False:
             raise BadInputError("--gpus places engines on GPUs: drop --cpu")
@@ -209,6 +219,7 @@ def main(
                 normalize=normalize,
                 runtimes=chosen_runtimes,
                 serving=serving,
+                policy=str(policy) if policy else None,
             )
             build_model(request, repository, work_dir, log=click.echo)
     except ToolkitError as error:

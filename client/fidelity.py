@@ -41,6 +41,7 @@ DEFAULT_MIN_COSINE: dict[str, float] = {
     Precision.FP32.value: 0.99999,
     Precision.FP16.value: 0.999,
     Precision.HYBRID.value: 0.9998,
+    Precision.AUTO.value: 0.9998,  # the search's default bar (toolkit.precision.policy_file.PolicyBar)
 }
 
 

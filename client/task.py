@@ -16,7 +16,7 @@ import numpy as np
 from client.api import TritonTextClient
 from client.inputs import encode_batch
 from toolkit.errors import BadInputError
-from toolkit.names import LOGITS, Precision
+from toolkit.names import DEFAULT_PRECISIONS, LOGITS
 from toolkit.repository.naming import engine_model
 from toolkit.runtimes import DEFAULT_RUNTIME
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 
-ALL_PRECISIONS = tuple(precision.value for precision in Precision)
+ALL_PRECISIONS = tuple(precision.value for precision in DEFAULT_PRECISIONS)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from toolkit.environment import code_version, device_info, package_versions
 from toolkit.errors import BadInputError
 from toolkit.measurement.compare import compare_arrays
 from toolkit.measurement.timing import Device, TimingBudget, TimingJob, failure, file_size_mib, time_torch
-from toolkit.names import Precision
+from toolkit.names import DEFAULT_PRECISIONS, Precision
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
 from toolkit.runtimes import DEFAULT_RUNTIME, EngineRunner, get_runtime
 
@@ -51,7 +51,7 @@ class GridPlan:
     """What one grid run measures, and how carefully."""
 
     models: tuple[str, ...]
-    precisions: tuple[str, ...] = tuple(p.value for p in Precision)
+    precisions: tuple[str, ...] = tuple(p.value for p in DEFAULT_PRECISIONS)
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     seq_lens: tuple[int, ...] = (32, 64, 128, 256, 512)
     device: Device = "cuda"

@@ -33,7 +33,7 @@ from perf.server_stats import StatisticsReader
 from toolkit.environment import code_version, device_info, package_versions, slug
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.measurement.timing import TimingBudget, failure, file_size_mib
-from toolkit.names import ATTENTION_MASK, INPUT_IDS, TEXT, TOKEN_TYPE_IDS, Precision
+from toolkit.names import ATTENTION_MASK, DEFAULT_PRECISIONS, INPUT_IDS, TEXT, TOKEN_TYPE_IDS, Precision
 from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer
 from toolkit.runtimes import RUNTIMES, get_runtime
 
@@ -49,7 +49,7 @@ class Sweep:
 
     name: str
     models: tuple[str, ...]
-    precisions: tuple[str, ...] = tuple(p.value for p in Precision)
+    precisions: tuple[str, ...] = tuple(p.value for p in DEFAULT_PRECISIONS)
     batch_sizes: tuple[int, ...] = (1,)
     seq_lens: tuple[int, ...] = (128,)
     concurrencies: tuple[int, ...] = (1,)

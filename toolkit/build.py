@@ -23,7 +23,7 @@ from toolkit.errors import BadInputError, ExportMismatchError
 from toolkit.models.export import ShapeCheck, example_inputs, onnx_from_hf, output_specs, verify_export
 from toolkit.models.loading import LoadedModel, load_model, short_name
 from toolkit.models.stress import add_outlier_channel
-from toolkit.names import Precision
+from toolkit.names import DEFAULT_PRECISIONS, Precision
 from toolkit.precision.policy import (
     DEFAULT_KEEP_FP32,
     counted_clamps,
@@ -41,6 +41,8 @@ from toolkit.runtimes.onnxruntime import fused_onnx, run_onnx
 if TYPE_CHECKING:
     import onnx
 
+    from toolkit.precision.policy_file import PrecisionPolicy
+
 Log = Callable[[str], None]
 # Bytes on disk per parameter for fp32 + fp16 + hybrid graphs, staged and installed (4 + 2 + 2, twice).
 DISK_BYTES_PER_PARAMETER = 16
@@ -57,7 +59,7 @@ class BuildRequest:
 
     model: str
     name: str | None = None
-    precisions: tuple[Precision, ...] = tuple(Precision)
+    precisions: tuple[Precision, ...] = DEFAULT_PRECISIONS
     random_weights: bool = False
     keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32
     max_batch: int = 32
@@ -73,6 +75,7 @@ class BuildRequest:
     config_overrides: dict[str, Any] = field(default_factory=dict)
     runtimes: tuple[str, ...] = tuple(RUNTIMES)
     serving: ServingOptions = field(default_factory=ServingOptions)  # its ``gpu`` places engines on GPUs
+    policy: str | None = None  # precision policy file of the ``auto`` variant (None: searched at build time)
 
     def __post_init__(self) -> None:
         for name in ("precisions", "keep_fp32", "runtimes", "pooling"):  # lists (a request read back from JSON) become tuples
@@ -91,6 +94,8 @@ class BuildRequest:
             raise BadInputError("no precision given: pass --precisions fp32,fp16,hybrid (or a subset)")
         for name in self.runtimes:
             get_runtime(name)  # an unknown runtime names the registered ones
+        if self.policy and Precision.AUTO not in self.precisions:
+            raise BadInputError(f"--policy {self.policy} sets the auto precision, which --precisions lacks: add auto (e.g. --precisions fp32,auto)")
 
 
 def parse_precisions(value: str | Iterable[str]) -> tuple[Precision, ...]:
@@ -110,6 +115,8 @@ def fingerprint(request: BuildRequest) -> str:
         if "backends" not in module.parts:
             digest.update(module.read_bytes())
     digest.update(json.dumps(package_versions(), sort_keys=True).encode())
+    if request.policy and Path(request.policy).is_file():  # a policy edited in place is a new build
+        digest.update(Path(request.policy).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -219,6 +226,7 @@ class _Build:
     log: Log
     step: Callable[[], object]
     clamps: dict[str, float | int] = field(default_factory=dict)
+    auto_policy: dict[str, Any] | None = None  # the manifest's record of the auto variant's policy
 
     def run(self, repository: Path) -> ServedModel:
         shutil.rmtree(self.stage, ignore_errors=True)
@@ -275,8 +283,14 @@ class _Build:
 
         exported = onnx.load(str(fp32_path))
         keep = tuple(dict.fromkeys(self.request.keep_fp32 + self.model.family.hybrid_keep_fp32))
+        policy = None
+        if Precision.AUTO in self.request.precisions:
+            from toolkit.precision.auto import build_policy
+
+            with counted_clamps():  # a search converts many candidates: the same weights, clamped again
+                policy = build_policy(self.model, exported, self.request.policy, self.log)
         with counted_clamps() as clamps:
-            made = self._variant_graphs(exported, fused, keep)
+            made = self._variant_graphs(exported, fused, keep, policy)
         self.clamps = clamps.summary()
         if clamps.count:
             self.log(
@@ -286,22 +300,38 @@ class _Build:
         return made
 
     def _variant_graphs(
-        self, exported: onnx.ModelProto, fused: onnx.ModelProto | None, keep: tuple[str, ...]
+        self, exported: onnx.ModelProto, fused: onnx.ModelProto | None, keep: tuple[str, ...], policy: PrecisionPolicy | None
     ) -> list[tuple[VariantGraphs, dict[str, Any]]]:
         folder = self.stage / "variants"
         made = []
         for precision in self.request.precisions:
-            graph = variant_from_fp32(exported, precision, keep)
+            graph, fused_graph = self._variant(exported, fused, precision, keep, policy)
             census: dict[str, Any] = {"node_precisions": precision_census(graph)}
             standard = save_onnx(graph, folder / f"{precision.value}.raw.onnx")
             fused_path = None
-            if fused is not None:
-                fused_graph = fused_variant_from_fp32(fused, precision, keep)
+            if fused_graph is not None:
                 fused_path = save_onnx(fused_graph, folder / f"{precision.value}.fused.onnx")
                 census["node_precisions_fused"] = precision_census(fused_graph)
             made.append((VariantGraphs(precision.value, standard, fused_path), census))
             self.step()
         return made
+
+    def _variant(
+        self,
+        exported: onnx.ModelProto,
+        fused: onnx.ModelProto | None,
+        precision: Precision,
+        keep: tuple[str, ...],
+        policy: PrecisionPolicy | None,
+    ) -> tuple[onnx.ModelProto, onnx.ModelProto | None]:
+        """One precision's standard graph and fused graph (None when the build does not fuse)."""
+        if precision is Precision.AUTO and policy is not None:
+            from toolkit.precision.auto import auto_graphs
+
+            graphs = auto_graphs(policy, exported, fused, self.log)
+            self.auto_policy = graphs.record
+            return graphs.standard, graphs.fused
+        return variant_from_fp32(exported, precision, keep), None if fused is None else fused_variant_from_fp32(fused, precision, keep)
 
     def runtimes(self) -> list[EngineRuntime]:
         """The requested runtimes that can build here; each one that cannot is said in one line."""
@@ -354,7 +384,11 @@ class _Build:
             "parameters": self.parameters,
             "packages": package_versions(),
             "code": code_version(),
-            "policy": {"hybrid_keep_fp32": list(request.keep_fp32 + model.family.hybrid_keep_fp32), "fp16_io": "fp32"},
+            "policy": {
+                "hybrid_keep_fp32": list(request.keep_fp32 + model.family.hybrid_keep_fp32),
+                "fp16_io": "fp32",
+                **({"auto": self.auto_policy} if self.auto_policy else {}),
+            },
             "fp16_clamped_weights": self.clamps,
             "shapes": {"max_batch": request.max_batch, "sequence": [request.min_seq, request.opt_seq, self.max_seq], "profile": asdict(self._profile())},
             "fused_ops": fusion,

@@ -15,6 +15,11 @@ class Precision(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
     HYBRID = "hybrid"
+    AUTO = "auto"  # FP16 but for the nodes a searched (or given) precision policy keeps FP32
+
+
+# What a build makes unless told otherwise; ``auto`` is asked for (it needs a search or a policy file).
+DEFAULT_PRECISIONS: tuple[Precision, ...] = (Precision.FP32, Precision.FP16, Precision.HYBRID)
 
 
 # Tensor names (Triton inputs/outputs and ONNX graph names alike).

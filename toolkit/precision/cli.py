@@ -7,7 +7,8 @@ python -m toolkit.precision search --model gpt2 --random-weights --texts my_text
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,8 @@ def inspect(out: Path | None, native: bool, threshold: float, **options: Any) ->
     from toolkit.precision.workflow import inspect_model
 
     model, data = _choices(**options)
-    report, written = inspect_model(model, data, out, threshold, emulate=not native)
+    with _clamps_said():
+        report, written = inspect_model(model, data, out, threshold, emulate=not native)
     click.echo(format_report(report))
     click.echo("wrote " + ", ".join(str(path) for path in written))
 
@@ -133,7 +135,8 @@ def search(
 
     model, data = _choices(**options)
     bar = PolicyBar(min_cosine=min_cosine, min_top1=min_top1)
-    result, rows, written = search_model(model, data, bar, out, policy_out, max_evaluations, baseline, emulate=not native)
+    with _clamps_said():
+        result, rows, written = search_model(model, data, bar, out, policy_out, max_evaluations, baseline, emulate=not native)
     click.echo(format_report(result.report))
     click.echo(format_rows(rows))
     policy = result.policy
@@ -143,6 +146,17 @@ def search(
     click.echo("wrote " + ", ".join(str(path) for path in written))
     if not policy.met:
         sys.exit(1)
+
+
+@contextmanager
+def _clamps_said() -> Iterator[None]:
+    """The converter's one warning per clamped weight (repeated for every candidate graph) as one line."""
+    from toolkit.precision.policy import counted_clamps
+
+    with counted_clamps() as clamps:
+        yield
+    if clamps.count:
+        click.echo(f"note: FP16 conversions clamped {clamps.count} tiny weights to +-1e-7 (largest absolute change {clamps.largest_absolute_change:.1g})")
 
 
 def main(argv: list[str] | None = None) -> None:
