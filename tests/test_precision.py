@@ -222,3 +222,20 @@ def test_reduced_precision_outputs_are_cast_without_an_identity_copy_when_other_
         identities = {node.output[0] for node in graph.node if node.op_type == "Identity"}
         assert not [node.name for node in graph.node if node.op_type == "Cast" and node.input[0] in identities], precision
         assert "last_hidden_state" in {output.name for output in graph.output}
+
+
+def test_hybrid_fp32_nodes_read_fp32_values_without_an_fp16_round_trip(minilm_graphs: dict[Precision, Path]) -> None:
+    """A LayerNorm output read by the next residual Add (FP32) and by MatMuls (FP16) reaches the Add directly,
+    not as Cast(FP32)(Cast(FP16)(x)): the hybrid keeps what feeds LayerNorm in FP32, rounding included."""
+    graph = onnx.load(str(minilm_graphs[Precision.HYBRID])).graph
+    producer = {output: node for node in graph.node for output in node.output}
+
+    def cast_to(node: onnx.NodeProto | None, target: int) -> bool:
+        return node is not None and node.op_type == "Cast" and node.attribute[0].i == target
+
+    round_trips = [
+        node.name
+        for node in graph.node
+        if cast_to(node, onnx.TensorProto.FLOAT) and cast_to(producer.get(node.input[0]), onnx.TensorProto.FLOAT16)
+    ]
+    assert not round_trips, round_trips

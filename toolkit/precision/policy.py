@@ -255,8 +255,11 @@ def _restore_fp32_outputs(model: onnx.ModelProto, declared: dict[str, int]) -> N
 
 
 def hybrid_from_fp32(model: onnx.ModelProto, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32) -> onnx.ModelProto:
-    """The paper's hybrid graph: FP16 linear layers, ``keep_fp32`` ops and the islands feeding them in FP32."""
-    return fp16_from_fp32(model, hybrid_fp32_nodes(model, keep_fp32))
+    """The paper's hybrid graph: FP16 linear layers, ``keep_fp32`` ops and the islands feeding them in FP32;
+    an FP32 value goes to its FP32 readers directly, not through FP16 and back (:func:`bypass_fp16_round_trips`)."""
+    converted = fp16_from_fp32(model, hybrid_fp32_nodes(model, keep_fp32))
+    bypass_fp16_round_trips(converted)
+    return converted
 
 
 def variant_from_fp32(model: onnx.ModelProto, precision: Precision, keep_fp32: Iterable[str] = DEFAULT_KEEP_FP32) -> onnx.ModelProto:
@@ -379,9 +382,10 @@ def bypass_fp16_round_trips(model: onnx.ModelProto) -> int:
     onnxconverter-common casts a kept node's output to FP16 and back up for each kept reader, and its clean-up
     removes the pair only for a tensor with one reader. So an FP32 island whose tensor has several readers
     (a LayerNorm output read by the next residual Add and by FP16 MatMuls; a residual read by the next
-    LayerNorm and the next Add) passes its values through FP16: rounded, and infinite past 65504. The existing
-    ``hybrid`` graphs keep this (their behaviour is fixed); policy graphs (``policy_file.graph_from_policy``)
-    drop it, so keeping a node in FP32 keeps its value FP32 all the way to its FP32 readers.
+    LayerNorm and the next Add) passes its values through FP16: rounded, and infinite past 65504. The hybrid
+    and policy graphs (``policy_file.graph_from_policy``) drop it, so keeping a node in FP32 keeps its value
+    FP32 all the way to its FP32 readers (hybrid's error against FP32 fell from 1-cos 8.8e-7 to 3.8e-7 on
+    BERT-base, 1.4e-6 to 0.8e-6 on GPT-2, GPU-like FP16 on the shipped corpus).
     """
     import onnx as onnx_module
 
@@ -402,6 +406,13 @@ def bypass_fp16_round_trips(model: onnx.ModelProto) -> int:
             if down is not None and cast_to(down, float16_type) and types.get(down.input[0]) == float32:
                 node.input[index] = down.input[0]
                 rewired += 1
+    outputs = {output.name for output in graph.output}
+    for node in graph.node:  # a graph output written by the round trip's Cast(FP32) copies ``x`` instead
+        down = producer.get(node.input[0]) if node.output and node.output[0] in outputs and cast_to(node, float32) else None
+        if down is not None and cast_to(down, float16_type) and types.get(down.input[0]) == float32:
+            node.op_type, node.input[0] = "Identity", down.input[0]
+            del node.attribute[:]
+            rewired += 1
     _drop_unread_casts(graph)
     return rewired
 
