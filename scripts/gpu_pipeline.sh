@@ -6,7 +6,8 @@
 #                                       #        machine warm)
 #   scripts/gpu_pipeline.sh install     # there: join the parts, install the client side into /tmp/site and the
 #                                       #        backends' environment into /tmp/backend-env; record versions
-#   scripts/gpu_pipeline.sh build       # there: BERT-base and GPT-2 (random weights) and MiniLM (real), --gpu, in parallel
+#   scripts/gpu_pipeline.sh build       # there: BERT-base and GPT-2 (random weights) and MiniLM (real), --gpu, in parallel,
+#                                       #        BERT-base and MiniLM with LOAD_FLAGS, the other families beside them
 #   scripts/gpu_pipeline.sh grid        # there: engine-only grid (python -m perf grid), CPU baseline, PyTorch eager, memory
 #   scripts/gpu_pipeline.sh experiments # there: the GPU tests, then scripts/gpu_experiments.py (kernel profile,
 #                                       #        engine variants, attention kernels, where a served request's time
@@ -14,6 +15,14 @@
 #   scripts/gpu_pipeline.sh serve       # there: Triton on the GPU (started unless already up), served fidelity
 #   scripts/gpu_pipeline.sh sweep       # there: perf_analyzer sweeps through that server, by priority (raw CSVs kept),
 #                                       #        then the paper's grid with PAPER_TIMEOUT
+#   scripts/gpu_pipeline.sh families    # there: each family's FP16 engine against PyTorch eager and torch.compile
+#                                       #        (scripts/family_bench.py -> families.jsonl)
+#   scripts/gpu_pipeline.sh load        # there: many clients, one text each (python -m perf load), ensemble and
+#                                       #        one-hop, through the server `serve` started; engine-only grid at the
+#                                       #        formed batch sizes beside it (serving efficiency)
+#   scripts/gpu_pipeline.sh tune        # there: the serving-config search (python -m perf tune) for BERT-base FP16
+#   scripts/gpu_pipeline.sh precision   # there: python -m toolkit.precision search per model, GPU latency of
+#                                       #        every candidate (policy files and variant tables)
 #   scripts/gpu_pipeline.sh stop        # there: stop the server
 #   scripts/gpu_pipeline.sh collect     # there: results/<gpu>/ and the logs -> $OUT/results.tgz
 #   scripts/gpu_pipeline.sh all         # every stage from install to collect, for a machine without a per-call limit
@@ -22,6 +31,7 @@
 # Results are written outside the repository (RESULTS, default /tmp/gpu_results): the device tool copies the
 # working tree again before every call, which removes files a previous call wrote into tracked folders.
 # Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_MODELS, SWEEP_BATCH, SWEEP_SEQ, SWEEP_CONCURRENCY,
+# FAMILY_MODELS, FAMILY_TIMEOUT, LOAD_MODELS, LOAD_CONCURRENCY, LOAD_TIMEOUT, TUNE_TIMEOUT, PRECISION_MODELS,
 # SWEEP_TIMEOUT (the Triton grid), PAPER_TIMEOUT (the rest of the paper's grid), FID_MODELS, BUILD_MODELS,
 # EXPERIMENTS (comma-separated), EXPERIMENTS_MODEL, EXPERIMENTS_TIMEOUT, GPU_TESTS (0: experiments without the GPU tests);
 # TOOLKIT_COMMIT=$(git rev-parse --short HEAD) names the code in the records (the copied tree's .git, if any,
@@ -29,7 +39,12 @@
 # The machine reaches no package index, so everything it lacks travels as wheels (see the device tool's README).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: gpu_pipeline.sh pack|carry N|install|build|experiments|grid|serve|sweep|stop|collect|all}
+# The served models' load configuration (issue 19's calibration: instance counts alone bought 2.5x); the tune stage searches it.
+LOAD_FLAGS=${LOAD_FLAGS:---one-hop --tokenizer-instances 4 --engine-instances 2}
+# The other families at base size with random weights, built beside BUILD_MODELS (FAMILY_MODELS= for none).
+FAMILY_MODELS=${FAMILY_MODELS-roberta-base xlm-roberta-base distilbert-base-uncased microsoft/mpnet-base answerdotai/ModernBERT-base}
+DEFAULT_BUILD_MODELS="bert-base-uncased --random-weights $LOAD_FLAGS"$'\n'"gpt2 --random-weights"$'\n'"minilm $LOAD_FLAGS"
+stage=${1:?usage: gpu_pipeline.sh pack|carry N|install|build|families|experiments|grid|serve|load|tune|precision|sweep|stop|collect|all}
 RESULTS=${RESULTS:-/tmp/gpu_results}
 LOGS=/tmp/gpu_logs
 mkdir -p "$LOGS"
@@ -103,8 +118,9 @@ run_stage() {
       while read -r spec; do
         [ -n "$spec" ] || continue
         # shellcheck disable=SC2086
-        (python3 build_engines.py --model $spec --gpu > "$LOGS/build_${spec%% *}.log" 2>&1; echo "build $spec: exit $?") &
-      done <<< "${BUILD_MODELS:-$'bert-base-uncased --random-weights\ngpt2 --random-weights\nminilm'}"
+        model=${spec%% *}
+        (python3 build_engines.py --model $spec --gpu > "$LOGS/build_${model##*/}.log" 2>&1; echo "build $spec: exit $?") &
+      done <<< "${BUILD_MODELS:-$DEFAULT_BUILD_MODELS}"$'\n'"$(printf '%s --random-weights\n' $FAMILY_MODELS)"
       wait
       grep -h "^error\|wrote\|fused\|matches" "$LOGS"/build_*.log
       ls model_repository
@@ -142,6 +158,38 @@ run_stage() {
       } | tee -a "$LOGS/sweep.log"
       cp build/server/*.log "$LOGS/" 2>/dev/null
       ;;
+    families)
+      gpu_env
+      # The families not measured before first (each model's record is appended as it finishes).
+      names=${FAMILY_BENCH_MODELS:-roberta-base,xlm-roberta-base,distilbert-base-uncased,mpnet-base,modernbert-base,bert-base-uncased,gpt2}
+      timeout "${FAMILY_TIMEOUT:-420}" python3 scripts/family_bench.py --models "$names" --device cuda --out "$RESULTS" 2>&1 | tee "$LOGS/families.log" | grep -v "it/s"
+      ;;
+    load)
+      ensure_server
+      timeout "${LOAD_TIMEOUT:-420}" python3 -m perf load --models "${LOAD_MODELS:-bert-base-uncased,minilm}" --precisions fp16 \
+        --paths ensemble,onehop --texts 1 --concurrency "${LOAD_CONCURRENCY:-1,16,64,128,256}" --out "$RESULTS" --no-progress 2>&1 \
+        | tee -a "$LOGS/load.log" | grep -v "it/s"
+      # Engine-only throughput at the batch sizes the server formed (serving efficiency in the report).
+      timeout 120 python3 -m perf grid --models "${LOAD_MODELS:-bert-base-uncased,minilm}" --precisions fp16 --batch 1,2,4,8,16,32 \
+        --seq 128 --no-cpu-baseline --no-torch --out "$RESULTS" --no-progress 2>&1 | tee -a "$LOGS/load.log" | tail -3
+      ;;
+    tune)
+      ensure_server
+      timeout "${TUNE_TIMEOUT:-420}" python3 -m perf tune --model bert-base-uncased --precision fp16 --p99-ms 20 --concurrency 128 \
+        --tokenizer-instances 4,8 --engine-instances 2,4 --queue-delay-us 0,500 --out "$RESULTS" 2>&1 | tee -a "$LOGS/tune.log" | grep -v "it/s"
+      ;;
+    precision)
+      gpu_env
+      folder=$(gpu_folder)
+      # One search per line: its `python -m toolkit.precision search` options (--name names the result folder).
+      while read -r spec; do
+        [ -n "$spec" ] || continue
+        name=$(sed -n 's/.*--name \([^ ]*\).*/\1/p' <<< "$spec")
+        # shellcheck disable=SC2086
+        timeout 200 python3 -m toolkit.precision search $spec --out "$RESULTS/$folder/precision/$name" 2>&1 \
+          | tee "$LOGS/precision_$name.log" | grep -v "it/s\|candidate/s\|batch/s" | tail -12
+      done <<< "${PRECISION_MODELS:-$'--name bert-base --model bert-base-uncased --random-weights\n--name gpt2 --model gpt2 --random-weights\n--name minilm --model minilm\n--name outlier --model minilm --layers 2 --outlier 30000'}"
+      ;;
     stop)
       gpu_env
       cp build/server/*.log "$LOGS/" 2>/dev/null
@@ -155,7 +203,7 @@ run_stage() {
       ls -la "${OUT:-/tmp}"
       ;;
     all)
-      for step in install build experiments grid serve sweep stop collect; do run_stage "$step"; done
+      for step in install build families experiments grid serve load tune precision sweep stop collect; do run_stage "$step"; done
       ;;
     *)
       echo "unknown stage '$1'" >&2; exit 2 ;;
