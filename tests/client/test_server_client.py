@@ -27,6 +27,7 @@ from toolkit.errors import BadInputError
 from toolkit.measurement.compare import cosine_rows
 from toolkit.models.tokenizers import load_tokenizer_file
 from toolkit.names import (
+    DEFAULT_PRECISIONS,
     LAST_HIDDEN_STATE,
     LOGITS,
     NEXT_TOKEN_ID,
@@ -88,7 +89,7 @@ def _fidelity(client: TritonTextClient, repository: Path, name: str, **kwargs: o
     }  # fmt: skip
     options.update(kwargs)
     if "precisions" not in options:  # every variant the server has
-        options["precisions"] = [p.value for p in Precision]
+        options["precisions"] = [p.value for p in DEFAULT_PRECISIONS]
     return run_fidelity(client, reference, tokenizer, name, **options)  # type: ignore[arg-type]
 
 
