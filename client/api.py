@@ -253,18 +253,28 @@ class TritonTextClient:
         outputs: Sequence[str] | None = None,
         shared_memory: SharedMemory = "none",
         progress: bool = True,
+        timings: list[float] | None = None,
     ) -> list[Tensors]:
-        """Run many requests from ``concurrency`` threads (tqdm bar); results keep the requests' order."""
+        """Run many requests from ``concurrency`` threads (tqdm bar); results keep the requests' order. Each
+        request's round trip in seconds is appended to ``timings`` when given (in the order they finish)."""
         if concurrency < 1:
             raise BadInputError(f"concurrency={concurrency}: need at least 1; pass --concurrency 1 or more")
         from tqdm import tqdm
 
         self.require_model(model)
+
+        def timed(request: Mapping[str, np.ndarray]) -> Tensors:
+            start = time.perf_counter()
+            result = self.infer(model, request, outputs, shared_memory)
+            if timings is not None:
+                timings.append(time.perf_counter() - start)
+            return result
+
         with (
             ThreadPoolExecutor(max_workers=concurrency) as pool,
             tqdm(total=len(requests), desc=model, disable=not progress, unit="req") as bar,
         ):
-            futures = [pool.submit(self.infer, model, request, outputs, shared_memory) for request in requests]
+            futures = [pool.submit(timed, request) for request in requests]
             results = []
             for future in futures:
                 results.append(future.result())

@@ -12,8 +12,9 @@ import json
 import math
 import platform
 import socket
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from client.reference import OnnxReference
 
 TOP1_OUTPUTS: frozenset[str] = frozenset({LOGITS, NEXT_TOKEN_LOGITS})
-SCHEMA_VERSION = 1  # of FidelityRecord's JSON
+SCHEMA_VERSION = 2  # of FidelityRecord's JSON; 2 adds concurrency and latency_ms (absent, None, in older records)
 UNVERSIONED = 0  # the schema of a record written before records carried one
 DEFAULT_MIN_COSINE: dict[str, float] = {
     Precision.FP32.value: 0.99999,
@@ -77,6 +78,8 @@ class FidelityRecord:
     dataset: str
     requests: int
     outputs: dict[str, OutputMetrics] = field(default_factory=dict)
+    concurrency: int | None = None
+    latency_ms: float | None = None  # median round trip of the case's requests, client side, ``concurrency`` in flight
     schema: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -217,6 +220,100 @@ def random_vs_text(records: Iterable[FidelityRecord]) -> list[dict[str, Any]]:
     return rows
 
 
+# -- summaries --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FidelitySummary:
+    """The worst served output of one model and precision over its fidelity cases: the lowest cosines (minimum over
+    tokens, and mean) on real text, the highest NaN and Inf rates on any input. Random ids are far from any real
+    input, so their cosine is not judged (as ``check_records`` does not); NaN values are left out."""
+
+    model: str
+    precision: str
+    cases: int
+    cosine_min: float | None
+    cosine_mean: float | None
+    nan_rate: float | None
+    inf_rate: float | None
+
+    @classmethod
+    def of(cls, records: Sequence[FidelityRecord]) -> FidelitySummary:
+        real = [o for r in records if r.inputs != "random" for o in r.outputs.values()]
+        every = [o for r in records for o in r.outputs.values()]
+        return cls(
+            records[0].model,
+            records[0].precision,
+            len(records),
+            _finite(min, [o.cosine_min for o in real]),
+            _finite(min, [o.cosine_mean for o in real]),
+            _finite(max, [o.nan_rate for o in every]),
+            _finite(max, [o.inf_rate for o in every]),
+        )
+
+    def row(self) -> list[Any]:
+        """The cells of the report's fidelity table: cosines with 7 decimals, rates in percent."""
+        cosines = ["–" if c is None else f"{c:.7f}" for c in (self.cosine_min, self.cosine_mean)]
+        rates = ["–" if r is None else f"{100 * r:.3f}%" for r in (self.nan_rate, self.inf_rate)]
+        return [self.model, self.precision, self.cases, *cosines, *rates]
+
+
+def _finite(choose: Callable[[list[float]], float], values: list[float]) -> float | None:
+    finite = [v for v in values if not math.isnan(v)]
+    return choose(finite) if finite else None
+
+
+def by_model_and_precision(records: Iterable[FidelityRecord]) -> list[list[FidelityRecord]]:
+    """The records of each (model, precision), by model, then precision in the enum's order."""
+    groups: dict[tuple[str, str], list[FidelityRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.model, record.precision)].append(record)
+    order = [p.value for p in Precision]
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], order.index(k[1]) if k[1] in order else 99, k[1]))]
+
+
+def fidelity_summaries(records: Iterable[FidelityRecord]) -> list[FidelitySummary]:
+    """One summary per (model, precision), by model, then precision in their usual order."""
+    return [FidelitySummary.of(group) for group in by_model_and_precision(records)]
+
+
+def _latency(records: Sequence[FidelityRecord]) -> tuple[str, float | None]:
+    """The median latency of the smallest batch at the longest length (its label, e.g. ``b1 s128, 1 in flight``)."""
+    timed = [r for r in records if r.latency_ms is not None]
+    if not timed:
+        return "", None
+    batch = min(r.batch for r in timed)
+    seq = max(r.seq for r in timed if r.batch == batch)
+    chosen = [r for r in timed if r.batch == batch and r.seq == seq]
+    flight = {r.concurrency for r in chosen}
+    label = f"b{batch} s{seq}" + (f", {flight.pop()} in flight" if len(flight) == 1 and None not in flight else "")
+    return label, statistics.median(r.latency_ms for r in chosen if r.latency_ms is not None)
+
+
+def format_summary(records: Sequence[FidelityRecord], path: Path | None = None, tolerances: Tolerances = Tolerances()) -> str:
+    """A short verdict per model and precision: worst cosine on real text, NaN/Inf, latency, the bar and PASS or
+    FAIL (``check_records``' judgement, the one that makes ``python -m client fidelity`` fail), then the record."""
+    rows = [("model", "precision", "worst cosine", "NaN / Inf", "latency p50", "bar", "verdict")]
+    for group in by_model_and_precision(records):
+        summary = FidelitySummary.of(group)
+        label, latency = _latency(group)
+        rates = [summary.nan_rate or 0.0, summary.inf_rate or 0.0]
+        rates_bar = "no NaN/Inf" if not (tolerances.max_nan_rate or tolerances.max_inf_rate) else (
+            f"NaN <= {100 * tolerances.max_nan_rate:g}%, Inf <= {100 * tolerances.max_inf_rate:g}%"
+        )
+        bar = f"cosine >= {tolerances.cosine_limit(summary.precision):g}, {rates_bar}"
+        rows.append((
+            summary.model, summary.precision, _fmt(summary.cosine_min, ".7f"),
+            "none" if not any(rates) else f"{100 * rates[0]:.2f}% / {100 * rates[1]:.2f}%",
+            "not recorded" if latency is None else f"{latency:.2f} ms ({label})", bar,
+            "FAIL" if check_records(group, tolerances) else "PASS",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    heading = "Summary: served engines against the FP32 ONNX reference (worst cosine over every real-text case; NaN/Inf over every input)"
+    return "\n".join([heading, *lines] + ([f"full record: {path}"] if path is not None else []))
+
+
 # -- environment and results ------------------------------------------------------------------------
 
 
@@ -331,9 +428,11 @@ def run_fidelity(
                 for precision, engine in engines.items():
                     names = [n for n in client.output_names(engine) if n in reference.output_names]
                     inputs = [b.inputs(client.input_names(engine)) for b in token_batches]
-                    got = _concat(client.infer_many(engine, inputs, concurrency, names, progress=progress), names)
+                    seconds: list[float] = []
+                    got = _concat(client.infer_many(engine, inputs, concurrency, names, progress=progress, timings=seconds), names)
                     want = _concat(ref_parts, names)
-                    record = FidelityRecord(name, precision, runtime, batch, seq, kind, dataset, requests)
+                    record = FidelityRecord(name, precision, runtime, batch, seq, kind, dataset, requests, concurrency=concurrency)
+                    record.latency_ms = 1000.0 * statistics.median(seconds)
                     for output in names:
                         top1 = output in TOP1_OUTPUTS
                         record.outputs[output] = compare_arrays(want[output], got[output], masks, top1)

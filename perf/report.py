@@ -9,14 +9,11 @@ Missing inputs leave their section out.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from client.fidelity import FidelityRecord, read_results
+from client.fidelity import FidelityRecord, fidelity_summaries, read_results
 from perf import results as rf
 from perf.family_report import family_section
 from perf.grid_report import gpu_comparison, grid_section
@@ -306,55 +303,6 @@ def read_fidelity(device_dir: Path) -> list[FidelityRecord]:
         except (OSError, ValueError):
             continue
     return records
-
-
-@dataclass(frozen=True)
-class FidelitySummary:
-    """The worst served output of one model and precision over its fidelity cases: the lowest cosines (minimum over
-    tokens, and mean) on real text, the highest NaN and Inf rates on any input. Random ids are far from any real
-    input, so their cosine is not judged (as ``client.fidelity.check_records`` does not); NaN values are left out."""
-
-    model: str
-    precision: str
-    cases: int
-    cosine_min: float | None
-    cosine_mean: float | None
-    nan_rate: float | None
-    inf_rate: float | None
-
-    @classmethod
-    def of(cls, records: list[FidelityRecord]) -> FidelitySummary:
-        real = [o for r in records if r.inputs != "random" for o in r.outputs.values()]
-        every = [o for r in records for o in r.outputs.values()]
-        return cls(
-            records[0].model,
-            records[0].precision,
-            len(records),
-            _finite(min, [o.cosine_min for o in real]),
-            _finite(min, [o.cosine_mean for o in real]),
-            _finite(max, [o.nan_rate for o in every]),
-            _finite(max, [o.inf_rate for o in every]),
-        )
-
-    def row(self) -> list[Any]:
-        """The cells of the fidelity table: cosines with 7 decimals, rates in percent."""
-        cosines = ["–" if c is None else f"{c:.7f}" for c in (self.cosine_min, self.cosine_mean)]
-        rates = ["–" if r is None else f"{100 * r:.3f}%" for r in (self.nan_rate, self.inf_rate)]
-        return [self.model, self.precision, self.cases, *cosines, *rates]
-
-
-def _finite(choose: Callable[[list[float]], float], values: list[float]) -> float | None:
-    finite = [v for v in values if not math.isnan(v)]
-    return choose(finite) if finite else None
-
-
-def fidelity_summaries(records: list[FidelityRecord]) -> list[FidelitySummary]:
-    """One summary per (model, precision), by model, then precision in their usual order."""
-    groups: dict[tuple[str, str], list[FidelityRecord]] = defaultdict(list)
-    for record in records:
-        groups[(record.model, record.precision)].append(record)
-    order = sorted(groups, key=lambda k: (k[0], PRECISION_ORDER.index(k[1]) if k[1] in PRECISION_ORDER else 99, k[1]))
-    return [FidelitySummary.of(groups[name]) for name in order]
 
 
 def _fidelity_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
