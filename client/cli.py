@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from toolkit.cli_values import comma_ints, comma_items
+from toolkit.cli import CONTEXT_SETTINGS, list_option
+from toolkit.cli_values import comma_ints, comma_items, one_item
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.names import LABEL, NEXT_TOKEN_ID, PROBABILITIES, SENTENCE_EMBEDDING, TRUNCATED, Precision
 from toolkit.repository.naming import ensemble_model
@@ -48,16 +49,16 @@ def server_options(command: Any) -> Any:
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT_SETTINGS)
 def cli() -> None:
     """Client of the toolkit's Triton repository: text in, embeddings/next tokens out; fidelity."""
 
 
 @cli.command()
 @click.argument("texts", nargs=-1, required=True)
-@click.option("--model", required=True, help="Short model name, e.g. minilm or gpt2.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
-@click.option("--runtime", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True)
+@list_option("--models", required=True, help="Short model names, e.g. minilm or gpt2.")
+@list_option("--precisions", default="fp32", choices=PRECISIONS)
+@list_option("--runtimes", default=DEFAULT_RUNTIME, choices=RUNTIMES)
 @click.option(
     "--repository",
     type=click.Path(path_type=Path),
@@ -68,19 +69,26 @@ def cli() -> None:
 @server_options
 def infer(
     texts: tuple[str, ...],
-    model: str,
-    precision: str,
-    runtime: str,
+    models: str,
+    precisions: str,
+    runtimes: str,
     repository: Path,
     url: str | None,
     protocol: str,
     timeout: float,
     retries: int,
 ) -> None:
-    """Send TEXTS to the MODEL's text ensemble and print what comes back."""
+    """Send TEXTS to the text ensemble of each model, precision and runtime; print what comes back, each line
+    labelled with its model and precision."""
     client = _client(url, protocol, timeout, retries)
-    out = client.infer_text(ensemble_model(model, precision, runtime), list(texts))
-    click.echo(format_infer(texts, out, _decoder(repository, model)))
+    chosen_runtimes = comma_items(runtimes, "--runtimes", RUNTIMES)
+    for model in comma_items(models, "--models"):
+        decode = _decoder(repository, model)
+        for precision in comma_items(precisions, "--precisions", PRECISIONS):
+            for runtime in chosen_runtimes:
+                out = client.infer_text(ensemble_model(model, precision, runtime), list(texts))
+                label = f"{model} {precision}" + (f" {runtime}" if len(chosen_runtimes) > 1 else "")
+                click.echo("\n".join(f"{label}: {line}" for line in format_infer(texts, out, decode).splitlines()))
 
 
 def _decoder(repository: Path, model: str) -> Any:
@@ -132,10 +140,10 @@ def models(url: str | None, protocol: str, timeout: float, retries: int) -> None
 
 
 @cli.command()
-@click.option("--model", required=True, help="Short model name, e.g. minilm.")
-@click.option("--precisions", default="fp32,fp16,hybrid", show_default=True)
-@click.option("--batch-sizes", default="1,8", show_default=True)
-@click.option("--seq-lens", default="32,128", show_default=True)
+@list_option("--models", required=True, help="Short model names, e.g. minilm.")
+@list_option("--precisions", default="fp32,fp16,hybrid", choices=PRECISIONS)
+@list_option("--batch-sizes", default="1,8")
+@list_option("--seq-lens", default="32,128")
 @click.option(
     "--inputs",
     "input_kinds",
@@ -150,23 +158,23 @@ def models(url: str | None, protocol: str, timeout: float, retries: int) -> None
     show_default=True,
     help="shipped: data/ files; hub: WikiText-2 and SST-2 via `datasets`.",
 )
-@click.option("--runtime", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True)
+@list_option("--runtimes", default=DEFAULT_RUNTIME, choices=RUNTIMES)
 @click.option("--requests", type=int, default=2, show_default=True, help="Requests per case.")
-@click.option("--concurrency", type=int, default=2, show_default=True)
+@click.option("--concurrency", type=int, default=2, show_default=True, help="Requests in flight at once.")
 @click.option("--repository", type=click.Path(path_type=Path), default=DEFAULT_REPOSITORY, show_default=True)
 @click.option(
     "--reference",
     type=click.Path(path_type=Path),
     default=None,
-    help="fp32 ONNX file (default: the repository's fp32 ONNX engine).",
+    help="fp32 ONNX file (default: the repository's fp32 ONNX engine; only with one model).",
 )
 @click.option(
     "--tokenizer",
     type=click.Path(path_type=Path),
     default=None,
-    help="tokenizer.json (default: the repository's tokenizer model).",
+    help="tokenizer.json (default: the repository's tokenizer model; only with one model).",
 )
-@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help="Results root: OUT/<device>/.")
 @click.option("--min-cosine", type=float, default=None, help="Cosine floor for all precisions (default per precision).")
 @click.option("--min-top1", type=float, default=None, help="Top-1 agreement floor for logits outputs.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -174,19 +182,19 @@ def models(url: str | None, protocol: str, timeout: float, retries: int) -> None
 @click.option("--serve", is_flag=True, help="Start a server on --repository (free ports) for this run, stop it after.")
 @server_options
 def fidelity(
-    model: str,
+    models: str,
     precisions: str,
     batch_sizes: str,
     seq_lens: str,
     input_kinds: str,
     dataset: str,
-    runtime: str,
+    runtimes: str,
     requests: int,
     concurrency: int,
     repository: Path,
     reference: Path | None,
     tokenizer: Path | None,
-    results_dir: Path,
+    out: Path,
     min_cosine: float | None,
     min_top1: float | None,
     seed: int,
@@ -197,43 +205,55 @@ def fidelity(
     timeout: float,
     retries: int,
 ) -> None:
-    """Compare served engines of MODEL with the fp32 reference; write results/<device>/fidelity_<model>.json."""
+    """Compare served engines of each model with the fp32 reference; write OUT/<device>/fidelity_<model>.json and
+    end with a verdict per model and precision against the bar (exit status 1 when one fails, unless --no-check)."""
     from client import fidelity as fid
     from client.inputs import INPUT_KINDS, Dataset
     from client.reference import OnnxReference, reference_onnx_path
     from toolkit.models.tokenizers import load_tokenizer_file
     from toolkit.repository.lookup import find_tokenizer
 
+    names = comma_items(models, "--models")
+    if len(names) > 1 and (reference or tokenizer):
+        raise BadInputError("--reference and --tokenizer name one model's files: give one model with them, or drop them")
     chosen = list(comma_items(precisions, "--precisions", PRECISIONS))
     kinds = list(comma_items(input_kinds, "--inputs", INPUT_KINDS))
     batches, seqs = list(comma_ints(batch_sizes, "--batch-sizes")), list(comma_ints(seq_lens, "--seq-lens"))
-    with _ready_client(serve, repository, url, protocol, timeout, retries) as client:
-        ref = OnnxReference(reference or reference_onnx_path(repository, model))
-        tok = load_tokenizer_file(tokenizer or find_tokenizer(repository, model))
-        records = fid.run_fidelity(
-            client, ref, tok, model, chosen, batches, seqs, kinds, cast(Dataset, dataset), runtime, requests, concurrency, seed
-        )
+    chosen_runtimes = comma_items(runtimes, "--runtimes", RUNTIMES)
     env = fid.environment()
-    path = fid.write_results(records, fid.results_dir(results_dir, env) / f"fidelity_{model}.json", env)
-    _echo_fidelity(records, path)
+    tolerances = fid.Tolerances(min_cosine=min_cosine, min_top1=min_top1)
+    every: list[FidelityRecord] = []
+    with _ready_client(serve, repository, url, protocol, timeout, retries) as client:
+        for name in names:
+            ref = OnnxReference(reference or reference_onnx_path(repository, name))
+            tok = load_tokenizer_file(tokenizer or find_tokenizer(repository, name))
+            records = [
+                record
+                for runtime in chosen_runtimes
+                for record in fid.run_fidelity(client, ref, tok, name, chosen, batches, seqs, kinds, cast(Dataset, dataset), runtime, requests, concurrency, seed)
+            ]
+            path = fid.write_results(records, fid.results_dir(out, env) / f"fidelity_{name}.json", env)
+            _echo_fidelity(records, path, tolerances)
+            every += records
     if not no_check:
-        fid.raise_on_mismatch(records, fid.Tolerances(min_cosine=min_cosine, min_top1=min_top1))
+        fid.raise_on_mismatch(every, tolerances)
 
 
-def _echo_fidelity(records: list[FidelityRecord], path: Path) -> None:
-    """Every case and output's metrics, where random ids and real text disagree on NaN/Inf rates, and the file."""
+def _echo_fidelity(records: list[FidelityRecord], path: Path, tolerances: Any) -> None:
+    """Every case and output's metrics, where random ids and real text disagree on NaN/Inf rates, then the
+    verdict per precision and the file."""
     from client import fidelity as fid
 
     click.echo(fid.format_table(records))
     gaps = fid.random_vs_text(records)
     if gaps:
         click.echo("\nRandom ids vs real text (NaN/Inf rates)\n" + fid.format_random_vs_text(gaps))
-    click.echo(f"\nwrote {path}")
+    click.echo("\n" + fid.format_summary(records, path, tolerances))
 
 
 @cli.command()
-@click.option("--model", required=True, help="Short model name of a checkpoint with a classification head.")
-@click.option("--precisions", default="fp32,fp16,hybrid", show_default=True)
+@list_option("--models", required=True, help="Short model names of checkpoints with a classification head.")
+@list_option("--precisions", default="fp32,fp16,hybrid", choices=PRECISIONS)
 @click.option(
     "--dataset",
     type=click.Choice(["shipped", "hub"]),
@@ -241,27 +261,27 @@ def _echo_fidelity(records: list[FidelityRecord], path: Path) -> None:
     show_default=True,
     help="shipped: data/sentiment.tsv; hub: GLUE SST-2 validation via `datasets`.",
 )
-@click.option("--runtime", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True)
-@click.option("--seq", type=int, default=128, show_default=True, help="Tokens per sentence (truncated and padded).")
+@list_option("--runtimes", default=DEFAULT_RUNTIME, choices=RUNTIMES)
+@list_option("--seq-lens", default="128", help="Tokens per sentence, truncated and padded (one length).")
 @click.option("--repository", type=click.Path(path_type=Path), default=DEFAULT_REPOSITORY, show_default=True)
-@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help="Results root: OUT/<device>/.")
 @click.option("--serve", is_flag=True, help="Start a server on --repository (free ports) for this run, stop it after.")
 @server_options
 def task(
-    model: str,
+    models: str,
     precisions: str,
     dataset: str,
-    runtime: str,
-    seq: int,
+    runtimes: str,
+    seq_lens: str,
     repository: Path,
-    results_dir: Path,
+    out: Path,
     serve: bool,
     url: str | None,
     protocol: str,
     timeout: float,
     retries: int,
 ) -> None:
-    """Task accuracy of each precision on a labelled sentiment set, and agreement with fp32."""
+    """Task accuracy of each precision on a labelled sentiment set, and agreement with fp32; OUT/<device>/task_<model>.json."""
     import json
 
     from client import fidelity as fid
@@ -271,17 +291,22 @@ def task(
     from toolkit.repository.lookup import find_tokenizer
 
     chosen = list(comma_items(precisions, "--precisions", PRECISIONS))
+    chosen_runtimes = comma_items(runtimes, "--runtimes", RUNTIMES)
+    seq = int(one_item(seq_lens, "--seq-lens", "every sentence is padded to one length"))
     labelled = load_sentiment(dataset)  # type: ignore[arg-type]
     with _ready_client(serve, repository, url, protocol, timeout, retries) as client:
-        records = task_accuracy(client, load_tokenizer_file(find_tokenizer(repository, model)), model, labelled, chosen, runtime, seq)
-    path = fid.results_dir(results_dir, fid.environment()) / f"task_{model}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([record.as_dict() for record in records], indent=2))
-    for record in records:
-        click.echo(
-            f"{record.model} {record.precision}: accuracy {record.accuracy:.3f}, agreement with fp32 {record.agreement_with_fp32:.3f}, NaN rows {record.nan_rows} ({record.examples} examples)"
-        )
-    click.echo(f"wrote {path}")
+        for model in comma_items(models, "--models"):
+            tokenizer = load_tokenizer_file(find_tokenizer(repository, model))
+            records = [r for runtime in chosen_runtimes for r in task_accuracy(client, tokenizer, model, labelled, chosen, runtime, seq)]
+            path = fid.results_dir(out, fid.environment()) / f"task_{model}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps([record.as_dict() for record in records], indent=2))
+            for record in records:
+                click.echo(
+                    f"{record.model} {record.precision} {record.runtime}: accuracy {record.accuracy:.3f}, agreement with fp32 "
+                    f"{record.agreement_with_fp32:.3f}, NaN rows {record.nan_rows} ({record.examples} examples)"
+                )
+            click.echo(f"wrote {path}")
 
 
 @contextmanager

@@ -1,6 +1,5 @@
-"""``python -m perf``."""
+"""``python -m perf``: a missing package is reported in one line (``toolkit.cli.run_main``)."""
 
-from perf.cli import main
+from toolkit.cli import run_main
 
-if __name__ == "__main__":
-    main()
+run_main("perf.cli", "main", "-m perf")

@@ -125,7 +125,7 @@ class PerfAnalyzerArgs:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise BadInputError(f"batch size {self.batch_size} is below 1; pass --batch 1 or more")
+            raise BadInputError(f"batch size {self.batch_size} is below 1; pass --batch-sizes 1 or more")
         low, high = self.concurrency
         if not 1 <= low <= high:
             raise BadInputError(f"concurrency range {low}:{high} must satisfy 1 <= start <= end; fix --concurrency")

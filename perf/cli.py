@@ -12,8 +12,9 @@ from typing import Any, cast
 import click
 
 from perf.records import GridEnginePoint, GridMeasurement, GridMemory, Timed
-from toolkit.cli_values import comma_ints, comma_items
-from toolkit.errors import ToolkitError
+from toolkit.cli import CONTEXT_SETTINGS, list_option
+from toolkit.cli_values import comma_ints, comma_items, one_item
+from toolkit.errors import BadInputError, ToolkitError
 from toolkit.measurement.timing import Device
 
 
@@ -26,7 +27,16 @@ def _ints(value: str | None, flag: str) -> tuple[int, ...] | None:
     return None if value is None else comma_ints(value, flag)
 
 
-@click.group()
+def _one_length(value: str | None, why: str = "a load plan sends texts of one length") -> int | None:
+    """The one ``--seq-lens`` value of a command that takes one (None when absent)."""
+    return None if value is None else _length(value, why)
+
+
+def _length(value: str, why: str) -> int:
+    return comma_ints(one_item(value, "--seq-lens", why), "--seq-lens")[0]
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def main(verbose: bool) -> None:
     """Measure the Triton repository: perf_analyzer sweeps, engine-only timings, and the report."""
@@ -34,7 +44,7 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--sweep", "sweep_name", default="default", show_default=True, help="Named sweep: default, gpu or paper.")
+@click.option("--plan", "sweep_name", default="default", show_default=True, help="Named sweep: default, gpu or paper.")
 @click.option("--url", default="localhost:8001", show_default=True, help="Triton gRPC address.")
 @click.option("--metrics-url", default=None, help="Triton metrics endpoint for GPU metrics (default localhost:8002/metrics).")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
@@ -45,13 +55,13 @@ def main(verbose: bool) -> None:
     default=None,
     help="tokenizer.json to make inputs from (default: the repository's tokenizer model).",
 )
-@click.option("--models", default=None, help="Override the sweep's models, e.g. minilm,gpt2.")
-@click.option("--precisions", default=None, help="Override precisions, e.g. fp16,hybrid.")
-@click.option("--batch", "batch_sizes", default=None, help="Override batch sizes, e.g. 1,8.")
-@click.option("--seq", "seq_lens", default=None, help="Override sequence lengths, e.g. 32,128.")
+@list_option("--models", help="Override the sweep's models, e.g. minilm,gpt2.")
+@list_option("--precisions", help="Override precisions, e.g. fp16,hybrid.")
+@list_option("--batch-sizes", help="Override batch sizes, e.g. 1,8.")
+@list_option("--seq-lens", help="Override sequence lengths, e.g. 32,128.")
 @click.option("--concurrency", "concurrencies", default=None, help="Override concurrency levels, e.g. 1,2.")
 @click.option("--targets", default=None, help="engine, ensemble or both: engine,ensemble.")
-@click.option("--runtimes", default=None, help="onnxruntime, tensorrt or both.")
+@list_option("--runtimes", help="onnxruntime, tensorrt or both.")
 @click.option(
     "--cpu-baseline/--no-cpu-baseline",
     default=True,
@@ -86,8 +96,8 @@ def sweep(
             sweep_name,
             models=_items(models, "--models"),
             precisions=_items(precisions, "--precisions"),
-            batch_sizes=_ints(batch_sizes, "--batch"),
-            seq_lens=_ints(seq_lens, "--seq"),
+            batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+            seq_lens=_ints(seq_lens, "--seq-lens"),
             concurrencies=_ints(concurrencies, "--concurrency"),
             targets=_items(targets, "--targets"),
             runtimes=_items(runtimes, "--runtimes"),
@@ -113,12 +123,12 @@ def sweep(
 @click.option("--url", default="localhost:8001", show_default=True, help="Triton gRPC address.")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-@click.option("--models", default=None, help="Override the plan's models, e.g. minilm,bert-base-uncased.")
-@click.option("--precisions", default=None, help="Override precisions, e.g. fp16,hybrid.")
+@list_option("--models", help="Override the plan's models, e.g. minilm,bert-base-uncased.")
+@list_option("--precisions", help="Override precisions, e.g. fp16,hybrid.")
 @click.option("--paths", default=None, help="ensemble, onehop (built with build_engines.py --one-hop) or both.")
-@click.option("--texts", "texts_per_request", default=None, help="Texts per request, e.g. 1,4,16.")
+@list_option("--texts-per-request", help="Texts per request, e.g. 1,4,16.")
 @click.option("--concurrency", "concurrencies", default=None, help="Concurrency levels, e.g. 1,8,64.")
-@click.option("--seq", "seq_len", type=click.IntRange(min=2), default=None, help="Tokens per text.")
+@list_option("--seq-lens", help="Tokens per text (one length; default: the plan's).")
 @click.option("--window-ms", type=click.IntRange(min=100), default=None, help="perf_analyzer's measurement window.")
 @click.option(
     "--state-dir",
@@ -138,7 +148,7 @@ def load(
     paths: str | None,
     texts_per_request: str | None,
     concurrencies: str | None,
-    seq_len: int | None,
+    seq_lens: str | None,
     window_ms: int | None,
     state_dir: Path,
     no_progress: bool,
@@ -155,9 +165,9 @@ def load(
             "models": _items(models, "--models"),
             "precisions": _items(precisions, "--precisions"),
             "paths": _items(paths, "--paths"),
-            "texts_per_request": _ints(texts_per_request, "--texts"),
+            "texts_per_request": _ints(texts_per_request, "--texts-per-request"),
             "concurrencies": _ints(concurrencies, "--concurrency"),
-            "seq_len": seq_len,
+            "seq_len": _one_length(seq_lens),
             "window_ms": window_ms,
         }
         plan = dataclasses.replace(LOADS[plan_name], **{k: v for k, v in overrides.items() if v is not None})
@@ -169,36 +179,36 @@ def load(
 
 
 @main.command()
-@click.option("--model", required=True, help="Model short name in the repository, e.g. minilm.")
-@click.option("--precision", default="fp16", show_default=True, help="The precision whose serving is tuned.")
+@list_option("--models", required=True, help="The model (one short name in the repository), e.g. minilm.")
+@list_option("--precisions", default="fp16", help="The precision whose serving is tuned (one).")
 @click.option("--p99-ms", type=click.FloatRange(min=0, min_open=True), required=True, help="The p99 budget a configuration must keep.")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--plan", "plan_name", default="load", show_default=True, help="The load plan whose levels measure each candidate.")
 @click.option("--concurrency", "concurrencies", default="32,128", show_default=True, help="Levels each candidate is measured at.")
-@click.option("--texts", "texts", type=click.IntRange(min=1), default=1, show_default=True, help="Texts per request.")
-@click.option("--seq", "seq_len", type=click.IntRange(min=2), default=None, help="Tokens per text (default: the plan's).")
+@list_option("--texts-per-request", default="1", help="Texts per request (one number).")
+@list_option("--seq-lens", help="Tokens per text (one length; default: the plan's).")
 @click.option("--window-ms", type=click.IntRange(min=100), default=None, help="perf_analyzer's window (default: the plan's).")
 @click.option("--paths", default="ensemble,onehop", show_default=True, help="Serving paths to try (onehop where built).")
 @click.option("--tokenizer-instances", default="1,2,4,8", show_default=True)
 @click.option("--engine-instances", default="1,2,4", show_default=True)
-@click.option("--queue-delay-us", default="0,200,1000", show_default=True, help="Dynamic batcher queue delays to try.")
+@click.option("--max-queue-delay-us", default="0,200,1000", show_default=True, help="Dynamic batcher queue delays to try.")
 @click.option("--apply/--no-apply", default=False, show_default=True, help="Keep the best configuration in the repository (and its manifest).")
 def tune(
-    model: str,
-    precision: str,
+    models: str,
+    precisions: str,
     p99_ms: float,
     repository: Path,
     out: Path,
     plan_name: str,
     concurrencies: str,
-    texts: int,
-    seq_len: int | None,
+    texts_per_request: str,
+    seq_lens: str | None,
     window_ms: int | None,
     paths: str,
     tokenizer_instances: str,
     engine_instances: str,
-    queue_delay_us: str,
+    max_queue_delay_us: str,
     apply: bool,
 ) -> None:
     """Search serving options of MODEL's text ensemble (and one-hop model) on a server of its own: the highest
@@ -211,10 +221,13 @@ def tune(
     try:
         if plan_name not in LOADS:
             raise click.BadParameter(f"{plan_name!r}: choose from {', '.join(LOADS)}", param_hint="--plan")
+        model = one_item(models, "--models", "a tune searches one model's serving options")
+        precision = one_item(precisions, "--precisions", "the serving options it keeps are shared by the model's precisions")
+        texts = int(one_item(texts_per_request, "--texts-per-request", "each candidate is measured at one request size"))
         changes: dict[str, Any] = {"concurrencies": comma_ints(concurrencies, "--concurrency"), "texts_per_request": (texts,), "precisions": (precision,)}
-        changes.update({k: v for k, v in (("seq_len", seq_len), ("window_ms", window_ms)) if v is not None})
+        changes.update({k: v for k, v in (("seq_len", _one_length(seq_lens)), ("window_ms", window_ms)) if v is not None})
         plan = dataclasses.replace(LOADS[plan_name], models=(model,), **changes)
-        delays = tuple(int(d) for d in comma_items(queue_delay_us, "--queue-delay-us"))
+        delays = tuple(int(d) for d in comma_items(max_queue_delay_us, "--max-queue-delay-us"))
         space = Space(comma_items(paths, "--paths"), comma_ints(tokenizer_instances, "--tokenizer-instances"),
                       comma_ints(engine_instances, "--engine-instances"), delays)  # fmt: skip
         explicit = ServerOptions(model_control="explicit", load_models=("*",))
@@ -229,59 +242,53 @@ def tune(
 
 
 @main.command()
-@click.option("--model", required=True, help="Model short name in the repository, e.g. minilm.")
+@list_option("--models", required=True, help="Model short names in the repository, e.g. minilm.")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-@click.option("--tokenizer", type=click.Path(path_type=Path, exists=True), default=None)
-@click.option("--precisions", default="fp32,fp16,hybrid", show_default=True)
-@click.option("--batch", "batch_size", type=int, default=1, show_default=True)
-@click.option("--seq", "seq_len", type=int, default=128, show_default=True)
+@click.option("--tokenizer", type=click.Path(path_type=Path, exists=True), default=None, help="tokenizer.json (only with one model).")
+@list_option("--precisions", default="fp32,fp16,hybrid")
+@list_option("--batch-sizes", default="1")
+@list_option("--seq-lens", default="128")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--cuda-graph", is_flag=True, help="CUDA EP only: replay a captured CUDA graph.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=False, show_default=True, help="CUDA EP only: replay a captured CUDA graph.")
 @click.option("--runs", type=int, default=50, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)
 @click.option("--torch/--no-torch", "with_torch", default=False, show_default=True, help="Also time the model in PyTorch eager on --device (rebuilt from its manifest).")
 def engine(
-    model: str,
+    models: str,
     repository: Path,
     out: Path,
     tokenizer: Path | None,
     precisions: str,
-    batch_size: int,
-    seq_len: int,
+    batch_sizes: str,
+    seq_lens: str,
     device: str,
-    cuda_graph: bool,
+    cuda_graphs: bool,
     runs: int,
     warmup: int,
     with_torch: bool,
 ) -> None:
-    """Time the repository's ONNX engines outside Triton (plus the CPU FP32 baseline and PyTorch eager)."""
+    """Time the repository's ONNX engines outside Triton (plus the CPU FP32 baseline and PyTorch eager), at every
+    model, batch size and length."""
     from perf.engine_timing import time_engines
     from perf.torch_models import torch_baseline
 
-    factory = (lambda: torch_baseline(repository, model)) if with_torch else None
     try:
-        records, path = time_engines(
-            model,
-            repository,
-            out,
-            precisions=_items(precisions, "--precisions") or (),
-            batch_size=batch_size,
-            seq_len=seq_len,
-            device=cast(Device, device),
-            cuda_graph=cuda_graph,
-            runs=runs,
-            warmup=warmup,
-            tokenizer=tokenizer,
-            torch_factory=factory,
-        )
+        names = comma_items(models, "--models")
+        if tokenizer is not None and len(names) > 1:
+            raise BadInputError("--tokenizer names one model's tokenizer: give one model with it, or drop it")
+        shapes = [(b, q) for b in comma_ints(batch_sizes, "--batch-sizes") for q in comma_ints(seq_lens, "--seq-lens")]
+        for model, (batch_size, seq_len) in ((m, shape) for m in names for shape in shapes):
+            factory = functools.partial(torch_baseline, repository, model) if with_torch else None
+            records, path = time_engines(
+                model, repository, out, precisions=comma_items(precisions, "--precisions"), batch_size=batch_size, seq_len=seq_len,
+                device=cast(Device, device), cuda_graph=cuda_graphs, runs=runs, warmup=warmup, tokenizer=tokenizer, torch_factory=factory,
+            )  # fmt: skip
+            for record in records:
+                click.echo(f"{record.key}: " + (f"median {record.median_ms:.3f} ms, p90 {record.p90_ms:.3f} ms" if record.ok else f"error {record.error}"))
+            click.echo(f"appended to {path}")
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
-    for record in records:
-        click.echo(f"{record.key}: " + (f"median {record.median_ms:.3f} ms, p90 {record.p90_ms:.3f} ms" if record.ok else f"error {record.error}"))
-    click.echo(f"appended to {path}")
-
-
 
 
 def _grid_line(record: GridMeasurement) -> str:
@@ -298,12 +305,12 @@ def _grid_line(record: GridMeasurement) -> str:
 
 
 @main.command()
-@click.option("--models", default="bert-base-uncased,gpt2", show_default=True, help="Models in the repository.")
+@list_option("--models", default="bert-base-uncased,gpt2", help="Models in the repository.")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-@click.option("--precisions", default="fp32,fp16,hybrid", show_default=True)
-@click.option("--batch", "batch_sizes", default="1,2,4,8,16,32", show_default=True)
-@click.option("--seq", "seq_lens", default="32,64,128,256,512", show_default=True)
+@list_option("--precisions", default="fp32,fp16,hybrid")
+@list_option("--batch-sizes", default="1,2,4,8,16,32")
+@list_option("--seq-lens", default="32,64,128,256,512")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cuda", show_default=True)
 @click.option("--graph-token-limit", type=int, default=4096, show_default=True, help="CUDA graphs for shapes of at most this many tokens.")
 @click.option("--seconds", "target_seconds", type=float, default=0.3, show_default=True, help="Timing budget per point.")
@@ -332,8 +339,8 @@ def grid(
         plan = GridPlan(
             models=_items(models, "--models") or (),
             precisions=_items(precisions, "--precisions") or (),
-            batch_sizes=_ints(batch_sizes, "--batch") or (),
-            seq_lens=_ints(seq_lens, "--seq") or (),
+            batch_sizes=_ints(batch_sizes, "--batch-sizes") or (),
+            seq_lens=_ints(seq_lens, "--seq-lens") or (),
             device=cast(Device, device),
             graph_token_limit=graph_token_limit,
             target_seconds=target_seconds,
@@ -355,21 +362,21 @@ def report(out: Path) -> None:
 
 
 @main.command()
-@click.option("--model", required=True, help="Triton model to profile: an engine (minilm_fp16_onnx) or a text ensemble (minilm_fp16).")
+@list_option("--models", required=True, help="Triton models to profile, one after the other: engines (minilm_fp16_onnx) or text ensembles (minilm_fp16).")
 @click.option("--repository", type=click.Path(path_type=Path, exists=True, file_okay=False), default=Path("model_repository"), show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for the config, input data and results (default build/model_analyzer/MODEL).")
-@click.option("--seq", "seq_len", type=int, default=128, show_default=True, help="Tokens per input row (capped at the model's max_seq_len).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for the config, input data and results (default build/model_analyzer/MODEL; only with one model).")
+@list_option("--seq-lens", default="128", help="Tokens per input row (one length, capped at the model's max_seq_len).")
 @click.option("--concurrency", default=None, help="Concurrency values instead of Model Analyzer's search, e.g. 1,2,4.")
-@click.option("--batch", "batch_sizes", default=None, help="Batch sizes instead of Model Analyzer's search, e.g. 1,8.")
+@list_option("--batch-sizes", help="Batch sizes instead of Model Analyzer's search, e.g. 1,8.")
 @click.option("--http-port", type=int, default=8100, show_default=True, help="Ports of the analyzer's own server, beside `make serve`'s.")
 @click.option("--grpc-port", type=int, default=8101, show_default=True)
 @click.option("--metrics-port", type=int, default=8102, show_default=True)
 @click.option("--config-only", is_flag=True, help="Write the config and input data, print the command, start nothing.")
 def analyze(
-    model: str,
+    models: str,
     repository: Path,
     out: Path | None,
-    seq_len: int,
+    seq_lens: str,
     concurrency: str | None,
     batch_sizes: str | None,
     http_port: int,
@@ -377,26 +384,31 @@ def analyze(
     metrics_port: int,
     config_only: bool,
 ) -> None:
-    """Triton Model Analyzer on MODEL: a loopback server of its own in explicit model control, input data from
-    the repository's tokenizer, tritonclient's perf_analyzer."""
+    """Triton Model Analyzer on each model: a loopback server of its own in explicit model control, input data from
+    the repository's tokenizer, tritonclient's perf_analyzer. Exit status: the worst of Model Analyzer's."""
     from perf.model_analyzer import AnalyzerRequest, find_model_analyzer, run_model_analyzer, write_model_analyzer_config
     from toolkit.serving.server import Ports
 
+    status = 0
     try:
-        request = AnalyzerRequest(
-            model=model,
-            repository=repository,
-            out_dir=out or Path("build/model_analyzer") / model,
-            seq_len=seq_len,
-            ports=Ports(http=http_port, grpc=grpc_port, metrics=metrics_port),
-            concurrency=_ints(concurrency, "--concurrency") or (),
-            batch_sizes=_ints(batch_sizes, "--batch") or (),
-        )
-        if config_only:
-            config = write_model_analyzer_config(request)
-            click.echo(f"{find_model_analyzer()} profile -f {config}  # needs a server on :{grpc_port}, in explicit model control unless the config says reload_model_disable")
-            return
-        status = run_model_analyzer(request)
+        names = comma_items(models, "--models")
+        if out is not None and len(names) > 1:
+            raise BadInputError("--out holds one model's files: give one model with it, or drop it")
+        for model in names:
+            request = AnalyzerRequest(
+                model=model,
+                repository=repository,
+                out_dir=out or Path("build/model_analyzer") / model,
+                seq_len=_length(seq_lens, "the input data has one length"),
+                ports=Ports(http=http_port, grpc=grpc_port, metrics=metrics_port),
+                concurrency=_ints(concurrency, "--concurrency") or (),
+                batch_sizes=_ints(batch_sizes, "--batch-sizes") or (),
+            )
+            if config_only:
+                config = write_model_analyzer_config(request)
+                click.echo(f"{find_model_analyzer()} profile -f {config}  # needs a server on :{grpc_port}, in explicit model control unless the config says reload_model_disable")
+                continue
+            status = max(status, run_model_analyzer(request))
     except ToolkitError as error:
         raise click.ClickException(str(error)) from error
     raise SystemExit(status)

@@ -46,7 +46,7 @@ def _window_ids(tokenizer: Tokenizer, seq_len: int, offset: int) -> tuple[list[i
 def token_samples(tokenizer_path: Path, seq_len: int, n_samples: int) -> list[dict[str, list[int]]]:
     """``n_samples`` different windows of real text, each exactly ``seq_len`` tokens, unpadded."""
     if seq_len < 2:
-        raise BadInputError(f"sequence length {seq_len} is below 2; pass --seq 2 or more")
+        raise BadInputError(f"sequence length {seq_len} is below 2; pass --seq-lens 2 or more")
     tokenizer = cached_tokenizer(Path(tokenizer_path))
     samples = []
     for i in range(n_samples):

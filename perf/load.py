@@ -63,7 +63,7 @@ class LoadPlan:
         if bad:
             raise BadInputError(f"paths {bad} unknown: choose from {','.join(PATHS)} (--paths)")
         if not self.models or min((*self.texts_per_request, *self.concurrencies, self.seq_len, self.window_ms)) < 1:
-            raise BadInputError("a load sweep needs models, and texts per request, concurrencies, --seq and the window >= 1")
+            raise BadInputError("a load sweep needs models, and texts per request, concurrencies, --seq-lens and the window >= 1")
 
     def triton_model(self, model: str, precision: str, path: str) -> str:
         return ensemble_model(model, precision, self.runtime) if path == "ensemble" else onehop_model(model, precision)

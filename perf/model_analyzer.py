@@ -45,7 +45,7 @@ class AnalyzerRequest:
 
     def __post_init__(self) -> None:
         if self.seq_len < 2:
-            raise BadInputError(f"sequence length {self.seq_len}: input data needs 2 tokens or more (--seq 2 or more)")
+            raise BadInputError(f"sequence length {self.seq_len}: input data needs 2 tokens or more (--seq-lens 2 or more)")
         if any(value < 1 for value in (*self.concurrency, *self.batch_sizes)):
             raise BadInputError(f"concurrency {self.concurrency} / batch sizes {self.batch_sizes}: every value must be 1 or more")
 
@@ -75,7 +75,7 @@ def profiled_inputs(repository: Path, model: str) -> ProfiledInputs:
 
     configs = read_configs(repository)
     if model not in configs:
-        raise BadInputError(f"model {model!r} is not in {repository} (it has {', '.join(sorted(configs))}); pass --model one of them")
+        raise BadInputError(f"model {model!r} is not in {repository} (it has {', '.join(sorted(configs))}); pass --models one of them")
     config = configs[model]
     ensembles = [c for c in configs.values() if c.platform == "ensemble" and (c.name == model or any(s.model_name == model for s in c.ensemble_scheduling.step))]
     steps = [step for ensemble in ensembles for step in ensemble.ensemble_scheduling.step if TEXT in step.input_map]

@@ -133,7 +133,7 @@ SWEEPS: dict[str, Sweep] = {
 def get_sweep(name: str, **overrides: Any) -> Sweep:
     """A named sweep from ``SWEEPS`` with fields replaced by the non-None ``overrides``."""
     if name not in SWEEPS:
-        raise BadInputError(f"unknown sweep {name!r}; pass --sweep one of {', '.join(SWEEPS)}")
+        raise BadInputError(f"unknown sweep {name!r}; pass --plan one of {', '.join(SWEEPS)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     return replace(SWEEPS[name], **changes)
 

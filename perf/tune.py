@@ -186,7 +186,7 @@ def tune(
 
     configs = RepositoryConfigs(repository, model, precision, plan.runtime)
     if configs.tokenizer not in configs.names or configs.engine not in configs.names:
-        raise BadInputError(f"{model} {precision} is not built in {repository}: build it first (build_engines.py --model {model})")
+        raise BadInputError(f"{model} {precision} is not built in {repository}: build it first (build_engines.py --models {model})")
     if configs.onehop not in configs.names:
         space = replace(space, path=tuple(p for p in space.path if p != "onehop") or ("ensemble",))
     device = device_info()

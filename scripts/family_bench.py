@@ -22,6 +22,7 @@ from perf.family_report import SHAPES as SHAPES_SHOWN
 from perf.inputs import batch_arrays
 from perf.records import FamilyBench
 from perf.torch_models import torch_baseline
+from toolkit.cli import CONTEXT_SETTINGS, list_option
 from toolkit.cli_values import comma_items
 from toolkit.environment import code_version, device_info
 from toolkit.measurement.timing import Device, Row, TimingBudget, TimingJob, failure, time_callable, time_torch
@@ -80,8 +81,8 @@ def _compiled(compiled: Any, tensors: dict[str, Any], device: Device) -> Row:
         return failure(error)
 
 
-@click.command()
-@click.option("--models", required=True, help="Models built with --gpu (fp16 at least), e.g. bert-base-uncased,roberta-base.")
+@click.command(context_settings=CONTEXT_SETTINGS)
+@list_option("--models", required=True, help="Models built with --gpu (fp16 at least), e.g. bert-base-uncased,roberta-base.")
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True, help="cpu: a smoke run (PyTorch in FP32).")

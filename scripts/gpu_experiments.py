@@ -51,6 +51,7 @@ from perf.engine_grid import GridPlan
 from perf.inputs import batch_arrays, perf_analyzer_data, text_samples, write_perf_analyzer_data
 from perf.records import Experiments
 from perf.server_stats import StatisticsReader
+from toolkit.cli import CONTEXT_SETTINGS, list_option
 from toolkit.cli_values import comma_items
 from toolkit.environment import code_version, device_info
 from toolkit.graphs.causal_attention import live_nodes
@@ -58,7 +59,7 @@ from toolkit.graphs.vocab_padding import unpad_vocab_projection
 from toolkit.measurement.compare import compare_arrays
 from toolkit.measurement.timing import TimingBudget, TimingJob, time_callable, time_for
 from toolkit.models.tokenizers import load_tokenizer_file
-from toolkit.names import TEXT, Precision
+from toolkit.names import DEFAULT_PRECISIONS, TEXT
 from toolkit.repository.configs import config_from_text, config_text
 from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
 from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model
@@ -471,30 +472,36 @@ EXPERIMENTS: dict[str, Callable[[Subject], Any]] = {
 }
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
-@click.option("--model", default="bert-base-uncased", show_default=True)
+@list_option("--models", default="bert-base-uncased", help="Models whose engines the experiments run on, one file each.")
 @click.option("--experiments", "chosen", default=",".join(EXPERIMENTS), show_default=True, help="Comma-separated experiments to run.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-def main(repository: Path, model: str, chosen: str, out: Path) -> None:
-    """Run the experiments on MODEL's engines and write OUT/<gpu>/experiments_<MODEL>.json."""
+def main(repository: Path, models: str, chosen: str, out: Path) -> None:
+    """Run the experiments on each model's engines and write OUT/<gpu>/experiments_<model>.json."""
     names_chosen = comma_items(chosen, "--experiments", allowed=tuple(EXPERIMENTS))
+    for model in comma_items(models, "--models"):
+        click.echo(f"wrote {run_experiments(repository, model, names_chosen, out)}")
+
+
+def run_experiments(repository: Path, model: str, chosen: Iterable[str], out: Path) -> Path:
+    """Each chosen experiment on ``model``'s engines, the record rewritten after each (a timeout keeps what ran)."""
     tokenizer = find_tokenizer(repository, model, None)
     names = list(engine_input_names(repository, model, "fp16", DEFAULT_RUNTIME))
-    files = {precision.value: require_engine_file(repository, model, precision.value) for precision in Precision}
+    files = {precision.value: require_engine_file(repository, model, precision.value) for precision in DEFAULT_PRECISIONS}
     subject = Subject(repository, model, files, tokenizer, names)
     record = Experiments(model=model, device_info=device_info(), code=code_version())
     path = out / record.device_info["name"] / record.file_name
     path.parent.mkdir(parents=True, exist_ok=True)
-    for name in names_chosen:
+    for name in chosen:
         try:
             result = EXPERIMENTS[name](subject)
         except Exception as error:  # one failed experiment must not lose the others' numbers
             result = {"status": f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"}
         record = replace(record, results={**record.results, name: result})
         print(json.dumps({name: result}, indent=1), flush=True)
-        path.write_text(json.dumps(record.to_json(), indent=1) + "\n")  # after each, so a timeout keeps what ran
-    click.echo(f"wrote {path}")
+        path.write_text(json.dumps(record.to_json(), indent=1) + "\n")
+    return path
 
 
 if __name__ == "__main__":

@@ -114,12 +114,12 @@ run_stage() {
       ;;
     build)
       gpu_env
-      # One model per line ("--model" value and its flags), built side by side: each build is mostly single-threaded.
+      # One model per line ("--models" value and its flags), built side by side: each build is mostly single-threaded.
       while read -r spec; do
         [ -n "$spec" ] || continue
         # shellcheck disable=SC2086
         model=${spec%% *}
-        (python3 build_engines.py --model $spec --gpu > "$LOGS/build_${model##*/}.log" 2>&1; echo "build $spec: exit $?") &
+        (python3 build_engines.py --models $spec --gpu > "$LOGS/build_${model##*/}.log" 2>&1; echo "build $spec: exit $?") &
       done <<< "${BUILD_MODELS:-$DEFAULT_BUILD_MODELS}"$'\n'"$(printf '%s --random-weights\n' $FAMILY_MODELS)"
       wait
       grep -h "^error\|wrote\|fused\|matches" "$LOGS"/build_*.log
@@ -127,19 +127,19 @@ run_stage() {
       ;;
     grid)
       gpu_env
-      timeout "${GRID_TIMEOUT:-520}" python3 -m perf grid --models "${GRID_MODELS:-bert-base-uncased,gpt2}" --batch "${GRID_BATCH:-1,2,4,8,16,32}" \
-        --seq "${GRID_SEQ:-32,64,128,256,512}" --out "$RESULTS" --no-progress 2>&1 | tee "$LOGS/grid.log" | grep -v "it/s"
+      timeout "${GRID_TIMEOUT:-520}" python3 -m perf grid --models "${GRID_MODELS:-bert-base-uncased,gpt2}" --batch-sizes "${GRID_BATCH:-1,2,4,8,16,32}" \
+        --seq-lens "${GRID_SEQ:-32,64,128,256,512}" --out "$RESULTS" --no-progress 2>&1 | tee "$LOGS/grid.log" | grep -v "it/s"
       ;;
     experiments)
       gpu_env
       [ "${GPU_TESTS:-1}" = 1 ] && timeout 240 python3 -m pytest -q -m gpu tests/engines -p no:cacheprovider 2>&1 | tail -5 | tee "$LOGS/gpu_tests.log"
-      timeout "${EXPERIMENTS_TIMEOUT:-300}" python3 scripts/gpu_experiments.py --out "$RESULTS" ${EXPERIMENTS:+--experiments "$EXPERIMENTS"} ${EXPERIMENTS_MODEL:+--model "$EXPERIMENTS_MODEL"} 2>&1 | tee "$LOGS/experiments.log"
+      timeout "${EXPERIMENTS_TIMEOUT:-300}" python3 scripts/gpu_experiments.py --out "$RESULTS" ${EXPERIMENTS:+--experiments "$EXPERIMENTS"} ${EXPERIMENTS_MODEL:+--models "$EXPERIMENTS_MODEL"} 2>&1 | tee "$LOGS/experiments.log"
       ;;
     serve)
       ensure_server
       for model in ${FID_MODELS:-minilm bert-base-uncased gpt2}; do
-        timeout 120 python3 -m client fidelity --model "$model" --precisions fp32,fp16,hybrid --batch-sizes 1,8 \
-          --seq-lens 32,128 --inputs random,text --no-check --results-dir "$RESULTS" 2>&1 | tail -14
+        timeout 120 python3 -m client fidelity --models "$model" --precisions fp32,fp16,hybrid --batch-sizes 1,8 \
+          --seq-lens 32,128 --inputs random,text --no-check --out "$RESULTS" 2>&1 | tail -14
       done 2>&1 | tee "$LOGS/fidelity.log"
       ;;
     sweep)
@@ -147,13 +147,13 @@ run_stage() {
       # then the Triton grid, then (with PAPER_TIMEOUT) the rest of the paper's grid, each under its own time
       # limit so the call ends with something to collect.
       ensure_server
-      sweep() { timeout "$1" python3 -m perf sweep --sweep "$2" --no-cpu-baseline --no-progress --out "$RESULTS" "${@:3}" 2>&1 | tail -4; }
+      sweep() { timeout "$1" python3 -m perf sweep --plan "$2" --no-cpu-baseline --no-progress --out "$RESULTS" "${@:3}" 2>&1 | tail -4; }
       {
-        sweep 90 gpu --models bert-base-uncased --batch 1 --seq 128
-        sweep 60 gpu --models bert-base-uncased --targets engine --batch 1 --seq 128
-        sweep "${SWEEP_TIMEOUT:-300}" gpu --models "${SWEEP_MODELS:-bert-base-uncased,gpt2}" --batch "${SWEEP_BATCH:-1,8,32}" \
-          --seq "${SWEEP_SEQ:-32,128,512}" --concurrency "${SWEEP_CONCURRENCY:-1,2}"
-        sweep 60 gpu --models minilm --batch 1,8 --seq 32,128
+        sweep 90 gpu --models bert-base-uncased --batch-sizes 1 --seq-lens 128
+        sweep 60 gpu --models bert-base-uncased --targets engine --batch-sizes 1 --seq-lens 128
+        sweep "${SWEEP_TIMEOUT:-300}" gpu --models "${SWEEP_MODELS:-bert-base-uncased,gpt2}" --batch-sizes "${SWEEP_BATCH:-1,8,32}" \
+          --seq-lens "${SWEEP_SEQ:-32,128,512}" --concurrency "${SWEEP_CONCURRENCY:-1,2}"
+        sweep 60 gpu --models minilm --batch-sizes 1,8 --seq-lens 32,128
         [ "${PAPER_TIMEOUT:-0}" -gt 0 ] && sweep "$PAPER_TIMEOUT" paper
       } | tee -a "$LOGS/sweep.log"
       cp build/server/*.log "$LOGS/" 2>/dev/null
@@ -167,16 +167,16 @@ run_stage() {
     load)
       ensure_server
       timeout "${LOAD_TIMEOUT:-420}" python3 -m perf load --models "${LOAD_MODELS:-bert-base-uncased,minilm}" --precisions fp16 \
-        --paths ensemble,onehop --texts 1 --concurrency "${LOAD_CONCURRENCY:-1,16,64,128,256}" --out "$RESULTS" --no-progress 2>&1 \
+        --paths ensemble,onehop --texts-per-request 1 --concurrency "${LOAD_CONCURRENCY:-1,16,64,128,256}" --out "$RESULTS" --no-progress 2>&1 \
         | tee -a "$LOGS/load.log" | grep -v "it/s"
       # Engine-only throughput at the batch sizes the server formed (serving efficiency in the report).
-      timeout 120 python3 -m perf grid --models "${LOAD_MODELS:-bert-base-uncased,minilm}" --precisions fp16 --batch 1,2,4,8,16,32 \
-        --seq 128 --no-cpu-baseline --no-torch --out "$RESULTS" --no-progress 2>&1 | tee -a "$LOGS/load.log" | tail -3
+      timeout 120 python3 -m perf grid --models "${LOAD_MODELS:-bert-base-uncased,minilm}" --precisions fp16 --batch-sizes 1,2,4,8,16,32 \
+        --seq-lens 128 --no-cpu-baseline --no-torch --out "$RESULTS" --no-progress 2>&1 | tee -a "$LOGS/load.log" | tail -3
       ;;
     tune)
       ensure_server
-      timeout "${TUNE_TIMEOUT:-420}" python3 -m perf tune --model bert-base-uncased --precision fp16 --p99-ms 20 --concurrency 128 \
-        --tokenizer-instances 4,8 --engine-instances 2,4 --queue-delay-us 0,500 --out "$RESULTS" 2>&1 | tee -a "$LOGS/tune.log" | grep -v "it/s"
+      timeout "${TUNE_TIMEOUT:-420}" python3 -m perf tune --models bert-base-uncased --precisions fp16 --p99-ms 20 --concurrency 128 \
+        --tokenizer-instances 4,8 --engine-instances 2,4 --max-queue-delay-us 0,500 --out "$RESULTS" 2>&1 | tee -a "$LOGS/tune.log" | grep -v "it/s"
       ;;
     precision)
       gpu_env
@@ -188,7 +188,7 @@ run_stage() {
         # shellcheck disable=SC2086
         timeout 200 python3 -m toolkit.precision search $spec --out "$RESULTS/$folder/precision/$name" 2>&1 \
           | tee "$LOGS/precision_$name.log" | grep -v "it/s\|candidate/s\|batch/s" | tail -12
-      done <<< "${PRECISION_MODELS:-$'--name bert-base --model bert-base-uncased --random-weights\n--name gpt2 --model gpt2 --random-weights\n--name minilm --model minilm\n--name outlier --model minilm --layers 2 --outlier 30000'}"
+      done <<< "${PRECISION_MODELS:-$'--name bert-base --models bert-base-uncased --random-weights\n--name gpt2 --models gpt2 --random-weights\n--name minilm --models minilm\n--name outlier --models minilm --layers 2 --outlier 30000'}"
       ;;
     stop)
       gpu_env

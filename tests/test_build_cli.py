@@ -24,7 +24,7 @@ from toolkit.repository.configs import ServingOptions
 from toolkit.repository.naming import engine_model
 
 TINY = [
-    "--model",
+    "--models",
     "minilm",
     "--layers",
     "1",
@@ -47,16 +47,16 @@ def _run(*args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--model", "/no/such/folder"], "does not exist"),
-        (["--model", "minilm", "--precisions", "fp8"], "unknown precision 'fp8'"),
-        (["--model", "minilm", "--max-batch", "0"], "--max-batch must be >= 1"),
-        (["--model", "minilm", "--max-seq", "4096"], "exceeds minilm's 512 positions"),
-        (["--model", "minilm", "--runtimes", "tvm"], "unknown runtime"),
-        (["--model", "minilm", "--keep-fp32", "Softmaxx"], "unknown ONNX op types"),
-        (["--model", "no-such-org/no-such-model-xyz"], "cannot load model"),
-        (["--model", "minilm", "--cpu", "--cuda-graphs"], "CUDA graphs only exist on the CUDA provider"),
-        (["--model", "minilm", "--seq-buckets", "32,x"], "--seq-buckets '32,x': expected comma-separated positive integers"),
-        (["--model", "minilm", "--gpu", "--seq-buckets", "128,64"], "need increasing lengths"),
+        (["--models", "/no/such/folder"], "does not exist"),
+        (["--models", "minilm", "--precisions", "fp8"], "unknown precision 'fp8'"),
+        (["--models", "minilm", "--max-batch", "0"], "--max-batch must be >= 1"),
+        (["--models", "minilm", "--max-seq", "4096"], "exceeds minilm's 512 positions"),
+        (["--models", "minilm", "--runtimes", "tvm"], "unknown runtime"),
+        (["--models", "minilm", "--keep-fp32", "Softmaxx"], "unknown ONNX op types"),
+        (["--models", "no-such-org/no-such-model-xyz"], "cannot load model"),
+        (["--models", "minilm", "--cpu", "--cuda-graphs"], "CUDA graphs only exist on the CUDA provider"),
+        (["--models", "minilm", "--seq-buckets", "32,x"], "--seq-buckets '32,x': expected comma-separated positive integers"),
+        (["--models", "minilm", "--gpu", "--seq-buckets", "128,64"], "need increasing lengths"),
     ],
 )
 def test_build_cli_fails_with_one_line_error_when_input_is_bad(args: list[str], expected: str, tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_build_cli_rejects_unsupported_architecture(tmp_path: Path) -> None:
     folder = tmp_path / "t5"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 64}))
-    code, output = _run("--model", str(folder), "--repository", str(tmp_path / "repo"))
+    code, output = _run("--models", str(folder), "--repository", str(tmp_path / "repo"))
     assert code == 2 and "supported: bert, roberta, xlm-roberta, distilbert, mpnet, modernbert, gpt2" in output
     assert "one module under toolkit/models/families/" in output
 

@@ -31,9 +31,9 @@ def test_comma_values_name_the_flag_when_bad(call: object, message: str) -> None
 
 
 def test_perf_cli_prints_one_line_error_when_batch_is_not_integers() -> None:
-    result = CliRunner().invoke(perf_main, ["sweep", "--batch", "1,eight"])
+    result = CliRunner().invoke(perf_main, ["sweep", "--batch-sizes", "1,eight"])
     assert result.exit_code == 1
-    assert "Error: --batch '1,eight': expected comma-separated positive integers" in result.output
+    assert "Error: --batch-sizes '1,eight': expected comma-separated positive integers" in result.output
 
 
 def test_gpu_indices_takes_all_the_visible_gpus_or_distinct_indices() -> None:

@@ -1,4 +1,4 @@
-"""Comma-separated option values (``--precisions fp16,hybrid``, ``--batch 1,8``), parsed one way for every CLI.
+"""Comma-separated option values (``--precisions fp16,hybrid``, ``--batch-sizes 1,8``), parsed one way for every CLI.
 
 Errors are BadInputError naming the flag, which each CLI prints as its one-line error.
 """
@@ -46,3 +46,12 @@ def gpu_indices(value: str, flag: str, visible: int) -> tuple[int, ...]:
     if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
         raise BadInputError(f"{flag} {value!r}: expected distinct GPU indices >= 0, e.g. 0,1")
     return indices
+
+
+def one_item(value: str, flag: str, why: str) -> str:
+    """The single item of a list option where a command takes exactly one (``why`` says why, e.g. "a tune
+    searches one model's serving options")."""
+    items = comma_items(value, flag)
+    if len(items) != 1:
+        raise BadInputError(f"{flag} {value!r}: give exactly one ({why})")
+    return items[0]

@@ -29,7 +29,7 @@ def _one_error_line(err: str) -> str:
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_infer_exits_nonzero_with_one_line_when_server_down(capsys: pytest.CaptureFixture[str], dead_port: int, protocol: str) -> None:
     url = f"127.0.0.1:{dead_port}"
-    code, err = _run(capsys, "infer", "hello", "--model", "minilm", "--url", url, "--protocol", protocol,
+    code, err = _run(capsys, "infer", "hello", "--models", "minilm", "--url", url, "--protocol", protocol,
                      "--retries", "1")  # fmt: skip
     assert code != 0
     line = _one_error_line(err)
@@ -37,12 +37,12 @@ def test_infer_exits_nonzero_with_one_line_when_server_down(capsys: pytest.Captu
 
 
 def test_fidelity_exits_nonzero_with_one_line_when_server_down(capsys: pytest.CaptureFixture[str], dead_port: int) -> None:
-    code, err = _run(capsys, "fidelity", "--model", "minilm", "--url", f"127.0.0.1:{dead_port}", "--retries", "0")
+    code, err = _run(capsys, "fidelity", "--models", "minilm", "--url", f"127.0.0.1:{dead_port}", "--retries", "0")
     assert code != 0 and "make serve" in _one_error_line(err)
 
 
 def test_infer_exits_nonzero_with_one_line_when_precision_unknown(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = _run(capsys, "infer", "hello", "--model", "minilm", "--precision", "fp8")
+    code, err = _run(capsys, "infer", "hello", "--models", "minilm", "--precisions", "fp8")
     assert code == 2 and "fp8" in _one_error_line(err)
 
 
@@ -54,12 +54,12 @@ def test_infer_exits_nonzero_with_one_line_when_precision_unknown(capsys: pytest
 def test_fidelity_exits_nonzero_with_one_line_when_list_invalid(
     capsys: pytest.CaptureFixture[str], flag: str, value: str, expected: str
 ) -> None:
-    code, err = _run(capsys, "fidelity", "--model", "minilm", flag, value)
+    code, err = _run(capsys, "fidelity", "--models", "minilm", flag, value)
     assert code != 0 and expected in _one_error_line(err)
 
 
 def test_infer_exits_nonzero_with_one_line_when_text_missing(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = _run(capsys, "infer", "--model", "minilm")
+    code, err = _run(capsys, "infer", "--models", "minilm")
     assert code == 2 and "TEXTS" in _one_error_line(err)
 
 

@@ -178,14 +178,15 @@ def test_cli_infer_and_fidelity_succeed_when_server_up(
     served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, repository = served
-    assert main(["infer", "hello world", "--model", "tinygpt2", "--url", url, "--repository", str(repository)]) == 0
+    assert main(["infer", "hello world", "--models", "tinygpt2", "--url", url, "--repository", str(repository)]) == 0
     assert "next token id" in capsys.readouterr().out
-    assert main(["infer", "hello", "--model", "tinybert", "--precision", "fp32", "--url", url]) == 0
-    assert "norm" in capsys.readouterr().out
+    assert main(["infer", "hello", "--models", "tinybert", "--precisions", "fp32,fp16", "--url", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["tinybert fp32", "tinybert fp16"] and all("norm" in line for line in lines)
     precisions = "fp32,fp16"
     code = main([
-        "fidelity", "--model", "tinybert", "--precisions", precisions, "--batch-sizes", "2", "--seq-lens", "16",
-        "--inputs", "random,text", "--url", url, "--repository", str(repository), "--results-dir", str(tmp_path),
+        "fidelity", "--models", "tinybert", "--precisions", precisions, "--batch-sizes", "2", "--seq-lens", "16",
+        "--inputs", "random,text", "--url", url, "--repository", str(repository), "--out", str(tmp_path),
     ])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
@@ -193,10 +194,15 @@ def test_cli_infer_and_fidelity_succeed_when_server_up(
     (written,) = tmp_path.glob("*/fidelity_*.json")
     payload = json.loads(written.read_text())
     assert len(payload["records"]) == 4 and payload["environment"]["packages"]["tritonclient"]
+    summary = out[out.index("Summary:") :].splitlines()
+    assert [row.split()[:2] for row in summary[2:4]] == [["tinybert", "fp32"], ["tinybert", "fp16"]]
+    assert all(row.endswith("PASS") and " ms (b2 s16, 2 in flight)" in row for row in summary[2:4]), summary
+    assert summary[-1] == f"full record: {written}"
+    assert all(record["latency_ms"] > 0 and record["concurrency"] == 2 for record in payload["records"])
 
 
 def test_cli_fails_with_one_line_when_model_unknown(served: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["infer", "hello", "--model", "nomodel", "--url", served[0]]) == 1
+    assert main(["infer", "hello", "--models", "nomodel", "--url", served[0]]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "available:" in err
 

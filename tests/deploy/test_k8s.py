@@ -20,7 +20,7 @@ import yaml
 from click.testing import CliRunner
 
 from toolkit.deploy import K8sParameters, render
-from toolkit.deploy.__main__ import main as cli
+from toolkit.deploy.cli import main as cli
 from toolkit.errors import BadInputError
 from toolkit.serving.server import DOCKER_IMAGE, DOCKER_PIP_PACKAGES
 

@@ -37,7 +37,7 @@ def test_experiments_record_keeps_each_result_and_a_failure_when_one_experiment_
         raise RuntimeError("no GPU")
 
     monkeypatch.setattr(script, "EXPERIMENTS", {"tokenizer": lambda subject: {"tokens": 128}, "kernel_profile": broken})
-    result = CliRunner().invoke(script.main, ["--model", "m", "--out", str(tmp_path), "--experiments", "tokenizer,kernel_profile"])
+    result = CliRunner().invoke(script.main, ["--models", "m", "--out", str(tmp_path), "--experiments", "tokenizer,kernel_profile"])
     assert result.exit_code == 0, result.output
     (path,) = tmp_path.rglob("experiments_m.json")
     stored = json.loads(path.read_text())

@@ -62,7 +62,7 @@ def test_perf_analyze_profiles_engine_model_on_its_own_server_when_run_by_hand(t
     from toolkit.serving.server import free_ports
 
     out, ports, model = tmp_path / "ma", free_ports(), engine_model(NAME, "fp32")
-    flags = ["--model", model, "--repository", str(tiny_repository), "--out", str(out), "--seq", str(SEQ), "--concurrency", "1", "--batch", "1"]
+    flags = ["--models", model, "--repository", str(tiny_repository), "--out", str(out), "--seq-lens", str(SEQ), "--concurrency", "1", "--batch-sizes", "1"]
     ports_flags = ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics)]
     result = CliRunner().invoke(perf_cli, ["analyze", *flags, *ports_flags])
     assert result.exit_code == 0, result.output

@@ -24,8 +24,8 @@ def _records(out: Path, file: str) -> list[dict[str, object]]:
 
 
 def test_perf_engine_times_each_runner_when_run_on_the_tiny_repository(tiny_repository: Path, tmp_path: Path) -> None:
-    output = _perf("engine", "--model", NAME, "--repository", str(tiny_repository), "--out", str(tmp_path), "--precisions", "fp32",
-                   "--batch", "2", "--seq", "16", "--runs", "3", "--warmup", "1")  # fmt: skip
+    output = _perf("engine", "--models", NAME, "--repository", str(tiny_repository), "--out", str(tmp_path), "--precisions", "fp32",
+                   "--batch-sizes", "2", "--seq-lens", "16", "--runs", "3", "--warmup", "1")  # fmt: skip
     path = Path(output.splitlines()[-1].removeprefix("appended to "))
     assert path.parent.parent == tmp_path  # out/<device>/
     (record,) = rf.read_jsonl(path)
@@ -35,7 +35,7 @@ def test_perf_engine_times_each_runner_when_run_on_the_tiny_repository(tiny_repo
 
 def test_perf_grid_times_every_point_when_run_on_the_tiny_repository(tiny_repository: Path, tmp_path: Path) -> None:
     output = _perf("grid", "--models", NAME, "--repository", str(tiny_repository), "--out", str(tmp_path), "--precisions", "fp32",
-                   "--batch", "1,2", "--seq", "8,16", "--device", "cpu", "--seconds", "0.02", "--no-cpu-baseline", "--no-torch",
+                   "--batch-sizes", "1,2", "--seq-lens", "8,16", "--device", "cpu", "--seconds", "0.02", "--no-cpu-baseline", "--no-torch",
                    "--no-progress")  # fmt: skip
     engines = [r for r in _records(tmp_path, rf.GRID_FILE) if r.get("kind") == "engine"]
     assert sorted(r["key"] for r in engines) == sorted(f"{NAME}|fp32|b{b}|s{s}" for b in (1, 2) for s in (8, 16))
@@ -47,7 +47,7 @@ def test_perf_grid_times_every_point_when_run_on_the_tiny_repository(tiny_reposi
 @pytest.mark.timeout(300)
 def test_perf_sweep_measures_every_configuration_when_run_against_a_server(grpc_url: str, tiny_repository: Path, tmp_path: Path) -> None:
     output = _perf("sweep", "--url", grpc_url, "--repository", str(tiny_repository), "--out", str(tmp_path), "--models", NAME,
-                   "--precisions", "fp32", "--batch", "1,2", "--seq", "16", "--concurrency", "1", "--targets", "engine,ensemble",
+                   "--precisions", "fp32", "--batch-sizes", "1,2", "--seq-lens", "16", "--concurrency", "1", "--targets", "engine,ensemble",
                    "--runtimes", "onnxruntime", "--no-progress")  # fmt: skip
     latest = {r["key"]: r for r in _records(tmp_path, rf.PERF_FILE)}
     assert sorted(latest) == sorted(f"{model}|b{b}|s16|c1" for model in (f"{NAME}_fp32_onnx", f"{NAME}_fp32") for b in (1, 2))

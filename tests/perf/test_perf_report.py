@@ -107,8 +107,8 @@ def test_cli_report_says_run_sweep_when_no_results(tmp_path: Path) -> None:
 
 
 def test_cli_sweep_reports_unknown_sweep_name(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["sweep", "--sweep", "huge", "--out", str(tmp_path)])
-    assert result.exit_code != 0 and "--sweep" in result.output
+    result = CliRunner().invoke(main, ["sweep", "--plan", "huge", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--plan" in result.output
 
 
 def _profile(busy_gemm: float, wall: float) -> dict[str, object]:

@@ -45,7 +45,7 @@ def test_paper_sweep_has_360_configurations_per_runtime() -> None:
 
 
 def test_get_sweep_raises_when_name_unknown() -> None:
-    with pytest.raises(BadInputError, match="--sweep"):
+    with pytest.raises(BadInputError, match="--plan"):
         get_sweep("huge")
 
 

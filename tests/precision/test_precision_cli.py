@@ -17,7 +17,7 @@ def test_cli_rejects_texts_file_with_its_name_when_empty_or_not_utf8(
     texts = tmp_path / "mine.txt"
     texts.write_bytes(content)
     with pytest.raises(SystemExit) as exit_info:
-        main(["search", "--model", "gpt2", "--random-weights", "--texts", str(texts)])
+        main(["search", "--models", "gpt2", "--random-weights", "--texts", str(texts)])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: --texts") and str(texts) in error and message in error and "\n" not in error

@@ -15,7 +15,7 @@ from moto_s3 import MotoS3
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
 from toolkit.errors import BadInputError
 from toolkit.names import Precision
-from toolkit.repository.__main__ import main as cli
+from toolkit.repository.cli import main as cli
 from toolkit.repository.configs import config_from_text
 from toolkit.repository.layout import read_configs, write_model_repository
 from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model

@@ -23,7 +23,7 @@ from toolkit.names import SENTENCE_EMBEDDING, TEXT
 from toolkit.repository.layout import write_model_repository
 from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model
 from toolkit.serving import ServerHandle, ServerOptions, admin_key_from_environment, running_server, server_command
-from toolkit.serving.__main__ import main as cli
+from toolkit.serving.cli import main as cli
 from toolkit.serving.server import ADMIN_KEY_HEADER, ADMIN_KEY_VARIABLE, GRPC_ADMIN_KEY_HEADER, Ports
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]

@@ -34,10 +34,10 @@ BUCKETS = (16, 32)
 MAX_SEQ = 64
 SHAPE = ["--cpu", "--max-batch", "8", "--min-seq", "1", "--opt-seq", "16", "--max-seq", str(MAX_SEQ)]
 # GPT-2 keeps its full width (50257-token vocabulary): fp32 only, to keep the build short.
-GPT2 = ["--model", "gpt2", "--random-weights", "--layers", "2", "--precisions", "fp32", *SHAPE,
+GPT2 = ["--models", "gpt2", "--random-weights", "--layers", "2", "--precisions", "fp32", *SHAPE,
         "--max-queue-delay-us", str(QUEUE_DELAY_US), "--seq-buckets", ",".join(map(str, BUCKETS))]  # fmt: skip
 UNBATCHED = "minilm-unbatched"
-MINILM = ["--model", "minilm", "--layers", "1", "--name", UNBATCHED, "--precisions", "fp32,hybrid", *SHAPE,
+MINILM = ["--models", "minilm", "--layers", "1", "--name", UNBATCHED, "--precisions", "fp32,hybrid", *SHAPE,
           "--no-dynamic-batching", "--engine-instances", "2"]  # fmt: skip
 TEXTS = ["The weather", "Triton serves many models behind one server while the clients wait."]  # rows of different lengths
 

@@ -17,11 +17,11 @@ from moto_s3 import MotoS3, running_moto
 
 from toolkit.errors import ServerError
 from toolkit.names import SENTENCE_EMBEDDING, TEXT
-from toolkit.repository.__main__ import main as repository_cli
+from toolkit.repository.cli import main as repository_cli
 from toolkit.repository.naming import engine_model, ensemble_model
 from toolkit.repository.object_store import push_repository
 from toolkit.serving import ServerHandle, ServerOptions, free_ports, running_server
-from toolkit.serving.__main__ import main as serving_cli
+from toolkit.serving.cli import main as serving_cli
 from toolkit.serving.server import port_in_use
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
@@ -36,7 +36,7 @@ def minilm_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real MiniLM (one layer, FP32, sequences up to 64) built by the real CLI."""
     folder = tmp_path_factory.mktemp("minilm_s3")
     build = [
-        sys.executable, str(ROOT / "build_engines.py"), "--model", "minilm", "--layers", "1", "--precisions", "fp32",
+        sys.executable, str(ROOT / "build_engines.py"), "--models", "minilm", "--layers", "1", "--precisions", "fp32",
         "--max-seq", "64", "--min-seq", "1", "--opt-seq", "32", "--max-batch", "4", "--runtimes", "onnxruntime", "--cpu",
         "--repository", str(folder / "repository"), "--work-dir", str(folder / "work"),
     ]  # fmt: skip

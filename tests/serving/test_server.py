@@ -37,7 +37,7 @@ from toolkit.repository.configs import ServingOptions
 from toolkit.repository.layout import write_model_repository
 from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model
 from toolkit.serving import Ports, ServerOptions, docker_command, free_ports, running_server
-from toolkit.serving.__main__ import main as cli
+from toolkit.serving.cli import main as cli
 from toolkit.serving.server import LOG_TAIL_LINES, port_in_use, server_environment
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]

@@ -1,6 +1,5 @@
-"""``python -m toolkit.precision``."""
+"""``python -m toolkit.precision``: a missing package is reported in one line (``toolkit.cli.run_main``)."""
 
-from toolkit.precision.cli import main
+from toolkit.cli import run_main
 
-if __name__ == "__main__":
-    main()
+run_main("toolkit.precision.cli", "main", "-m toolkit.precision")

@@ -1,7 +1,7 @@
 """``python -m toolkit.precision inspect|search``: thin click commands over ``toolkit.precision.workflow``.
 
-python -m toolkit.precision inspect --model minilm --layers 2 --outlier 30000
-python -m toolkit.precision search --model gpt2 --random-weights --texts my_texts.txt --policy-out gpt2.policy.json
+python -m toolkit.precision inspect --models minilm --layers 2 --outlier 30000
+python -m toolkit.precision search --models gpt2 --random-weights --texts my_texts.txt --policy-out gpt2.policy.json
 """
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ from typing import Any
 
 import click
 
+from toolkit.cli import CONTEXT_SETTINGS, list_option
+from toolkit.cli_values import comma_ints, one_item
 from toolkit.errors import BadInputError, ToolkitError
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+CONTEXT = {**CONTEXT_SETTINGS, "show_default": True}
 
 
 def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option(
-            "--model",
+        list_option(
+            "--models",
             default="minilm",
-            help="'minilm' (real MiniLM-L6, offline), a hub id (bert-base-uncased, gpt2, ...) or a local folder.",
+            help="The model (one per run): 'minilm' (real MiniLM-L6, offline), a hub id (bert-base-uncased, gpt2, ...) or a local folder.",
         ),
-        click.option("--name", default=None, help="Short name for the output folder and records (default: derived from --model)."),
+        click.option("--name", default=None, help="Short name for the output folder and records (default: derived from --models)."),
         click.option(
             "--random-weights",
             is_flag=True,
@@ -45,10 +47,8 @@ def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="UTF-8 file, one text per line (default: the shipped data/corpus.txt).",
         ),
-        click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Rows per batch."),
-        click.option(
-            "--seq-len", type=click.IntRange(min=2), default=64, help="Tokens per row (text rows are packed from consecutive lines)."
-        ),
+        list_option("--batch-sizes", default="4", help="Rows per batch (one number)."),
+        list_option("--seq-lens", default="64", help="Tokens per row, text rows packed from consecutive lines (one length)."),
         click.option("--batches", type=click.IntRange(min=1), default=2, help="Batches of each data set."),
         click.option("--random-ids", default=None, help="Range LOW:HIGH of the random ids (default: 1000:vocabulary size)."),
         click.option(
@@ -68,11 +68,14 @@ def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _choices(model: str, name: str | None, random_weights: bool, layers: int | None, outlier: float, texts: Path | None,
-             batch_size: int, seq_len: int, batches: int, random_ids: str | None) -> tuple[Any, Any]:  # fmt: skip
+def _choices(models: str, name: str | None, random_weights: bool, layers: int | None, outlier: float, texts: Path | None,
+             batch_sizes: str, seq_lens: str, batches: int, random_ids: str | None) -> tuple[Any, Any]:  # fmt: skip
     from toolkit.precision.data import read_texts
     from toolkit.precision.workflow import DataChoice, ModelChoice
 
+    model = one_item(models, "--models", "a report and a policy name one export's nodes: run once per model")
+    batch_size = comma_ints(one_item(batch_sizes, "--batch-sizes", "the data sets have one shape"), "--batch-sizes")[0]
+    seq_len = comma_ints(one_item(seq_lens, "--seq-lens", "the data sets have one shape"), "--seq-lens")[0]
     if texts is not None:
         read_texts(texts)  # an unusable file fails before the model loads
     id_range = None

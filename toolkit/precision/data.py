@@ -92,7 +92,7 @@ def file_sha256(path: Path) -> str:
 def _check_shape(batch_size: int, seq_len: int, batches: int) -> None:
     if batch_size < 1 or seq_len < 2 or batches < 1:
         raise BadInputError(
-            f"batch size {batch_size}, sequence length {seq_len}, batches {batches}: need >= 1, >= 2, >= 1; fix --batch-size/--seq-len/--batches"
+            f"batch size {batch_size}, sequence length {seq_len}, batches {batches}: need >= 1, >= 2, >= 1; fix --batch-sizes/--seq-lens/--batches"
         )
 
 

@@ -73,7 +73,7 @@ def require_engine_file(repository: Path, model: str, precision: str, runtime: s
     """``engine_file``, or a BadInputError that says how to build the missing engine."""
     path = engine_file(repository, model, precision, runtime)
     if path is None:
-        raise BadInputError(f"no {runtime} engine for {model} {precision} in {repository}; build it first (build_engines.py --model {model})")
+        raise BadInputError(f"no {runtime} engine for {model} {precision} in {repository}; build it first (build_engines.py --models {model})")
     return path
 
 

@@ -59,7 +59,7 @@ def session_for(path: Path, device: Device = "cpu", cuda_graph: bool = False, th
         raise BadInputError(f"no ONNX file at {path}; build the repository first (make build)")
     if device == "cpu":
         if cuda_graph:
-            raise BadInputError("CUDA graphs need --device cuda; drop --cuda-graph for CPU timing")
+            raise BadInputError("CUDA graphs need --device cuda; drop --cuda-graphs for CPU timing")
         return ort_device.cpu_session(str(path), threads)
     require_cuda()
     return ort_device.cuda_session(str(path), graphs=cuda_graph, threads=threads)[0]
