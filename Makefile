@@ -23,6 +23,9 @@ NAMESPACE ?=
 PODMONITOR ?=
 HPA_METRIC ?= cpu
 export PYTHONPATH := $(CURDIR)
+# A command against the Triton server on GRPC_PORT: the one `make serve` started, else one started on REPOSITORY for
+# the command and stopped after it (it says which); `python -m toolkit.serving run -h`.
+WITH_SERVER = $(PY) -m toolkit.serving run --repository $(REPOSITORY) --grpc-port $(GRPC_PORT) --
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo build build-minilm build-gpt2 serve stop status push infer fidelity perf analyze grid report k8s test lint typecheck clean
@@ -44,7 +47,7 @@ setup: $(VENV)/.installed ## create .venv with pinned dependencies, and libb64 f
 	  else echo "perf_analyzer needs libb64: sudo apt-get install -y libb64-0d"; fi; fi
 
 demo: build-minilm ## the main job offline: build MiniLM, serve it, query it, measure fidelity (PASS/FAIL per precision), stop
-	$(MAKE) --no-print-directory serve && { $(MAKE) --no-print-directory infer fidelity; rc=$$?; $(MAKE) --no-print-directory stop; exit $$rc; }
+	$(WITH_SERVER) $(MAKE) --no-print-directory infer fidelity
 
 build: build-minilm build-gpt2 ## build the default models offline (MiniLM-L6 real weights, GPT-2 random weights)
 
@@ -67,18 +70,17 @@ push: setup ## upload REPOSITORY to TO=s3://bucket/path (or s3://host:port/bucke
 	@test -n "$(TO)" || { echo "give the destination: make push TO=s3://bucket/path"; exit 2; }
 	$(PY) -m toolkit.repository push --repository $(REPOSITORY) --to $(TO)
 
-infer: ## send one sentence to every MiniLM precision over gRPC
-	$(PY) -m client infer "Triton serves transformers fast." --models minilm --precisions fp32,fp16,hybrid --url localhost:$(GRPC_PORT)
+infer: setup ## send one sentence to every MiniLM precision over gRPC (on the running server, else one started for it)
+	$(WITH_SERVER) $(PY) -m client infer "Triton serves transformers fast." --models minilm --precisions fp32,fp16,hybrid --url localhost:$(GRPC_PORT)
 
-fidelity: ## fp16/hybrid vs the FP32 reference on random ids and shipped text, then PASS/FAIL per precision (needs `make serve`)
-	$(PY) -m client fidelity --models minilm --precisions fp32,fp16,hybrid --batch-sizes 1,8 --seq-lens 32,128 --inputs random,text --concurrency 1 --url localhost:$(GRPC_PORT)
+fidelity: setup ## fp16/hybrid vs the FP32 reference on random ids and shipped text, then PASS/FAIL per precision (server as infer)
+	$(WITH_SERVER) $(PY) -m client fidelity --models minilm --precisions fp32,fp16,hybrid --batch-sizes 1,8 --seq-lens 32,128 --inputs random,text --concurrency 1 --url localhost:$(GRPC_PORT)
 
 # SWEEP=load / load-cpu: many single-text clients at rising concurrency (python -m perf load); others: python -m perf sweep.
 PERF_COMMAND = $(if $(filter load%,$(SWEEP)),load,sweep)
 
-perf: setup ## perf_analyzer sweep (SWEEP=default|gpu|paper|load|load-cpu) against a server started and stopped here
-	$(PY) -m toolkit.serving start --repository $(REPOSITORY) --grpc-port $(GRPC_PORT)
-	$(PY) -m perf $(PERF_COMMAND) --plan $(SWEEP) --url localhost:$(GRPC_PORT) --repository $(REPOSITORY) --out results; rc=$$?; $(PY) -m toolkit.serving stop; exit $$rc
+perf: setup ## perf_analyzer sweep (SWEEP=default|gpu|paper|load|load-cpu) on the running server, else one started for it
+	$(WITH_SERVER) $(PY) -m perf $(PERF_COMMAND) --plan $(SWEEP) --url localhost:$(GRPC_PORT) --repository $(REPOSITORY) --out results
 
 analyze: setup ## Triton Model Analyzer on MODEL=minilm_fp16 (engine or ensemble) on a loopback server of its own (ports 8100-8102)
 	@test -n "$(MODEL)" || { echo "name the Triton model: make analyze MODEL=minilm_fp16_onnx"; exit 2; }

@@ -38,7 +38,7 @@ from toolkit.repository.layout import write_model_repository
 from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model
 from toolkit.serving import Ports, ServerOptions, docker_command, free_ports, running_server
 from toolkit.serving.cli import main as cli
-from toolkit.serving.server import LOG_TAIL_LINES, port_in_use, server_environment
+from toolkit.serving.server import LOG_TAIL_LINES, is_ready, port_in_use, server_environment
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
 
@@ -276,6 +276,35 @@ def test_cli_starts_reports_and_stops_server_when_run_by_hand(tmp_path: Path, gp
     assert stopped.exit_code == 0, stopped.output
     assert runner.invoke(cli, ["status", *flags]).exit_code == 1
     assert not any(port_in_use(port) for port in ports.as_list())
+
+
+def _ready_then_exit(ports: Ports, status: int) -> list[str]:
+    """A command that exits with ``status`` if the server on ``ports`` answers ready, else 1."""
+    probe = f"import sys, urllib.request; ok = urllib.request.urlopen('http://127.0.0.1:{ports.http}/v2/health/ready').status == 200"
+    return [sys.executable, "-c", f"{probe}; sys.exit({status} if ok else 1)"]
+
+
+def _port_flags(ports: Ports, state_dir: Path) -> list[str]:
+    return ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), "--state-dir", str(state_dir)]
+
+
+def test_run_starts_a_server_for_the_command_and_stops_it_when_none_is_ready(tmp_path: Path, gpt2_model: ServedModel) -> None:
+    write_model_repository(tmp_path / "repository", gpt2_model)
+    ports = free_ports()
+    flags = ["--repository", str(tmp_path / "repository"), *_port_flags(ports, tmp_path / "server")]
+    result = CliRunner().invoke(cli, ["run", *flags, "--", *_ready_then_exit(ports, 7)])
+    assert result.exit_code == 7, result.output  # the command ran against a ready server, and its status came back
+    first = result.output.splitlines()[0]
+    assert first.startswith(f"no Triton server is ready on 127.0.0.1 (http :{ports.http}, grpc :{ports.grpc}): starting one on")
+    assert not any(port_in_use(port) for port in ports.as_list())
+
+
+def test_run_uses_the_ready_server_and_leaves_it_running_when_one_answers(server: Ports, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["run", "--repository", str(tmp_path / "absent"), *_port_flags(server, tmp_path / "state"), "--",
+                                      *_ready_then_exit(server, 0)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [f"using the Triton server already ready on 127.0.0.1 (http :{server.http}, grpc :{server.grpc})"]
+    assert is_ready(server)
 
 
 def test_docker_command_mounts_repository_and_publishes_ports_on_loopback_when_rendered(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any, cast
 import click
 
 from toolkit.cli import CONTEXT_SETTINGS
-from toolkit.errors import ToolkitError
+from toolkit.errors import BadInputError, ToolkitError
 from toolkit.serving import server
 
 
@@ -125,6 +125,26 @@ def start(log_verbose: int, timeout: float, gpus: str, dry_run: bool, http_port:
     where = f"{options.listen}: http :{ports.http}, grpc :{ports.grpc}, metrics :{ports.metrics}"
     restricted = f"; {', '.join(server.RESTRICTED_APIS)} APIs need ${server.ADMIN_KEY_VARIABLE}" if options.restricted else ""
     click.echo(f"tritonserver ready: pid {handle.pid}, on {where}{restricted}; log {handle.log_path}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@_server_options
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(command: tuple[str, ...], log_verbose: int, timeout: float, http_port: int, grpc_port: int, metrics_port: int,
+        state_dir: Path, **choice: Any) -> None:  # fmt: skip
+    """Run COMMAND against a server on the ports: the one already ready there, else one started on --repository
+    for COMMAND and stopped after it (stdout says which). Exits with COMMAND's status. `make perf`, `make fidelity`
+    and `make infer` run through this."""
+    ports = server.Ports(http=http_port, grpc=grpc_port, metrics=metrics_port)
+    try:
+        if os.environ.get("SERVER", "local") == "docker":
+            raise BadInputError("run starts the pip tritonserver; with SERVER=docker start the container first (make serve), then run the command")
+        location, options = _server_choice(**choice)
+        with server.server_for(location, ports, state_dir=state_dir, log_verbose=log_verbose, timeout=timeout, options=options, log=click.echo):
+            status = subprocess.call(list(command))
+    except ToolkitError as error:
+        raise click.ClickException(str(error)) from error
+    sys.exit(status)
 
 
 @main.command()

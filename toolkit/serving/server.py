@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
@@ -480,6 +480,30 @@ def stop_server(handle: ServerHandle, *, timeout: float = 30.0, state_dir: Path 
         time.sleep(0.2)
     if state_dir is not None:
         (state_dir / "tritonserver.pid").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def server_for(
+    repository: RepositoryLocation,
+    ports: Ports = Ports(),
+    *,
+    state_dir: Path = DEFAULT_STATE_DIR,
+    log_verbose: int = 0,
+    timeout: float = 180.0,
+    options: ServerOptions | None = None,
+    log: Callable[[str], object] = print,
+) -> Iterator[ServerHandle | None]:
+    """The server already ready on ``ports`` (None: it is not this block's to stop), else one started on
+    ``repository`` for the block and stopped after it; ``log`` says which, before the block runs."""
+    host = (options or ServerOptions()).probe_host
+    if is_ready(ports, host):
+        log(f"using the Triton server already ready on {host} (http :{ports.http}, grpc :{ports.grpc})")
+        yield None
+        return
+    log(f"no Triton server is ready on {host} (http :{ports.http}, grpc :{ports.grpc}): starting one on {repository} for this command; it stops when the command ends")
+    with running_server(repository, ports, state_dir=state_dir, log_verbose=log_verbose, timeout=timeout, options=options) as handle:
+        log(f"tritonserver ready: pid {handle.pid}, log {handle.log_path}")
+        yield handle
 
 
 @contextlib.contextmanager
