@@ -83,15 +83,15 @@ def grid_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     run = GridRun.read(device_dir)
     if not run.shapes():
         return []
-    md = ["### Targets (issue #6), engine-only grid and Triton\n", *_grid_environment(device_dir), targets_markdown(device_dir)]
+    md = ["### Targets (issue #6), engine-only grid and Triton\n", targets_markdown(device_dir)]
     plots.mkdir(parents=True, exist_ok=True)
     for model in sorted({m for m, _, _ in run.shapes()}):
         md.extend(_model_section(run, model, out, plots))
     return md
 
 
-def _grid_environment(device_dir: Path) -> list[str]:
-    """One line on the last grid run: its code, machine and packages."""
+def grid_environment(device_dir: Path) -> list[str]:
+    """One line on the last grid run: its code, machine and packages (the report's provenance)."""
     environments = [r for r in rf.read_grid(device_dir / rf.GRID_FILE) if isinstance(r, GridEnvironment)]
     if not environments:
         return []
@@ -117,17 +117,30 @@ def _model_section(run: GridRun, model: str, out: Path, plots: Path) -> list[str
     return md
 
 
-def gpu_comparison(device_dirs: list[Path]) -> list[str]:
-    """Targets and key grid points of every GPU folder side by side (only with two or more)."""
+def _gpu_runs(device_dirs: list[Path]) -> dict[str, GridRun]:
+    """The engine-only grid of every GPU folder that has one, in the order of ``device_dirs``."""
     measured = {d.name: GridRun.read(d) for d in device_dirs if not d.name.startswith("cpu")}
-    runs = {name: run for name, run in measured.items() if run.shapes()}  # in the order of device_dirs
-    dirs = [d for d in device_dirs if d.name in runs]
-    if len(dirs) < 2:
+    return {name: run for name, run in measured.items() if run.shapes()}
+
+
+def headline(device_dirs: list[Path]) -> list[str]:
+    """The report's first table: every GPU against the targets (engine-only and end-to-end latency, speedups,
+    memory, fidelity), one column per GPU; nothing without a GPU grid."""
+    runs = _gpu_runs(device_dirs)
+    if not runs:
+        return []
+    md = ["## Every GPU against the targets\n", "Each GPU's numbers come from its own run; ratios within a column are from one run.\n"]
+    md.append(_targets_side_by_side({d.name: evaluate(d) for d in device_dirs if d.name in runs}))
+    return md
+
+
+def gpu_comparison(device_dirs: list[Path]) -> list[str]:
+    """Key grid points of every GPU folder side by side (only with two or more)."""
+    runs = _gpu_runs(device_dirs)
+    if len(runs) < 2:
         return []
     names = list(runs)
-    md = ["## GPUs side by side\n", "Each GPU's numbers come from its own run; ratios within a column are from one run.\n"]
-    md.append(_targets_side_by_side({d.name: evaluate(d) for d in dirs}))
-    md.append(f"### Engine-only median latency (ms) at the key points; last column: {names[0]} / {names[-1]}\n")
+    md = [f"## Engine-only median latency (ms) at the key points, GPUs side by side; last column: {names[0]} / {names[-1]}\n"]
     md.append(table(["model", "batch", "seq", "precision", *names, "ratio"], _key_points(runs)) + "\n")
     return md
 

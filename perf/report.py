@@ -1,5 +1,8 @@
 """``results/REPORT.md`` and its PNG plots, from every ``results/<device>/`` folder.
 
+Order: the headline table (every GPU against the targets), then each device's numbers and plots, the devices
+side by side, then where each number came from (machines, packages, each folder's ``NOTES.md``).
+
 Plots (matplotlib, Agg): latency vs batch and vs sequence length per precision, speedup heat maps
 (batch x sequence) over the CPU FP32 baseline, throughput vs concurrency, engine size / GPU memory
 bars, fidelity per precision (from ``results/*/fidelity*.json`` when present), GPU time by kernel kind
@@ -16,7 +19,7 @@ from pathlib import Path
 from client.fidelity import FidelityRecord, fidelity_summaries, read_results
 from perf import results as rf
 from perf.family_report import family_section
-from perf.grid_report import gpu_comparison, grid_section
+from perf.grid_report import gpu_comparison, grid_environment, grid_section, headline
 from perf.load_report import load_section
 from perf.plots import PRECISION_ORDER, bars, heatmap, image, line_plot, stacked_bars, table
 from perf.records import DerivedRow, EngineMemory, KernelProfile, PerfPoint, SweepEnvironment
@@ -66,13 +69,12 @@ def _groups(rows: list[DerivedRow]) -> list[_Group]:
 
 
 def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
-    """A device folder's section: notes, environment, each measured group, engines, failures, then the request
-    breakdown, the engine-only grid, kernel profiles and fidelity."""
+    """A device folder's numbers: each measured group, engines, failures, then the request breakdown, the
+    engine-only grid, kernel profiles, fidelity, families and load (where they came from is in ``_provenance``)."""
     rows = derive(device_dir)
     perf = list(rf.latest_by_key(rf.read_records(device_dir / rf.PERF_FILE, PerfPoint)).values())
     errors = [r for r in perf if not r.ok]
-    md = [f"## {device_dir.name}\n", *_notes(device_dir), *_environment(device_dir)]
-    md.append(f"{len(perf) - len(errors)} configurations measured, {len(errors)} failed.\n")
+    md = [f"## {device_dir.name}\n", f"{len(perf) - len(errors)} configurations measured, {len(errors)} failed.\n"]
     plots.mkdir(parents=True, exist_ok=True)
     for group in _groups(rows):
         md.extend(_group_section(group, out, plots))
@@ -87,10 +89,21 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     return md
 
 
+def _provenance(device_dirs: list[Path]) -> list[str]:
+    """Where each number came from, per device: the machine and packages of its last sweep and grid run, then
+    the notes of whoever ran them (their headings two levels down, under the device's)."""
+    md = ["## Where each number came from\n"]
+    for device_dir in device_dirs:
+        md += [f"### {device_dir.name}\n", *_environment(device_dir), *grid_environment(device_dir), *_notes(device_dir)]
+    return md
+
+
 def _notes(device_dir: Path) -> list[str]:
     """How and when these numbers were taken, written by whoever ran them."""
     notes = device_dir / NOTES_FILE
-    return [notes.read_text().strip() + "\n"] if notes.is_file() else []
+    if not notes.is_file():
+        return []
+    return ["\n".join("##" + line if line.startswith("#") else line for line in notes.read_text().strip().splitlines()) + "\n"]
 
 
 def _environment(device_dir: Path) -> list[str]:
@@ -348,6 +361,8 @@ def write_report(out: Path = Path("results")) -> Path:
     device_dirs = list(rf.device_dirs(out))
     md = [
         "# Performance report\n",
+        "The headline table first, then every device's numbers and plots, then where each number came from.\n",
+        *headline(device_dirs),
         (
             "Latencies are perf_analyzer p50 through Triton (client side); speedups divide the CPU FP32 "
             "ONNX Runtime baseline (engine only, same inputs) or the FP32 engine's p50 by this p50; "
@@ -361,6 +376,8 @@ def write_report(out: Path = Path("results")) -> Path:
     if len(device_dirs) > 1:
         md.extend(_cross_device(device_dirs))
         md.extend(gpu_comparison(device_dirs))
+    if device_dirs:
+        md.extend(_provenance(device_dirs))
     report = out / "REPORT.md"
     out.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(md))

@@ -42,11 +42,15 @@ def test_grid_times_every_point_and_flags_fp16_overflow_when_hybrid_stays_finite
         shutil.copytree(path.parent, tmp_path / "results" / gpu)
     (tmp_path / "results" / "h200" / "NOTES.md").write_text("Run on the H200 with commit abc.")
     report = write_report(tmp_path / "results").read_text()
-    assert "## h200\n\nRun on the H200 with commit abc." in report
-    assert "#### outlier: engine-only grid (4 shapes x 3 precisions)" in report
-    side_by_side = report[report.index("## GPUs side by side") :]
-    assert "| target | wanted | h100 | h200 |" in side_by_side
-    assert "| model | batch | seq | precision | h100 | h200 | ratio |" in side_by_side
+    # The headline table first (every GPU against the targets), then the numbers and plots, then provenance.
+    sections = [line for line in report.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Every GPU against the targets" and sections[-1] == "## Where each number came from"
+    headline, numbers, provenance = (report.index(s) for s in ("## Every GPU", "## h100\n", "## Where each number"))
+    assert "| target | wanted | h100 | h200 |" in report[headline:numbers]
+    assert "#### outlier: engine-only grid (4 shapes x 3 precisions)" in report[numbers:provenance]
+    assert "| model | batch | seq | precision | h100 | h200 | ratio |" in report[numbers:provenance]
+    assert "Run on the H200 with commit abc." in report[report.index("### h200\n", provenance) :]
+    assert "Grid run " in report[provenance:] and "Grid run " not in report[:provenance]
     assert (tmp_path / "results" / "plots" / "h100" / "grid_fp16_speedup_outlier.png").is_file()
 
 
