@@ -113,7 +113,7 @@ def _documented_commands() -> Iterator[tuple[str, str, list[str]]]:
     """(file, entry, tokens after it) for every call of a project command line in the README, Makefile and pipeline."""
     pattern = re.compile(r"(build_engines\.py|-m (?:client|perf|toolkit\.\w+)|scripts/\w+\.py)\b([^|;&#`)]*)")
     for name in ("README.md", "Makefile", "scripts/gpu_pipeline.sh", "ARCHITECTURE.md"):
-        for line in (ROOT / name).read_text().splitlines():
+        for line in (ROOT / name).read_text().replace("\\\n", " ").splitlines():  # continued lines joined
             for match in pattern.finditer(line):
                 entry = match.group(1)
                 if entry in ENTRY_POINTS:
