@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from client.reference import OnnxReference
 
 TOP1_OUTPUTS: frozenset[str] = frozenset({LOGITS, NEXT_TOKEN_LOGITS})
-SCHEMA_VERSION = 2  # of FidelityRecord's JSON; 2 adds concurrency and latency_ms (absent, None, in older records)
+SCHEMA_VERSION = 1  # of FidelityRecord's JSON
+# Fields written only when measured, so that records from before them read and write back unchanged.
+MEASURED_ONLY = ("concurrency", "latency_ms")
 UNVERSIONED = 0  # the schema of a record written before records carried one
 DEFAULT_MIN_COSINE: dict[str, float] = {
     Precision.FP32.value: 0.99999,
@@ -96,7 +98,8 @@ class FidelityRecord:
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready data (NaN becomes null)."""
         data = asdict(self)
-        return _json_safe({**data.pop("extra"), **data})
+        unmeasured = [name for name in MEASURED_ONLY if data[name] is None]
+        return _json_safe({**data.pop("extra"), **{k: v for k, v in data.items() if k not in unmeasured}})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FidelityRecord:

@@ -51,7 +51,10 @@ class LocalEngines:
         concurrency: int = 1,
         outputs: Sequence[str] | None = None,
         progress: bool = False,
+        timings: list[float] | None = None,
     ) -> list[dict[str, np.ndarray]]:
+        if timings is not None:
+            timings.extend(0.0 for _ in requests)  # local sessions: no round trip to time
         return [self.sessions[model].run(request, outputs) for request in requests]
 
 
