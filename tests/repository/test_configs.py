@@ -10,7 +10,7 @@ from tritonclient.grpc import model_config_pb2
 
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
 from toolkit.errors import BadInputError
-from toolkit.names import Precision
+from toolkit.names import DEFAULT_PRECISIONS, Precision
 from toolkit.repository.configs import (
     ServingOptions,
     config_for_engine,
@@ -48,7 +48,7 @@ def _served(tmp_path: Path, kind: str, runtimes: tuple[str, ...] = ("onnxruntime
     inputs, outputs, returned = KINDS[kind]
     engines = []
     for runtime in runtimes:
-        for precision in Precision:
+        for precision in DEFAULT_PRECISIONS:
             path = tmp_path / f"{kind}_{precision.value}_{runtime}.bin"
             path.write_bytes(b"engine")
             engines.append(EngineArtifact(precision, runtime, path, outputs))
