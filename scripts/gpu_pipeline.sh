@@ -170,7 +170,7 @@ run_stage() {
         --paths ensemble,onehop --texts-per-request 1 --concurrency "${LOAD_CONCURRENCY:-1,16,64,128,256}" --out "$RESULTS" --no-progress 2>&1 \
         | tee -a "$LOGS/load.log" | grep -v "it/s"
       # Engine-only throughput at the batch sizes the server formed (serving efficiency in the report).
-      timeout 120 python3 -m perf grid --models "${LOAD_MODELS:-bert-base-uncased,minilm}" --precisions fp16 --batch-sizes 1,2,4,8,16,32 \
+      timeout 120 python3 -m perf grid --models "${LOAD_MODELS:-bert-base-uncased,minilm}" --precisions fp32,fp16 --batch-sizes 1,2,4,8,16,32 \
         --seq-lens 128 --no-cpu-baseline --no-torch --out "$RESULTS" --no-progress 2>&1 | tee -a "$LOGS/load.log" | tail -3
       ;;
     tune)

@@ -217,3 +217,34 @@ def test_build_cli_stops_with_one_line_and_writes_nothing_when_export_disagrees_
 
 def test_parse_precisions_keeps_order_and_drops_duplicates() -> None:
     assert parse_precisions("hybrid,fp32,hybrid") == (Precision.HYBRID, Precision.FP32)
+
+
+def test_build_serves_the_unfused_graph_and_says_why_when_the_fused_graph_fails_its_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ModernBERT's RotaryEmbedding fusion did with ONNX Runtime 1.31 on the H200: the fused graph cannot run."""
+    from toolkit import build as build_module
+
+    def broken(self: object, reference: Path, candidate: Path) -> float:
+        raise RuntimeError("Non-zero status code returned while running RotaryEmbedding node\nsecond line")
+
+    monkeypatch.setattr(build_module._Build, "_agreement", broken)
+    lines: list[str] = []
+    request = BuildRequest(model="minilm", name="unfused", layers=1, precisions=(Precision.FP16,), fuse=True, runtimes=("onnxruntime",),
+                           serving=ServingOptions(gpu=False))  # fmt: skip
+    build_model(request, tmp_path / "repo", tmp_path / "work", log=lines.append)
+    said = [line for line in lines if "fused graph fails its check" in line]
+    assert said and "RotaryEmbedding" in said[0] and "second line" not in said[0] and said[0].endswith("stays unfused")
+    manifest = existing_manifest(tmp_path / "repo", "unfused")
+    assert manifest is not None and manifest["fused_ops"] == {}
+    assert "node_precisions_fused" not in manifest["variants"]["fp16"]
+
+
+def test_fused_onnx_turns_off_the_fusions_a_family_names_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    from toolkit.models.families import FAMILIES
+    from toolkit.runtimes.onnxruntime import fused_onnx
+
+    assert FAMILIES["modernbert"].ort_fusions_off == ("enable_rotary_embeddings",)
+    source = tmp_path / "none.onnx"
+    with pytest.raises(ValueError, match="no enable_warp_drive"):
+        fused_onnx(source, tmp_path / "out.onnx", "bert", 2, 32, fusions_off=("enable_warp_drive",))

@@ -110,18 +110,33 @@ def optimized_onnx(source: Path, target: Path) -> tuple[Path, str]:
 
 
 def fused_onnx(
-    source: Path, target: Path, model_type: str, num_heads: int, hidden_size: int, post_fusion: PostFusion | None = None
+    source: Path,
+    target: Path,
+    model_type: str,
+    num_heads: int,
+    hidden_size: int,
+    post_fusion: PostFusion | None = None,
+    fusions_off: tuple[str, ...] = (),
 ) -> tuple[Path, dict[str, int]]:
     """ONNX Runtime's transformer fusions for ``model_type`` (Attention, EmbedLayerNormalization,
     SkipLayerNormalization, BiasGelu...), then the family's own passes (``post_fusion``: GPT-2's causal
     attention and padded vocabulary, for example), which return counts of what they did.
 
     The fused graph uses ``com.microsoft`` ops that only ONNX Runtime runs; it is what lets every node stay on
-    the CUDA provider and be captured in a CUDA graph. Returns the file and the fused-op counts.
+    the CUDA provider and be captured in a CUDA graph. ``fusions_off`` names ``FusionOptions`` flags to turn off
+    (a family's fusion that misreads its graph). Returns the file and the fused-op counts.
     """
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    optimized = optimize_model(str(source), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=True)
+    options = FusionOptions(model_type)
+    for flag in fusions_off:
+        if not hasattr(options, flag):
+            raise ValueError(f"ONNX Runtime's FusionOptions has no {flag}")
+        setattr(options, flag, False)
+    optimized = optimize_model(
+        str(source), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size, optimization_options=options, opt_level=0, use_gpu=True
+    )
     stats = {op: int(count) for op, count in optimized.get_fused_operator_statistics().items() if count}
     if post_fusion is not None:
         stats.update(post_fusion(optimized.model))

@@ -54,6 +54,7 @@ class ModelFamily(ABC):
     causal: ClassVar[bool] = False
     layers_key: ClassVar[str] = "num_hidden_layers"  # the config field --layers sets
     ort_model_type: ClassVar[str | None] = None  # ONNX Runtime optimizer model_type; None: no fusion known
+    ort_fusions_off: ClassVar[tuple[str, ...]] = ()  # FusionOptions flags (enable_...) this family turns off
     attention: ClassVar[str] = "eager"  # transformers attention implementation used for export
     hybrid_keep_fp32: ClassVar[tuple[str, ...]] = ()  # op types this family adds to the hybrid policy's FP32 list
 

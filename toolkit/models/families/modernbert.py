@@ -4,7 +4,8 @@ Rotary positions, alternating global and sliding-window attention, GeGLU, no tok
 It builds its own global and sliding-window masks from the 2-D attention mask, so it is given that mask
 rather than the 4-D additive one the other encoders get. Its export verifies against PyTorch at shapes other
 than the traced one (sequence lengths below and above the sliding window) with eager attention. ONNX
-Runtime's BERT fusions find its LayerNorms but not its rotary attention, which runs unfused on the GPU.
+Runtime's BERT fusions find its LayerNorms and GELUs; its rotary attention runs unfused on the GPU (the
+rotary fusion is turned off: see ``ort_fusions_off``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class ModernBert(EncoderFamily):
     shipped_configs: ClassVar[tuple[str, ...]] = ("answerdotai/ModernBERT-base",)
     tokenizer_kind: ClassVar[str] = "byte-level BPE trained on data/corpus.txt"
     ort_model_type: ClassVar[str | None] = "bert"
+    # ONNX Runtime 1.31's RotaryEmbedding fusion reads the export's [1, seq] position ids as [batch, seq] and fails
+    # at batch > 1 (seen on the H200); the unfused rotary runs correctly.
+    ort_fusions_off: ClassVar[tuple[str, ...]] = ("enable_rotary_embeddings",)
     attention: ClassVar[str] = "eager"
 
     def attention_implementation(self) -> str:
