@@ -18,11 +18,20 @@ from perf.records import LoadPoint, LoadSoak
 from perf.targets import GridRun
 
 
-def load_points(device_dir: Path) -> list[LoadPoint]:
-    """The latest successful record of every load level (a re-run replaces an earlier one)."""
+def load_points(device_dir: Path, ok: bool = True) -> list[LoadPoint]:
+    """The latest record of every load level (a re-run replaces an earlier one) that succeeded (``ok``) or failed."""
     rows = [LoadPoint.from_json(r) for r in rf.read_jsonl(device_dir / LOAD_FILE) if "kind" not in r]
     latest = rf.latest_by_key(rows).values()
-    return sorted((p for p in latest if p.ok), key=lambda p: (p.triton_model, len(p.gpus), p.texts, p.concurrency))
+    return sorted((p for p in latest if p.ok == ok), key=lambda p: (p.triton_model, len(p.gpus), p.texts, p.concurrency))
+
+
+def _failed_levels(device_dir: Path) -> list[str]:
+    """One line per level that gave no measurement, with perf_analyzer's own error (first 160 characters)."""
+    failed = load_points(device_dir, ok=False)
+    if not failed:
+        return []
+    lines = [f"- {p.triton_model} x{p.texts}, {p.concurrency} clients: {(p.error or p.status)[:160]}" for p in failed]
+    return ["Levels that gave no measurement (their latest record):\n", *lines, ""]
 
 
 def load_soaks(device_dir: Path) -> list[LoadSoak]:
@@ -30,9 +39,11 @@ def load_soaks(device_dir: Path) -> list[LoadSoak]:
 
 
 def engine_medians(device_dir: Path) -> dict[tuple[str, str, int], dict[int, float]]:
-    """{(model, precision, seq): {batch: engine median ms}} of the last grid run."""
+    """{(model, precision, seq): {batch: engine median ms}} of the last grid run beside the load sweeps
+    (``grid_load.jsonl``), else of the paper's grid."""
     medians: dict[tuple[str, str, int], dict[int, float]] = defaultdict(dict)
-    for (model, precision, batch, seq), point in GridRun.read(device_dir).engines.items():
+    file = rf.LOAD_GRID_FILE if (device_dir / rf.LOAD_GRID_FILE).is_file() else rf.GRID_FILE
+    for (model, precision, batch, seq), point in GridRun.read(device_dir, file).engines.items():
         if point.median_ms:
             medians[(model, precision, seq)][batch] = point.median_ms
     return medians
@@ -83,6 +94,7 @@ def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         ["model", "texts", "clients", "requests/s", "p50 ms", "p99 ms", "stable", "batches formed", "engine alone seq/s", "efficiency", "failed"],
         (_row(p, medians) for p in points),
     ) + "\n")  # fmt: skip
+    md.extend(_failed_levels(device_dir))
     md.extend(_scaling(points))
     md.extend(_soak(device_dir))
     return md

@@ -22,6 +22,7 @@ DERIVED_FILE = "derived.jsonl"
 ENVIRONMENT_FILE = "environment.jsonl"
 RAW_DIR = "raw"
 GRID_FILE = "grid.jsonl"  # perf.engine_grid
+LOAD_GRID_FILE = "grid_load.jsonl"  # the engine grid run beside a load sweep (serving efficiency), kept apart from the paper's
 EXPERIMENTS_GLOB = "experiments_*.json"  # scripts/gpu_experiments.py
 
 log = logging.getLogger(__name__)

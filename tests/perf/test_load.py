@@ -100,6 +100,28 @@ def test_load_section_plots_throughput_against_p99_and_tables_every_level(tmp_pa
     assert "| m_fp16 | 1 | 8 | 400.00 | 15.00 | 30.00 | yes | onnx 3.0 |" in md and "| r | 5000 | 0 | 0 | 700.00 | 710.00 | 0.01 |" in md
 
 
+def test_load_section_lists_levels_without_a_measurement_and_reads_the_grid_beside_the_sweep(tmp_path: Path) -> None:
+    """A level perf_analyzer could not measure is said with its error; efficiency divides by the engine grid run
+    beside the load sweep (grid_load.jsonl), not by the paper's grid."""
+    from perf import results as rf
+    from perf.load_report import engine_medians, load_section
+
+    device = tmp_path / "cpu-x"
+    rf.append_record(device / "load.jsonl", _point(1, 100.0, 12.0))
+    failed = dataclasses.replace(_point(256, 0.0, 0.0), status="error", error="PerfAnalyzerError: failed to connect to all addresses")
+    rf.append_record(device / "load.jsonl", failed)
+    md = "\n".join(load_section(device, tmp_path, tmp_path / "plots"))
+    assert "- m_fp16 x1, 256 clients: PerfAnalyzerError: failed to connect to all addresses" in md
+    assert "| m_fp16 | 1 | 256 |" not in md
+
+    environment = {"kind": "environment", "run_id": "g", "device": "cpu-x"}
+    engine = {"kind": "engine", "run_id": "g", "model": "m", "precision": "fp16", "batch_size": 4, "seq_len": 128, "status": "ok", "median_ms": 2.0}
+    for file, median in ((rf.GRID_FILE, 9.0), (rf.LOAD_GRID_FILE, 2.0)):
+        rf.append_jsonl(device / file, environment)
+        rf.append_jsonl(device / file, {**engine, "median_ms": median})
+    assert engine_medians(device) == {("m", "fp16", 128): {4: 2.0}}
+
+
 def test_scaling_rows_compare_n_gpus_with_n_times_one_gpu_at_the_same_clients() -> None:
     from perf.load_report import scaling_rows
 
