@@ -16,6 +16,7 @@ import numpy as np
 
 from toolkit.errors import BadInputError, DependencyMissingError, ToolkitError
 from toolkit.names import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS
+from toolkit.text_packing import packed_lines
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -171,17 +172,7 @@ def packed_texts(lines: Sequence[str], tokenizer: Tokenizer, count: int, seq: in
     if not lines:
         raise BadInputError("the corpus is empty; restore data/corpus.txt")
     lengths = [len(e.ids) for e in plain_copy(tokenizer).encode_batch(list(lines), add_special_tokens=False)]
-    texts: list[str] = []
-    cursor = start % len(lines)
-    for _ in range(count):
-        parts: list[str] = []
-        tokens = 0
-        while tokens < seq and len(parts) < len(lines):
-            parts.append(lines[cursor])
-            tokens += lengths[cursor] + 1
-            cursor = (cursor + 1) % len(lines)
-        texts.append(" ".join(parts))
-    return texts
+    return packed_lines(lines, lengths, count, seq, start)
 
 
 def make_batches(

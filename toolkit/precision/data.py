@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from toolkit.errors import BadInputError
+from toolkit.text_packing import packed_lines
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -100,16 +101,7 @@ def packed_rows(tokenizer: PreTrainedTokenizerBase, lines: Sequence[str], rows: 
     """``rows`` token-id rows of ``seq_len`` (with the tokenizer's special tokens), each made of consecutive
     lines (wrapping round) joined until it is full; a file too short for one row gives shorter rows."""
     lengths = [len(ids) for ids in tokenizer(list(lines), add_special_tokens=False)["input_ids"]]
-    cursor = 0
-    texts: list[str] = []
-    for _ in range(rows):
-        parts: list[str] = []
-        tokens = 0
-        while tokens < seq_len and len(parts) < len(lines):
-            parts.append(lines[cursor])
-            tokens += lengths[cursor] + 1
-            cursor = (cursor + 1) % len(lines)
-        texts.append(" ".join(parts))
+    texts = packed_lines(lines, lengths, rows, seq_len)
     encoded = tokenizer(texts, truncation=True, max_length=seq_len)["input_ids"]
     return [list(ids) for ids in encoded]
 

@@ -20,8 +20,11 @@ carriage return) it only lowercases: such batches go through a copy of the token
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -141,3 +144,22 @@ class TextEncoder:
             cut.append(flat[start : start + len(texts)])
             start += len(texts)
         return cut
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """What a text model's ``initialize`` reads from Triton's ``args``: its config, the config's string parameters,
+    its version folder and the encoder of the tokenizer stored there (``tokenizer/tokenizer.json``)."""
+
+    config: dict[str, Any]
+    parameters: dict[str, str]
+    version_dir: str
+    encoder: TextEncoder
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> ModelSetup:
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        encoder = TextEncoder.from_parameters(os.path.join(version_dir, "tokenizer", "tokenizer.json"), parameters)
+        return cls(config, parameters, version_dir, encoder)

@@ -24,7 +24,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # text_encoder.py and ort_device.py are copied beside us
 from ort_device import NUMPY_OF_ORT, DeviceRunner, cpu_session, cuda_session, placement
-from text_encoder import InputError, TextEncoder, texts_of
+from text_encoder import InputError, ModelSetup, texts_of
 
 TRUNCATED, LABEL, LABEL_ID = "truncated", "label", "label_id"
 
@@ -33,10 +33,8 @@ class TritonPythonModel:
     """Tokenizes and runs the engine for every request of an ``execute`` at once."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        self.encoder = TextEncoder.from_parameters(os.path.join(version_dir, "tokenizer", "tokenizer.json"), parameters)
+        setup = ModelSetup.from_args(args)
+        config, parameters, version_dir, self.encoder = setup.config, setup.parameters, setup.version_dir, setup.encoder
         self.input_name = config["input"][0]["name"]
         self.outputs = {output["name"]: output["data_type"] for output in config["output"]}
         self.labels = {int(k): v.encode() for k, v in json.loads(parameters.get("id2label", "{}")).items()}

@@ -9,7 +9,6 @@ encoded in one call, and each request is padded on its own (one response each; a
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -17,17 +16,15 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # text_encoder.py is copied beside us
-from text_encoder import InputError, TextEncoder, texts_of
+from text_encoder import InputError, ModelSetup, texts_of
 
 
 class TritonPythonModel:
     """Tokenizes every request of an ``execute`` in one ``encode_batch_fast`` call."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        self.encoder = TextEncoder.from_parameters(os.path.join(version_dir, "tokenizer", "tokenizer.json"), parameters)
+        setup = ModelSetup.from_args(args)
+        config, self.encoder = setup.config, setup.encoder
         self.output_names = [output["name"] for output in config["output"]]
         self.input_name = config["input"][0]["name"]
 
