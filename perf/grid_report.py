@@ -29,6 +29,7 @@ GRID_HEADERS = [
     "hybrid cos min",
     "fp16+hybrid NaN/Inf",
 ]
+AUTO_HEADERS = ["auto ms", "auto/fp16", "auto cos min", "auto NaN/Inf"]  # where the grid timed an auto variant
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class _Shape:
 
     @classmethod
     def of(cls, run: GridRun, model: str, batch: int, seq: int) -> _Shape:
-        engines = {p: found for p in PRECISIONS if (found := run.engine(model, p, batch, seq)) is not None}
+        engines = {p: found for p in (*PRECISIONS, "auto") if (found := run.engine(model, p, batch, seq)) is not None}
         return cls(batch, seq, engines, median_ms(run.cpu_baseline(model, batch, seq)))
 
     def ms(self, precision: str) -> float | None:
@@ -55,6 +56,14 @@ class _Shape:
     @property
     def hybrid_cost(self) -> float | None:
         return ratio(self.ms("hybrid"), self.ms("fp16"))
+
+    def auto_cells(self) -> list[Any]:
+        """The auto variant's cells (``AUTO_HEADERS``): its time, its cost over FP16, its cosine and NaN/Inf."""
+        auto = self.engines.get("auto")
+        if auto is None:
+            return [None, None, None, None]
+        cosine = None if auto.cosine_min is None else f"{auto.cosine_min:.7f}"
+        return [self.ms("auto"), ratio(self.ms("auto"), self.ms("fp16")), cosine, (auto.nan_count or 0) + (auto.inf_count or 0)]
 
     def row(self) -> list[Any]:
         """The cells of the grid table's row."""
@@ -113,7 +122,10 @@ def _model_section(run: GridRun, model: str, out: Path, plots: Path) -> list[str
     image(md, heatmap(speedups, f"{model}: FP32 / FP16 time", plots / f"grid_fp16_speedup_{model}.png"), out)
     costs = ((s.batch, s.seq, s.hybrid_cost) for s in shapes)
     image(md, heatmap(costs, f"{model}: hybrid / FP16 time", plots / f"grid_hybrid_cost_{model}.png"), out)
-    md.append(table(GRID_HEADERS, (s.row() for s in shapes)) + "\n")
+    if any("auto" in s.engines for s in shapes):
+        md.append(table([*GRID_HEADERS, *AUTO_HEADERS], ([*s.row(), *s.auto_cells()] for s in shapes)) + "\n")
+    else:
+        md.append(table(GRID_HEADERS, (s.row() for s in shapes)) + "\n")
     return md
 
 

@@ -76,3 +76,20 @@ def test_cpu_baseline_points_are_timed_in_their_own_process(outlier_repository: 
     records = list(_cpu_points(plan, "outlier", fp32, find_tokenizer(outlier_repository, "outlier", None), names))
     assert [r.key for r in records] == ["outlier|cpu_fp32|b1|s8", "outlier|cpu_fp32|b2|s16"]
     assert all(r.kind == "cpu_baseline" and r.ok and (r.runs or 0) >= 3 and (r.median_ms or 0) > 0 for r in records)
+
+
+def test_grid_table_adds_the_auto_columns_when_the_grid_timed_an_auto_variant(tmp_path: Path) -> None:
+    from perf.grid_report import _model_section
+    from perf.targets import GridRun
+
+    device = tmp_path / "h200"
+    rf.append_jsonl(device / rf.GRID_FILE, {"kind": "environment", "run_id": "g", "device": "h200"})
+    medians = {"fp32": 4.0, "fp16": 1.0, "hybrid": 1.2, "auto": 1.02}
+    for precision, median in medians.items():
+        cosine = {} if precision == "fp32" else {"cosine_min": 0.99999, "nan_count": 0, "inf_count": 0}
+        rf.append_jsonl(device / rf.GRID_FILE, {"kind": "engine", "run_id": "g", "model": "m", "precision": precision,
+                                                "batch_size": 1, "seq_len": 128, "status": "ok", "median_ms": median, **cosine})  # fmt: skip
+    (tmp_path / "plots").mkdir()
+    md = "\n".join(_model_section(GridRun.read(device), "m", tmp_path, tmp_path / "plots"))
+    assert "| auto ms | auto/fp16 | auto cos min | auto NaN/Inf |" in md
+    assert "| 1.02 | 1.02 | 0.9999900 | 0 |" in md
