@@ -12,6 +12,7 @@
 #   scripts/gpu_pipeline.sh experiments # there: the GPU tests, then scripts/gpu_experiments.py (kernel profile,
 #                                       #        engine variants, attention kernels, where a served request's time
 #                                       #        goes, tokenizer and CPU threads)
+#   scripts/gpu_pipeline.sh gputests    # there: the GPU-marked tests alone
 #   scripts/gpu_pipeline.sh serve       # there: Triton on the GPU (started unless already up), served fidelity
 #   scripts/gpu_pipeline.sh sweep       # there: perf_analyzer sweeps through that server, by priority (raw CSVs kept),
 #                                       #        then the paper's grid with PAPER_TIMEOUT
@@ -44,7 +45,7 @@ LOAD_FLAGS=${LOAD_FLAGS:---one-hop --tokenizer-instances 4 --engine-instances 2}
 # The other families at base size with random weights, built beside BUILD_MODELS (FAMILY_MODELS= for none).
 FAMILY_MODELS=${FAMILY_MODELS-roberta-base xlm-roberta-base distilbert-base-uncased microsoft/mpnet-base answerdotai/ModernBERT-base}
 DEFAULT_BUILD_MODELS="bert-base-uncased --random-weights $LOAD_FLAGS"$'\n'"gpt2 --random-weights"$'\n'"minilm $LOAD_FLAGS"
-stage=${1:?usage: gpu_pipeline.sh pack|carry N|install|build|families|experiments|grid|serve|load|tune|precision|sweep|stop|collect|all}
+stage=${1:?usage: gpu_pipeline.sh pack|carry N|install|build|gputests|families|experiments|grid|serve|load|tune|precision|sweep|stop|collect|all}
 RESULTS=${RESULTS:-/tmp/gpu_results}
 LOGS=/tmp/gpu_logs
 mkdir -p "$LOGS"
@@ -134,6 +135,12 @@ run_stage() {
       gpu_env
       [ "${GPU_TESTS:-1}" = 1 ] && timeout 240 python3 -m pytest -q -m gpu tests/engines -p no:cacheprovider 2>&1 | tail -5 | tee "$LOGS/gpu_tests.log"
       timeout "${EXPERIMENTS_TIMEOUT:-300}" python3 scripts/gpu_experiments.py --out "$RESULTS" ${EXPERIMENTS:+--experiments "$EXPERIMENTS"} ${EXPERIMENTS_MODEL:+--models "$EXPERIMENTS_MODEL"} 2>&1 | tee "$LOGS/experiments.log"
+      ;;
+    gputests)
+      # The GPU-marked tests alone (the experiments stage runs them too, before its experiments); beside a build is fine.
+      gpu_env
+      timeout "${GPU_TESTS_TIMEOUT:-300}" python3 -m pytest -q -m gpu tests/engines/test_onnxrt_gpu.py tests/precision/test_precision_cli.py \
+        -p no:cacheprovider 2>&1 | tail -15 | tee "$LOGS/gpu_tests.log"
       ;;
     serve)
       ensure_server
