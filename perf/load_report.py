@@ -39,11 +39,13 @@ def load_soaks(device_dir: Path) -> list[LoadSoak]:
 
 
 def engine_medians(device_dir: Path) -> dict[tuple[str, str, int], dict[int, float]]:
-    """{(model, precision, seq): {batch: engine median ms}} of the last grid run beside the load sweeps
-    (``grid_load.jsonl``), else of the paper's grid."""
+    """{(model, precision, seq): {batch: engine median ms}}: the latest measurement of each engine in the grids
+    run beside the load sweeps (``grid_load.jsonl``: each such run times only the models it served, so every
+    run counts), else the paper's grid's last run."""
     medians: dict[tuple[str, str, int], dict[int, float]] = defaultdict(dict)
-    file = rf.LOAD_GRID_FILE if (device_dir / rf.LOAD_GRID_FILE).is_file() else rf.GRID_FILE
-    for (model, precision, batch, seq), point in GridRun.read(device_dir, file).engines.items():
+    beside = (device_dir / rf.LOAD_GRID_FILE).is_file()
+    grid = GridRun.read(device_dir, rf.LOAD_GRID_FILE, last_run_only=False) if beside else GridRun.read(device_dir)
+    for (model, precision, batch, seq), point in grid.engines.items():
         if point.median_ms:
             medians[(model, precision, seq)][batch] = point.median_ms
     return medians

@@ -59,10 +59,11 @@ class GridRun:
     memory: dict[tuple[str, str], GridMemory]  # by model, precision
 
     @classmethod
-    def read(cls, device_dir: Path, file: str = rf.GRID_FILE) -> GridRun:
-        """The last run of ``<device_dir>/<file>`` (the paper's grid by default): a later record of the same key
-        replaces an earlier one."""
-        measured = [r for r in latest_run(rf.read_grid(device_dir / file)) if isinstance(r, GridMeasurement) and r.ok]
+    def read(cls, device_dir: Path, file: str = rf.GRID_FILE, last_run_only: bool = True) -> GridRun:
+        """The last run of ``<device_dir>/<file>`` (the paper's grid by default), or with ``last_run_only=False``
+        every run: either way a later record of the same key replaces an earlier one."""
+        records = rf.read_grid(device_dir / file)
+        measured = [r for r in (latest_run(records) if last_run_only else records) if isinstance(r, GridMeasurement) and r.ok]
         latest = list(rf.latest_by_key(measured).values())
         return cls(
             engines={(r.model, r.precision, r.batch_size, r.seq_len): r for r in latest if isinstance(r, GridEnginePoint)},

@@ -121,6 +121,12 @@ def test_load_section_lists_levels_without_a_measurement_and_reads_the_grid_besi
         rf.append_jsonl(device / file, {**engine, "median_ms": median})
     assert engine_medians(device) == {("m", "fp16", 128): {4: 2.0}}
 
+    # A later grid beside a sweep of another model keeps this model's engines (each such run times only what it served).
+    rf.append_jsonl(device / rf.LOAD_GRID_FILE, {**environment, "run_id": "h"})
+    rf.append_jsonl(device / rf.LOAD_GRID_FILE, {**engine, "run_id": "h", "model": "other", "median_ms": 1.0})
+    rf.append_jsonl(device / rf.LOAD_GRID_FILE, {**engine, "run_id": "h", "batch_size": 8, "median_ms": 3.0})
+    assert engine_medians(device) == {("m", "fp16", 128): {4: 2.0, 8: 3.0}, ("other", "fp16", 128): {4: 1.0}}
+
 
 def test_scaling_rows_compare_n_gpus_with_n_times_one_gpu_at_the_same_clients() -> None:
     from perf.load_report import scaling_rows
