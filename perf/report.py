@@ -22,8 +22,10 @@ from perf.family_report import family_section
 from perf.grid_report import gpu_comparison, grid_environment, grid_section, headline
 from perf.load_report import load_section
 from perf.plots import PRECISION_ORDER, bars, heatmap, image, line_plot, stacked_bars, table
+from perf.precision_report import precision_section
 from perf.records import DerivedRow, EngineMemory, KernelProfile, PerfPoint, SweepEnvironment
 from perf.sweep import derive
+from perf.tune_report import tune_section
 
 NOTES_FILE = "NOTES.md"
 GROUP_HEADERS = ["precision", "batch", "seq", "conc", "p50 ms", "infer/s", "× CPU fp32", "× fp32", "size MiB", "size saved vs fp32"]
@@ -86,6 +88,8 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     md.extend(_fidelity_section(device_dir, out, plots))
     md.extend(family_section(device_dir))
     md.extend(load_section(device_dir, out, plots))
+    md.extend(tune_section(device_dir))
+    md.extend(precision_section(device_dir, out))
     return md
 
 

@@ -163,3 +163,25 @@ def test_request_breakdown_splits_an_ensemble_request_into_grpc_steps_and_the_ti
     assert parts["tokenizer compute"] == pytest.approx(0.23) and parts["engine compute"] == pytest.approx(0.63)
     assert parts["ensemble between steps"] == pytest.approx(0.2)  # 1130 - 270 - 660 us
     assert request_breakdown(replace(record, hops={})) is None
+
+
+def test_precision_section_tables_every_searched_models_variants_and_links_its_plot(tmp_path: Path) -> None:
+    """A search's variants.json becomes report rows (a NaN cosine reads NaN, a failed bar is marked) and its plot is linked."""
+    import json
+
+    from perf.precision_report import precision_section
+
+    folder = tmp_path / "h200" / "precision" / "outlier"
+    folder.mkdir(parents=True)
+    row = {"model": "outlier", "fp32_nodes": 0, "compute_nodes": 73, "fp32_flop_share": 0.0, "min_top1": None, "note": ""}
+    rows = [
+        {**row, "variant": "fp16", "worst_cosine": None, "nonfinite": 202752, "met": False, "latency_ms": 0.107, "latency_vs_fp16": 1.0},
+        {**row, "variant": "auto", "fp32_nodes": 2, "worst_cosine": 0.9999991, "nonfinite": 0, "met": True, "latency_ms": 0.1057, "latency_vs_fp16": 0.988},
+    ]
+    (folder / "variants.json").write_text(json.dumps(rows))
+    (folder / "report.png").write_bytes(b"png")
+    md = "\n".join(precision_section(tmp_path / "h200", tmp_path))
+    assert "| outlier | fp16 | 0/73 | 0.00% | NaN | 202752 | – | **fails** | 0.107 | 1.000x |" in md
+    assert "| outlier | auto | 2/73 | 0.00% | 0.9999991 | 0 | – | met | 0.106 | 0.988x |" in md
+    assert "![precision report outlier](h200/precision/outlier/report.png)" in md
+    assert precision_section(tmp_path / "elsewhere", tmp_path) == []

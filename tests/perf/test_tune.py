@@ -86,3 +86,22 @@ def test_tune_measures_candidates_on_a_real_server_and_keeps_the_best_with_apply
     assert manifest["serving_tuned"]["build_flags"] == best.candidate.flags()
     configs = read_configs(repository)
     assert configs[f"{NAME}_tokenizer"].instance_group[0].count == best.candidate.tokenizer_instances
+
+
+def test_tune_section_ranks_each_searchs_trials_and_marks_the_best_within_the_budget(tmp_path: Path) -> None:
+    """The report's table of a search: best first and marked, a trial whose levels all broke the budget scores 0."""
+    from perf import results as rf
+    from perf.records import TuneTrial
+    from perf.tune import TUNE_FILE
+    from perf.tune_report import tune_section
+
+    stamp = {"run_id": "r", "device": "cpu-x", "model": "m", "precision": "fp16", "p99_budget_ms": 20.0, "candidate": {}}
+    over = [{"concurrency": 64, "status": "ok", "requests_per_s": 5147.0, "p99_ms": 20.5}]
+    within = [{"concurrency": 64, "status": "ok", "requests_per_s": 7120.0, "p99_ms": 14.8}, {"concurrency": 128, "status": "error"}]
+    rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--engine-instances 2", "score": 0.0, "levels": over, "best": False}))
+    rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--engine-instances 4", "score": 7120.0, "levels": within, "best": True}))
+    md = "\n".join(tune_section(tmp_path))
+    best = "| `--engine-instances 4` **best** | c64: 7120, 14.8; c128: error | 7120 |"
+    assert best in md and "| `--engine-instances 2` | c64: 5147, 20.5 | 0 |" in md
+    assert md.index(best) < md.index("`--engine-instances 2`")
+    assert tune_section(tmp_path / "nothing") == []

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     import onnx
 
 BASELINE = "auto_convert_mixed_precision"
+VARIANTS_FILE = "variants.json"  # the result table, beside the precision report and the policy
 BASELINE_ATTEMPTS = 400
 # Latency of a variant's graph where a GPU is present (variant name, its FP32 node names) -> ms.
 VariantLatency = Callable[[str, frozenset[str]], float]
@@ -52,6 +55,11 @@ class VariantRow:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def read_variant_rows(path: Path) -> list[VariantRow]:
+    """A ``variants.json`` written by ``python -m toolkit.precision search``."""
+    return [VariantRow(**row) for row in json.loads(Path(path).read_text())]
 
 
 def fp32_compute_nodes(graph: onnx.ModelProto, costs: NodeCosts) -> frozenset[str]:

@@ -13,7 +13,7 @@ from toolkit.precision.data import DataSet, random_dataset, text_dataset
 from toolkit.precision.inspect import DIVERGE_COSINE, PrecisionReport, precision_report, write_report
 from toolkit.precision.policy_file import PolicyBar, PrecisionPolicy, policy_nodes, write_policy
 from toolkit.precision.search import LatencyOf, SearchResult, search_policy
-from toolkit.precision.variants import VariantLatency, VariantRow, variant_rows
+from toolkit.precision.variants import VARIANTS_FILE, VariantLatency, VariantRow, variant_rows
 
 if TYPE_CHECKING:
     import onnx
@@ -110,7 +110,7 @@ def search_model(
     rows = variant_rows(graph, text, bar, result.policy, result.costs, model.name, baseline, timers[1], emulate)
     written = write_report(report, folder)
     written.append(write_policy(result.policy, policy_out or folder / "policy.json"))
-    table = folder / "variants.json"
+    table = folder / VARIANTS_FILE
     table.write_text(json.dumps([row.to_json() for row in rows], indent=1) + "\n")
     return result, rows, [*written, table]
 
