@@ -193,6 +193,10 @@ def load(
 @click.option("--tokenizer-instances", default="1,2,4,8", show_default=True)
 @click.option("--engine-instances", default="1,2,4", show_default=True)
 @click.option("--max-queue-delay-us", default="0,200,1000", show_default=True, help="Dynamic batcher queue delays to try.")
+@click.option(
+    "--confirm", type=click.IntRange(min=0), default=1, show_default=True,
+    help="Measure the two best configurations this many more times and keep the better mean (one measurement varies by about 5%).",
+)
 @click.option("--apply/--no-apply", default=False, show_default=True, help="Keep the best configuration in the repository (and its manifest).")
 def tune(
     models: str,
@@ -209,6 +213,7 @@ def tune(
     tokenizer_instances: str,
     engine_instances: str,
     max_queue_delay_us: str,
+    confirm: int,
     apply: bool,
 ) -> None:
     """Search serving options of MODEL's text ensemble (and one-hop model) on a server of its own: the highest
@@ -232,7 +237,7 @@ def tune(
                       comma_ints(engine_instances, "--engine-instances"), delays)  # fmt: skip
         explicit = ServerOptions(model_control="explicit", load_models=("*",))
         with running_server(repository, state_dir=Path("build/tune_server"), timeout=600, options=explicit) as handle:
-            best, trials, path = run_tune(repository, model, precision, p99_ms, f"127.0.0.1:{handle.ports.grpc}", plan, space, out, apply, click.echo)
+            best, trials, path = run_tune(repository, model, precision, p99_ms, f"127.0.0.1:{handle.ports.grpc}", plan, space, out, apply, click.echo, confirm)
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(trials_table(trials, p99_ms))

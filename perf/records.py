@@ -611,8 +611,9 @@ class LoadSoak(LoadStamp, Record):
 
 @dataclass(frozen=True, kw_only=True)
 class TuneTrial(LoadStamp, Record):
-    """One serving configuration tried by ``python -m perf tune`` (``tune.jsonl``): its flags, its levels and its
-    score (the best requests/s among levels whose p99 kept the budget), and whether it was the search's best."""
+    """One serving configuration tried by ``python -m perf tune`` (``tune.jsonl``): its flags, its levels (its first
+    measurement) and its score (the best requests/s among levels whose p99 kept the budget; the mean over
+    ``round_scores`` when it was measured again), and whether it was the search's best."""
 
     model: str
     precision: str
@@ -622,6 +623,8 @@ class TuneTrial(LoadStamp, Record):
     score: float
     levels: list[dict[str, Any]]
     best: bool
+    # Each measurement's score when the search measured this configuration again (its `score` is their mean).
+    round_scores: list[float] | None = field(default=None, metadata=WHEN_SET)
 
     @property
     def key(self) -> str:

@@ -28,7 +28,8 @@ def _levels(trial: TuneTrial) -> str:
 
 
 def _row(trial: TuneTrial) -> list[Any]:
-    return [f"`{trial.flags}`" + (" **best**" if trial.best and trial.score > 0 else ""), _levels(trial), f"{trial.score:.0f}"]
+    rounds = f" (mean of {', '.join(f'{r:.0f}' for r in trial.round_scores)})" if trial.round_scores else ""
+    return [f"`{trial.flags}`" + (" **best**" if trial.best and trial.score > 0 else ""), _levels(trial), f"{trial.score:.0f}{rounds}"]
 
 
 def tune_section(device_dir: Path) -> list[str]:
@@ -41,7 +42,8 @@ def tune_section(device_dir: Path) -> list[str]:
     md = [
         "### Serving-config search (`python -m perf tune`)\n",
         "Each configuration applied to the running server (explicit model control) and measured with the load "
-        "sweep's single-text levels; score: the highest requests/s among levels whose p99 kept the budget (0: none did).\n",
+        "sweep's single-text levels (the levels shown: its first measurement); score: the highest requests/s among levels "
+        "whose p99 kept the budget (0: none did), the mean over measurements where the two best were measured again.\n",
     ]
     for (run_id, model, precision, budget), trials in searches.items():
         code = trials[0].code or "?"

@@ -33,18 +33,52 @@ def test_search_keeps_each_knobs_best_value_and_scores_only_levels_within_the_bu
 
     def measure(candidate: Candidate) -> list[LoadPoint]:
         p99 = 50.0 if candidate.tokenizer_instances == 4 else 10.0  # four instances: fast but over the budget
-        bonus = 1.5 if candidate.path == "onehop" else 1.0
+        bonus = 1.5 if candidate.engine_instances == 2 else 1.0
         return [_level(rates[candidate.tokenizer_instances] * bonus, p99)]
 
-    space = Space(path=("ensemble", "onehop"), tokenizer_instances=(1, 2, 4), engine_instances=(1,), max_queue_delay_us=(0,))
+    space = Space(path=("ensemble",), tokenizer_instances=(1, 2, 4), engine_instances=(1, 2), max_queue_delay_us=(0,))
     best, trials = search(Candidate(), space, measure, p99_ms=20.0, log=lambda _: None)
-    assert best.candidate == Candidate(path="onehop", tokenizer_instances=2) and best.score(20.0) == 270.0
-    assert len(trials) == 4  # the start, onehop, then onehop with 2 and with 4 tokenizer instances: each candidate once
+    assert best.candidate == Candidate(tokenizer_instances=2, engine_instances=2) and best.score(20.0) == 270.0
+    assert len(trials) == 4  # the start, 2 and 4 tokenizer instances, then 2 engine instances: each candidate once
     assert Trial_over_budget_scores_zero(trials)
 
 
 def Trial_over_budget_scores_zero(trials: list[Any]) -> bool:
     return all(t.score(20.0) == 0.0 for t in trials if t.candidate.tokenizer_instances == 4)
+
+
+def test_search_measures_a_one_hop_configuration_once_whatever_the_tokenizer_instances() -> None:
+    """One-hop serves without the tokenizer model: its tokenizer count is not a knob (the H200's first searches
+    measured the same one-hop configuration twice, 6,780 and 7,113 requests/s, under two names)."""
+    measured: list[Candidate] = []
+
+    def measure(candidate: Candidate) -> list[LoadPoint]:
+        measured.append(candidate)
+        return [_level(200.0 if candidate.path == "onehop" else 100.0, 10.0)]
+
+    space = Space(path=("ensemble", "onehop"), tokenizer_instances=(4, 6, 8), engine_instances=(2,), max_queue_delay_us=(0,))
+    best, trials = search(Candidate(tokenizer_instances=4, engine_instances=2), space, measure, p99_ms=20.0, log=lambda _: None)
+    assert best.candidate == Candidate(path="onehop", tokenizer_instances=4, engine_instances=2)
+    assert measured == [Candidate(tokenizer_instances=4, engine_instances=2), best.candidate] and len(trials) == 2
+
+
+def test_confirm_measures_the_two_best_again_and_keeps_the_better_mean() -> None:
+    """A lucky first window (A: 300, then 150 and 150) loses to a steady one (B: 250 each time); the rest is
+    measured once; the record of each round is kept."""
+    rounds: dict[int, list[float]] = {1: [100.0], 2: [300.0, 150.0, 150.0], 4: [250.0, 250.0, 250.0]}  # engine instances
+
+    def measure(candidate: Candidate) -> list[LoadPoint]:
+        return [_level(rounds[candidate.engine_instances].pop(0), 10.0)]
+
+    space = Space(path=("ensemble",), tokenizer_instances=(1,), engine_instances=(1, 2, 4), max_queue_delay_us=(0,))
+    lucky, steady = Candidate(engine_instances=2), Candidate(engine_instances=4)
+    unconfirmed, _ = search(Candidate(), space, measure, p99_ms=20.0, log=lambda _: None)
+    assert unconfirmed.candidate == lucky  # measured once each, the lucky window wins
+    rounds.update({1: [100.0], 2: [300.0, 150.0, 150.0], 4: [250.0, 250.0, 250.0]})
+    best, trials = search(Candidate(), space, measure, p99_ms=20.0, log=lambda _: None, confirm=2)
+    assert best.candidate == steady and best.round_scores(20.0) == [250.0, 250.0, 250.0]
+    by_candidate = {t.candidate: t for t in trials}
+    assert by_candidate[lucky].score(20.0) == 200.0 and by_candidate[Candidate()].repeats == []
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +110,13 @@ def test_tune_measures_candidates_on_a_real_server_and_keeps_the_best_with_apply
     explicit = ServerOptions(model_control="explicit", load_models=("*",))
     with running_server(repository, state_dir=tmp_path / "server", timeout=300, options=explicit) as handle:
         best, trials, path = tune(repository, NAME, "fp32", 60_000.0, f"127.0.0.1:{handle.ports.grpc}", plan, space, tmp_path, apply=True,
-                                  log=lambda _: None)  # fmt: skip
+                                  log=lambda _: None, confirm=1)  # fmt: skip
     assert {t.candidate for t in trials} >= {Candidate(), Candidate(path="onehop")}
     assert all(lv.ok and not lv.failures for t in trials for lv in t.levels)
     assert best.score(60_000.0) == max(t.score(60_000.0) for t in trials) > 0
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == len(trials) and sum(row["best"] for row in rows) == 1
+    assert len(best.repeats) == 1 and sum(len(row.get("round_scores", [])) == 2 for row in rows) == 2  # the two best, again
     manifest = json.loads((repository / f"{NAME}_tokenizer" / "manifest.json").read_text())
     assert manifest["serving_tuned"]["build_flags"] == best.candidate.flags()
     configs = read_configs(repository)
@@ -99,9 +134,10 @@ def test_tune_section_ranks_each_searchs_trials_and_marks_the_best_within_the_bu
     over = [{"concurrency": 64, "status": "ok", "requests_per_s": 5147.0, "p99_ms": 20.5}]
     within = [{"concurrency": 64, "status": "ok", "requests_per_s": 7120.0, "p99_ms": 14.8}, {"concurrency": 128, "status": "error"}]
     rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--engine-instances 2", "score": 0.0, "levels": over, "best": False}))
-    rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--engine-instances 4", "score": 7120.0, "levels": within, "best": True}))
+    rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--engine-instances 4", "score": 7060.0, "levels": within, "best": True,
+                                                                   "round_scores": [7120.0, 7000.0]}))
     md = "\n".join(tune_section(tmp_path))
-    best = "| `--engine-instances 4` **best** | c64: 7120, 14.8; c128: error | 7120 |"
+    best = "| `--engine-instances 4` **best** | c64: 7120, 14.8; c128: error | 7060 (mean of 7120, 7000) |"
     assert best in md and "| `--engine-instances 2` | c64: 5147, 20.5 | 0 |" in md
     assert md.index(best) < md.index("`--engine-instances 2`")
     assert tune_section(tmp_path / "nothing") == []
