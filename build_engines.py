@@ -72,9 +72,12 @@ with missing_packages_reported("build_engines.py"):  # a Python without the pack
 @click.option("--max-batch", type=int, default=32, help="Largest batch: Triton max_batch_size and the TensorRT profile's max.")
 @click.option("--opt-batch", type=int, default=1, help="Batch size TensorRT optimises for.")
 @click.option(
-    "--min-seq", type=int, default=32, help="Shortest sequence of the TensorRT profile; the tokenizer pads shorter texts up to it."
+    "--min-seq",
+    type=int,
+    default=None,
+    help="Shortest sequence of the TensorRT profile; the tokenizer pads shorter texts up to it (default: 32, or --opt-seq when shorter).",
 )
-@click.option("--opt-seq", type=int, default=128, help="Sequence length TensorRT optimises for.")
+@click.option("--opt-seq", type=int, default=None, help="Sequence length TensorRT optimises for (default: 128, or the longest served when shorter).")
 @click.option(
     "--max-seq",
     type=int,
@@ -156,8 +159,8 @@ def main(
     outlier: float,
     max_batch: int,
     opt_batch: int,
-    min_seq: int,
-    opt_seq: int,
+    min_seq: int | None,
+    opt_seq: int | None,
     max_seq: int | None,
     runtimes: str,
     gpu: bool | None,

@@ -51,6 +51,7 @@ def _run(*args: str) -> tuple[int, str]:
         (["--models", "minilm", "--precisions", "fp8"], "unknown precision 'fp8'"),
         (["--models", "minilm", "--max-batch", "0"], "--max-batch must be >= 1"),
         (["--models", "minilm", "--max-seq", "4096"], "exceeds minilm's 512 positions"),
+        (["--models", "minilm", "--min-seq", "64", "--opt-seq", "32"], "sequence lengths need 1 <= min <= opt <= max"),
         (["--models", "minilm", "--runtimes", "tvm"], "unknown runtime"),
         (["--models", "minilm", "--keep-fp32", "Softmaxx"], "unknown ONNX op types"),
         (["--models", "no-such-org/no-such-model-xyz"], "cannot load model"),
@@ -119,6 +120,20 @@ def test_build_writes_engines_manifest_and_is_idempotent(tmp_path: Path) -> None
     code, output = _run(*TINY, "--repository", str(repo), "--work-dir", str(tmp_path / "work"))
     assert code == 0 and "up to date" in output
     assert (repo / "minilm-cli_fp32_onnx" / "1" / "model.onnx").stat().st_mtime_ns == before
+
+
+def test_a_short_max_seq_alone_lowers_the_default_profile_to_fit(tmp_path: Path) -> None:
+    """--max-seq 64 with no --opt-seq builds (the optimal length defaults to 128, lowered to what is served), where it
+    failed with "fix --min-seq/--opt-seq/--max-seq"; the engine config and manifest carry the profile used."""
+    repo = tmp_path / "repo"
+    args = ["--models", "minilm", "--layers", "1", "--name", "short", "--max-seq", "64", "--precisions", "fp32", "--runtimes", "onnxruntime"]
+    code, output = _run(*args, "--repository", str(repo), "--work-dir", str(tmp_path / "work"))
+    assert code == 0, output
+    manifest = existing_manifest(repo, "short")
+    assert manifest is not None and manifest["shapes"]["sequence"] == [32, 64, 64]
+    code, output = _run(*args, "--max-seq", "16", "--repository", str(tmp_path / "other"), "--work-dir", str(tmp_path / "work"))
+    assert code == 0, output
+    assert existing_manifest(tmp_path / "other", "short")["shapes"]["sequence"] == [16, 16, 16]  # type: ignore[index]
 
 
 def _contents(repository: Path) -> dict[str, str]:

@@ -47,6 +47,7 @@ Log = Callable[[str], None]
 # Bytes on disk per parameter for fp32 + fp16 + hybrid graphs, staged and installed (4 + 2 + 2, twice).
 DISK_BYTES_PER_PARAMETER = 16
 DEFAULT_MAX_SEQ = 512
+DEFAULT_MIN_SEQ, DEFAULT_OPT_SEQ = 32, 128  # each lowered to what a model serves when that is less
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ class BuildRequest:
     keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32
     max_batch: int = 32
     opt_batch: int = 1
-    min_seq: int = 32
-    opt_seq: int = 128
+    min_seq: int | None = None  # None: DEFAULT_MIN_SEQ, or the optimal length when that is shorter
+    opt_seq: int | None = None  # None: DEFAULT_OPT_SEQ, or the longest served sequence when that is shorter
     max_seq: int | None = None
     fuse: bool = False
     outlier: float = 0.0
@@ -84,7 +85,8 @@ class BuildRequest:
                 object.__setattr__(self, name, tuple(value))
         if self.max_batch < 1:
             raise BadInputError(f"--max-batch must be >= 1, got {self.max_batch}")
-        if not 1 <= self.min_seq <= self.opt_seq <= (self.max_seq or self.opt_seq):
+        given = [value for value in (self.min_seq, self.opt_seq, self.max_seq) if value is not None]
+        if given and (given[0] < 1 or given != sorted(given)):
             raise BadInputError(
                 f"sequence lengths need 1 <= min <= opt <= max, got {self.min_seq}/{self.opt_seq}/{self.max_seq}: fix --min-seq/--opt-seq/--max-seq"
             )
@@ -209,8 +211,10 @@ def _max_seq(request: BuildRequest, model: LoadedModel) -> int:
         return request.max_seq
     st_limit = model.sentence_transformers.max_seq_length if model.sentence_transformers else None
     chosen = min(DEFAULT_MAX_SEQ, model.max_positions, st_limit or DEFAULT_MAX_SEQ)
-    if chosen < request.opt_seq:
+    if request.opt_seq is not None and chosen < request.opt_seq:
         raise BadInputError(f"{model.name} serves at most {chosen} tokens, below --opt-seq {request.opt_seq}: pass a smaller --opt-seq")
+    if request.min_seq is not None and chosen < request.min_seq:
+        raise BadInputError(f"{model.name} serves at most {chosen} tokens, below --min-seq {request.min_seq}: pass a smaller --min-seq")
     return chosen
 
 
@@ -229,6 +233,16 @@ class _Build:
     step: Callable[[], object]
     clamps: dict[str, float | int] = field(default_factory=dict)
     auto_policy: dict[str, Any] | None = None  # the manifest's record of the auto variant's policy
+
+    @property
+    def opt_seq(self) -> int:
+        if self.request.opt_seq is not None:
+            return self.request.opt_seq
+        return min(max(DEFAULT_OPT_SEQ, self.request.min_seq or 0), self.max_seq)
+
+    @property
+    def min_seq(self) -> int:
+        return self.request.min_seq if self.request.min_seq is not None else min(DEFAULT_MIN_SEQ, self.opt_seq)
 
     def run(self, repository: Path) -> ServedModel:
         shutil.rmtree(self.stage, ignore_errors=True)
@@ -372,7 +386,7 @@ class _Build:
 
     def _profile(self) -> ShapeProfile:
         request = self.request
-        return ShapeProfile(1, request.opt_batch, request.max_batch, request.min_seq, request.opt_seq, self.max_seq)
+        return ShapeProfile(1, request.opt_batch, request.max_batch, self.min_seq, self.opt_seq, self.max_seq)
 
     def manifest(
         self, checks: list[ShapeCheck], fusion: dict[str, int], variants: list[tuple[VariantGraphs, Any]], records: dict[str, Any]
@@ -397,7 +411,7 @@ class _Build:
                 **({"auto": self.auto_policy} if self.auto_policy else {}),
             },
             "fp16_clamped_weights": self.clamps,
-            "shapes": {"max_batch": request.max_batch, "sequence": [request.min_seq, request.opt_seq, self.max_seq], "profile": asdict(self._profile())},
+            "shapes": {"max_batch": request.max_batch, "sequence": [self.min_seq, self.opt_seq, self.max_seq], "profile": asdict(self._profile())},
             "fused_ops": fusion,
             "export_checks": [asdict(check) for check in checks],
             "variants": records,
@@ -421,7 +435,7 @@ class _Build:
             ensemble_outputs=model.family.ensemble_outputs(model),
             max_batch_size=request.max_batch,
             max_seq_len=self.max_seq,
-            min_seq_len=request.min_seq,
+            min_seq_len=self.min_seq,
             pad_id=model.pad_id,
             lowercase=bool(model.sentence_transformers and model.sentence_transformers.do_lower_case),
             labels=model.labels,
