@@ -209,7 +209,8 @@ run_stage() {
       folder=$(gpu_folder)
       mkdir -p "$RESULTS/$folder/logs" && cp -r "$LOGS"/. "$RESULTS/$folder/logs/"
       # Stored as results/<gpu>/ whatever RESULTS is, so it untars into the repository's results/.
-      tar czf "${OUT:-/tmp}/results.tgz" -C "$RESULTS" --transform 's,^,results/,' "$folder"
+      # Without the precision searches' graphs (hundreds of MB: an archive that large does not come back).
+      tar czf "${OUT:-/tmp}/results.tgz" -C "$RESULTS" --exclude='*.onnx' --exclude='*.onnx.data' --transform 's,^,results/,' "$folder"
       ls -la "${OUT:-/tmp}"
       ;;
     all)
