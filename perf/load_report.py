@@ -38,7 +38,10 @@ def load_soaks(device_dir: Path) -> list[LoadSoak]:
     return [LoadSoak.from_json(r) for r in rf.read_jsonl(device_dir / LOAD_FILE) if r.get("kind") == LoadSoak.kind]
 
 
-def engine_medians(device_dir: Path) -> dict[tuple[str, str, int], dict[int, float]]:
+Medians = dict[tuple[str, str, int], dict[int, float]]  # {(model, precision, seq): {batch: engine median ms}}
+
+
+def engine_medians(device_dir: Path) -> Medians:
     """{(model, precision, seq): {batch: engine median ms}}: the latest measurement of each engine in the grids
     run beside the load sweeps (``grid_load.jsonl``: each such run times only the models it served, so every
     run counts), else the paper's grid's last run."""
@@ -67,14 +70,21 @@ def engine_ms_at(batches: dict[int, float], batch: float) -> float | None:
     return math.exp(math.log(batches[low]) + weight * (math.log(batches[high]) - math.log(batches[low])))
 
 
-def efficiency(point: LoadPoint, medians: dict[tuple[str, str, int], dict[int, float]]) -> tuple[float | None, float | None]:
+def efficiency(point: LoadPoint, medians: Medians) -> tuple[float | None, float | None]:
     """(engine-alone sequences/s at the batch the server formed, served sequences/s over it) for one level."""
-    engine_batch = next((rows for name, rows in (point.batches or {}).items() if not name.endswith("_tokenizer")), None)
-    engine_ms = engine_ms_at(medians.get((point.model, point.precision, point.seq_len), {}), engine_batch or 0.0)
-    if not engine_batch or not engine_ms or point.requests_per_s is None:
+    return served_efficiency(medians, point.model, point.precision, point.seq_len, point.batches, point.requests_per_s, point.texts)
+
+
+def served_efficiency(
+    medians: Medians, model: str, precision: str, seq_len: int, batches: dict[str, float] | None, requests_per_s: float | None, texts: int
+) -> tuple[float | None, float | None]:
+    """``efficiency`` from a level's parts (a load point's, or a tuning trial's level)."""
+    engine_batch = next((rows for name, rows in (batches or {}).items() if not name.endswith("_tokenizer")), None)
+    engine_ms = engine_ms_at(medians.get((model, precision, seq_len), {}), engine_batch or 0.0)
+    if not engine_batch or not engine_ms or requests_per_s is None:
         return None, None
     capacity = engine_batch / (engine_ms / 1000.0)
-    return capacity, point.requests_per_s * point.texts / capacity
+    return capacity, requests_per_s * texts / capacity
 
 
 def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:

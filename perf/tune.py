@@ -247,7 +247,7 @@ def tune(
 
 def _level(level: LoadPoint) -> dict[str, Any]:
     return {
-        "concurrency": level.concurrency, "status": level.status, "requests_per_s": level.requests_per_s, "stable": level.stable,
+        "concurrency": level.concurrency, "texts": level.texts, "seq_len": level.seq_len, "status": level.status, "requests_per_s": level.requests_per_s, "stable": level.stable,
         "batches": level.batches, "failures": level.failures, "error": level.error, "p99_ms": level.metric("latency_p99"),
     }  # fmt: skip
 

@@ -1,6 +1,6 @@
 """Report section of ``tune.jsonl`` (``python -m perf tune``): every serving configuration each search tried, its
-levels (requests/s and p99 per concurrency) and its score (the best requests/s among levels within the p99
-budget), the search's best first. ``perf.report`` places it."""
+levels (requests/s, p99 and serving efficiency per concurrency) and its score (the best requests/s among levels
+within the p99 budget), the search's best first. ``perf.report`` places it."""
 
 from __future__ import annotations
 
@@ -9,27 +9,32 @@ from pathlib import Path
 from typing import Any
 
 from perf import results as rf
+from perf.load import LOADS
+from perf.load_report import Medians, engine_medians, served_efficiency
 from perf.plots import table
 from perf.records import TuneTrial
 from perf.tune import TUNE_FILE
 
-
-def _levels(trial: TuneTrial) -> str:
-    cells = []
-    for level in trial.levels:
-        if level.get("status") != "ok":
-            cells.append(f"c{level['concurrency']}: error")
-            continue
-        p99 = level.get("p99_ms")
-        cells.append(
-            f"c{level['concurrency']}: {level.get('requests_per_s') or 0:.0f}, {p99:.1f}" if p99 else f"c{level['concurrency']}: –"
-        )
-    return "; ".join(cells)
+# Levels recorded before they carried their request shape (the H200's first searches) all used the GPU load plan's.
+EARLIER_LEVEL = {"texts": 1, "seq_len": LOADS["load"].seq_len}
 
 
-def _row(trial: TuneTrial) -> list[Any]:
+def _level(trial: TuneTrial, level: dict[str, Any], medians: Medians) -> str:
+    if level.get("status") != "ok":
+        return f"c{level['concurrency']}: error"
+    p99 = level.get("p99_ms")
+    cell = f"c{level['concurrency']}: {level.get('requests_per_s') or 0:.0f}, {p99:.1f}" if p99 else f"c{level['concurrency']}: –"
+    shape = {**EARLIER_LEVEL, **level}
+    _, ratio = served_efficiency(
+        medians, trial.model, trial.precision, shape["seq_len"], level.get("batches"), level.get("requests_per_s"), shape["texts"]
+    )
+    return cell + (f", {ratio:.0%}" if ratio is not None else "")
+
+
+def _row(trial: TuneTrial, medians: Medians) -> list[Any]:
     rounds = f" (mean of {', '.join(f'{r:.0f}' for r in trial.round_scores)})" if trial.round_scores else ""
-    return [f"`{trial.flags}`" + (" **best**" if trial.best and trial.score > 0 else ""), _levels(trial), f"{trial.score:.0f}{rounds}"]
+    levels = "; ".join(_level(trial, level, medians) for level in trial.levels)
+    return [f"`{trial.flags}`" + (" **best**" if trial.best and trial.score > 0 else ""), levels, f"{trial.score:.0f}{rounds}"]
 
 
 def tune_section(device_dir: Path) -> list[str]:
@@ -43,11 +48,15 @@ def tune_section(device_dir: Path) -> list[str]:
         "### Serving-config search (`python -m perf tune`)\n",
         "Each configuration applied to the running server (explicit model control) and measured with the load "
         "sweep's single-text levels (the levels shown: its first measurement); score: the highest requests/s among levels "
-        "whose p99 kept the budget (0: none did), the mean over measurements where the two best were measured again.\n",
+        "whose p99 kept the budget (0: none did), the mean over measurements where the two best were measured again. "
+        "The percentage: serving efficiency, as in the load table (served sequences/s over the engine alone at the batch "
+        "the server formed, from this folder's grid).\n",
     ]
+    medians = engine_medians(device_dir)
     for (run_id, model, precision, budget), trials in searches.items():
         code = trials[0].code or "?"
         md.append(f"**{model} {precision}, p99 budget {budget:g} ms** (run {run_id}, code `{code}`)\n")
         ranked = sorted(trials, key=lambda t: -t.score)
-        md.append(table(["configuration", "levels (clients: requests/s, p99 ms)", "score"], (_row(t) for t in ranked)) + "\n")
+        headers = ["configuration", "levels (clients: requests/s, p99 ms, efficiency)", "score"]
+        md.append(table(headers, (_row(t, medians) for t in ranked)) + "\n")
     return md

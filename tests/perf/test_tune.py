@@ -133,10 +133,18 @@ def test_tune_section_ranks_each_searchs_trials_and_marks_the_best_within_the_bu
     stamp = {"run_id": "r", "device": "cpu-x", "model": "m", "precision": "fp16", "p99_budget_ms": 20.0, "candidate": {}}
     over = [{"concurrency": 64, "status": "ok", "requests_per_s": 5147.0, "p99_ms": 20.5}]
     within = [{"concurrency": 64, "status": "ok", "requests_per_s": 7120.0, "p99_ms": 14.8}, {"concurrency": 128, "status": "error"}]
+    # Engine alone at batch 4: 2 ms (2,000 sequences/s); a level that formed batches of 4 at 1,000 requests/s: 50%.
+    environment = {"kind": "environment", "run_id": "g", "device": "cpu-x"}
+    rf.append_jsonl(tmp_path / rf.LOAD_GRID_FILE, environment)
+    engine = {"kind": "engine", "run_id": "g", "model": "m", "precision": "fp16", "batch_size": 4, "seq_len": 128, "status": "ok"}
+    rf.append_jsonl(tmp_path / rf.LOAD_GRID_FILE, {**engine, "median_ms": 2.0})
+    formed = {"concurrency": 16, "status": "ok", "requests_per_s": 1000.0, "p99_ms": 9.0, "batches": {"m_fp16_onehop": 4.0}, "seq_len": 128}
     rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--engine-instances 2", "score": 0.0, "levels": over, "best": False}))
     rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--engine-instances 4", "score": 7060.0, "levels": within, "best": True,
                                                                    "round_scores": [7120.0, 7000.0]}))
+    rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--one-hop", "score": 1000.0, "levels": [formed], "best": False}))
     md = "\n".join(tune_section(tmp_path))
+    assert "| `--one-hop` | c16: 1000, 9.0, 50% | 1000 |" in md
     best = "| `--engine-instances 4` **best** | c64: 7120, 14.8; c128: error | 7060 (mean of 7120, 7000) |"
     assert best in md and "| `--engine-instances 2` | c64: 5147, 20.5 | 0 |" in md
     assert md.index(best) < md.index("`--engine-instances 2`")
