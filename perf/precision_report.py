@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from perf.plots import table
+from toolkit.precision.inspect import REPORT_PLOT
 from toolkit.precision.variants import VARIANTS_FILE, VariantRow, read_variant_rows
 
 PRECISION_FOLDER = "precision"
-PLOT = "report.png"  # written by toolkit.precision's report beside the table
 
 
 def _cosine(value: float | None) -> str:
@@ -43,6 +43,6 @@ def precision_section(device_dir: Path, out: Path) -> list[str]:
         table(headers, (_row(r) for r in rows)) + "\n",
     ]
     for folder in folders:
-        if (folder / PLOT).is_file():
-            md.append(f"![precision report {folder.name}]({os.path.relpath(folder / PLOT, out)})\n")
+        if (folder / REPORT_PLOT).is_file():
+            md.append(f"![precision report {folder.name}]({os.path.relpath(folder / REPORT_PLOT, out)})\n")
     return md

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 # A tensor "diverges" when some row's cosine against FP32 falls below this (FP16 rounding alone stays far above).
 DIVERGE_COSINE = 0.999
+REPORT_FILE, REPORT_PLOT = "report.json", "report.png"  # what write_report leaves in its folder
 
 
 @dataclass(frozen=True)
@@ -354,13 +355,13 @@ def _first_diverged(stats: Sequence[NodeStats], threshold: float) -> Finding | N
 def write_report(report: PrecisionReport, folder: Path, plot: bool = True) -> list[Path]:
     """``report.json`` (and ``report.png``) in ``folder``; returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "report.json"
+    path = folder / REPORT_FILE
     path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
     written = [path]
     if plot:
         from toolkit.precision.report_views import plot_report
 
-        written.append(plot_report(report, folder / "report.png"))
+        written.append(plot_report(report, folder / REPORT_PLOT))
     return written
 
 
