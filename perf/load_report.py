@@ -45,7 +45,7 @@ def engine_medians(device_dir: Path) -> Medians:
     """{(model, precision, seq): {batch: engine median ms}}: the latest measurement of each engine in the grids
     run beside the load sweeps (``grid_load.jsonl``: each such run times only the models it served, so every
     run counts), else the paper's grid's last run."""
-    medians: dict[tuple[str, str, int], dict[int, float]] = defaultdict(dict)
+    medians: Medians = defaultdict(dict)
     beside = (device_dir / rf.LOAD_GRID_FILE).is_file()
     grid = GridRun.read(device_dir, rf.LOAD_GRID_FILE, last_run_only=False) if beside else GridRun.read(device_dir)
     for (model, precision, batch, seq), point in grid.engines.items():

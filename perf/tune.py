@@ -264,6 +264,11 @@ def _apply(configs: RepositoryConfigs, best: Trial, p99_ms: float, stamp: dict[s
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
 
 
+def rounds_note(scores: list[float]) -> str:
+    """How a score measured more than once came about: " (mean of 11672, 11020)"."""
+    return f" (mean of {', '.join(f'{score:.0f}' for score in scores)})"
+
+
 def trials_table(trials: list[Trial], p99_ms: float) -> str:
     """One line per trial: the flags, each level's requests/s and p99, the score."""
     lines = [f"{'configuration':<78} {'levels (clients: req/s, p99 ms)':<60} score"]
@@ -272,6 +277,6 @@ def trials_table(trials: list[Trial], p99_ms: float) -> str:
             f"c{lv.concurrency}: {lv.requests_per_s or 0:.0f}, {lv.metric('latency_p99') or math.nan:.1f}" if lv.ok else f"c{lv.concurrency}: error"
             for lv in trial.levels
         )
-        rounds = f" (mean of {', '.join(f'{r:.0f}' for r in trial.round_scores(p99_ms))})" if trial.repeats else ""
+        rounds = rounds_note(trial.round_scores(p99_ms)) if trial.repeats else ""
         lines.append(f"{trial.candidate.flags():<78} {levels:<60} {trial.score(p99_ms):.0f}{rounds}")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from perf.load import LOADS
 from perf.load_report import Medians, engine_medians, served_efficiency
 from perf.plots import table
 from perf.records import TuneTrial
-from perf.tune import TUNE_FILE
+from perf.tune import TUNE_FILE, rounds_note
 
 # Levels recorded before they carried their request shape (the H200's first searches) all used the GPU load plan's.
 EARLIER_LEVEL = {"texts": 1, "seq_len": LOADS["load"].seq_len}
@@ -32,7 +32,7 @@ def _level(trial: TuneTrial, level: dict[str, Any], medians: Medians) -> str:
 
 
 def _row(trial: TuneTrial, medians: Medians) -> list[Any]:
-    rounds = f" (mean of {', '.join(f'{r:.0f}' for r in trial.round_scores)})" if trial.round_scores else ""
+    rounds = rounds_note(trial.round_scores) if trial.round_scores else ""
     levels = "; ".join(_level(trial, level, medians) for level in trial.levels)
     return [f"`{trial.flags}`" + (" **best**" if trial.best and trial.score > 0 else ""), levels, f"{trial.score:.0f}{rounds}"]
 
