@@ -211,10 +211,9 @@ def _max_seq(request: BuildRequest, model: LoadedModel) -> int:
         return request.max_seq
     st_limit = model.sentence_transformers.max_seq_length if model.sentence_transformers else None
     chosen = min(DEFAULT_MAX_SEQ, model.max_positions, st_limit or DEFAULT_MAX_SEQ)
-    if request.opt_seq is not None and chosen < request.opt_seq:
-        raise BadInputError(f"{model.name} serves at most {chosen} tokens, below --opt-seq {request.opt_seq}: pass a smaller --opt-seq")
-    if request.min_seq is not None and chosen < request.min_seq:
-        raise BadInputError(f"{model.name} serves at most {chosen} tokens, below --min-seq {request.min_seq}: pass a smaller --min-seq")
+    for flag, given in (("--opt-seq", request.opt_seq), ("--min-seq", request.min_seq)):
+        if given is not None and chosen < given:
+            raise BadInputError(f"{model.name} serves at most {chosen} tokens, below {flag} {given}: pass a smaller {flag}")
     return chosen
 
 
