@@ -73,3 +73,13 @@ def test_one_hop_batches_concurrent_requests_and_a_bad_one_fails_alone(client: T
     with pytest.raises(ServerError, match="row 0 is empty"):
         client.infer(model, {"TEXT": np.array([[b"   "]], dtype=np.object_)})
     assert client.infer_text(model, TEXTS[:1])[SENTENCE_EMBEDDING].shape == (1, 384)
+
+
+def test_texts_per_request_keeps_good_requests_and_names_the_bad_row_of_each_refused_one() -> None:
+    """What both text backends do first: one request with a bad row fails alone, with the row named."""
+    from toolkit.backends.common.text_encoder import texts_per_request
+
+    good, bad_utf8, blank = np.array([b"a cup of tea", b"two"], dtype=object), np.array([b"ok", b"caf\xe9"], dtype=object), np.array([b"  "], dtype=object)
+    accepted, refused = texts_per_request([good, bad_utf8, blank])
+    assert accepted == [(0, ["a cup of tea", "two"])]
+    assert refused[1].startswith("TEXT row 1 is not valid UTF-8") and refused[2].startswith("TEXT row 0 is empty or blank") and len(refused) == 2

@@ -66,6 +66,19 @@ def texts_of(rows: np.ndarray) -> list[str]:
     return texts
 
 
+def texts_per_request(rows_per_request: Sequence[np.ndarray]) -> tuple[list[tuple[int, list[str]]], dict[int, str]]:
+    """Each request's TEXT rows as strings with the request's index, and the message of each request whose rows
+    ``texts_of`` refuses (that request alone fails)."""
+    accepted: list[tuple[int, list[str]]] = []
+    refused: dict[int, str] = {}
+    for index, rows in enumerate(rows_per_request):
+        try:
+            accepted.append((index, texts_of(rows)))
+        except InputError as error:
+            refused[index] = str(error)
+    return accepted, refused
+
+
 class TextEncoder:
     """One tokenizer file and the served model's padding rules (see the module docstring)."""
 

@@ -24,7 +24,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # text_encoder.py and ort_device.py are copied beside us
 from ort_device import NUMPY_OF_ORT, DeviceRunner, cpu_session, cuda_session, placement
-from text_encoder import InputError, ModelSetup, texts_of
+from text_encoder import ModelSetup, texts_per_request
 
 TRUNCATED, LABEL, LABEL_ID = "truncated", "label", "label_id"
 
@@ -77,13 +77,8 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses: list[Any] = [None] * len(requests)
-        accepted: list[tuple[int, list[str]]] = []
-        for index, request in enumerate(requests):
-            try:
-                accepted.append((index, texts_of(pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy())))
-            except InputError as error:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+        accepted, refused = texts_per_request([pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests])
+        responses: list[Any] = [pb_utils.InferenceResponse(error=pb_utils.TritonError(refused[i])) if i in refused else None for i in range(len(requests))]
         if not accepted:
             return responses
         try:

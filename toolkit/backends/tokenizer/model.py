@@ -16,7 +16,7 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # text_encoder.py is copied beside us
-from text_encoder import InputError, ModelSetup, texts_of
+from text_encoder import ModelSetup, texts_per_request
 
 
 class TritonPythonModel:
@@ -29,13 +29,8 @@ class TritonPythonModel:
         self.input_name = config["input"][0]["name"]
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses: list[Any] = [None] * len(requests)
-        accepted: list[tuple[int, list[str]]] = []
-        for index, request in enumerate(requests):
-            try:
-                accepted.append((index, texts_of(pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy())))
-            except InputError as error:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+        accepted, refused = texts_per_request([pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests])
+        responses: list[Any] = [pb_utils.InferenceResponse(error=pb_utils.TritonError(refused[i])) if i in refused else None for i in range(len(requests))]
         try:
             encoded = self.encoder.requests([texts for _, texts in accepted])
         except Exception as error:  # one bad batch must not take the model down
