@@ -83,3 +83,29 @@ def test_texts_per_request_keeps_good_requests_and_names_the_bad_row_of_each_ref
     accepted, refused = texts_per_request([good, bad_utf8, blank])
     assert accepted == [(0, ["a cup of tea", "two"])]
     assert refused[1].startswith("TEXT row 1 is not valid UTF-8") and refused[2].startswith("TEXT row 0 is empty or blank") and len(refused) == 2
+
+
+@pytest.mark.parametrize("single_template", ["[CLS]:0 $A:0 [SEP]:0", "[CLS]:1 $A:1 [SEP]:0"])
+def test_token_tensors_hold_each_encodings_ids_mask_and_type_ids_padded_to_one_width(tmp_path: Path, single_template: str) -> None:
+    """The vectorized packing against the encodings themselves, row by row: rows of mixed lengths, truncated ones, and
+    a template whose type ids are not all 0 (read per row then)."""
+    from tokenizers import Tokenizer, processors
+
+    from toolkit.backends.common.text_encoder import TextEncoder
+    from toolkit.models.tokenizers import minilm_folder
+
+    tokenizer = Tokenizer.from_file(str(minilm_folder() / "tokenizer.json"))
+    special = [("[CLS]", tokenizer.token_to_id("[CLS]")), ("[SEP]", tokenizer.token_to_id("[SEP]"))]
+    tokenizer.post_processor = processors.TemplateProcessing(single=single_template, pair="$A $B", special_tokens=special)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    encoder = TextEncoder(str(tmp_path / "tokenizer.json"), max_seq_len=24, min_seq_len=4, buckets=(8, 16, 24), pad_id=7)
+    encodings = encoder.encodings(TEXTS)
+    tensors = encoder.tensors(encodings)
+    assert tensors["input_ids"].shape == (3, 24) and encoder.type_ids_vary == (":1" in single_template)
+    for row, encoding in enumerate(encodings):
+        length = len(encoding.ids)
+        assert tensors["input_ids"][row].tolist() == encoding.ids + [7] * (24 - length)
+        assert tensors["attention_mask"][row].tolist() == [1] * length + [0] * (24 - length)
+        assert tensors["token_type_ids"][row].tolist() == encoding.type_ids + [0] * (24 - length)
+    assert tensors["truncated"].reshape(-1).tolist() == [False, False, True]
+    assert encoder.tensors(encodings[:1])["input_ids"].shape == (1, 8)  # "short": 3 tokens, min 4, bucket 8
