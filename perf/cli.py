@@ -121,6 +121,10 @@ def sweep(
 @main.command()
 @click.option("--plan", "plan_name", default="load", show_default=True, help="Named load plan: load (GPU) or load-cpu (CI-sized).")
 @click.option("--url", default="localhost:8001", show_default=True, help="Triton gRPC address.")
+@click.option(
+    "--metrics-url", default=None,
+    help="Triton metrics endpoint, for the Python steps' phase times (default: the started server's, else localhost:8002/metrics).",
+)  # fmt: skip
 @click.option("--repository", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @list_option("--models", help="Override the plan's models, e.g. minilm,bert-base-uncased.")
@@ -141,6 +145,7 @@ def sweep(
 def load(
     plan_name: str,
     url: str,
+    metrics_url: str | None,
     repository: Path,
     out: Path,
     models: str | None,
@@ -172,7 +177,12 @@ def load(
         }
         plan = dataclasses.replace(LOADS[plan_name], **{k: v for k, v in overrides.items() if v is not None})
         handle = read_handle(state_dir)
-        out_dir, summary = run_load(plan, url, repository, out, handle.pid if handle else None, progress=not no_progress)
+        if metrics_url is None:
+            metrics_url = f"http://{handle.host}:{handle.ports.metrics}/metrics" if handle else "http://localhost:8002/metrics"
+        elif "://" not in metrics_url:
+            metrics_url = f"http://{metrics_url}"
+        pid = handle.pid if handle else None
+        out_dir, summary = run_load(plan, url, repository, out, pid, progress=not no_progress, metrics_url=metrics_url)
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{out_dir / 'load.jsonl'}: {json.dumps(summary.to_json(), sort_keys=True)}")
@@ -237,7 +247,10 @@ def tune(
                       comma_ints(engine_instances, "--engine-instances"), delays)  # fmt: skip
         explicit = ServerOptions(model_control="explicit", load_models=("*",))
         with running_server(repository, state_dir=Path("build/tune_server"), timeout=600, options=explicit) as handle:
-            best, trials, path = run_tune(repository, model, precision, p99_ms, f"127.0.0.1:{handle.ports.grpc}", plan, space, out, apply, click.echo, confirm)
+            best, trials, path = run_tune(
+                repository, model, precision, p99_ms, f"127.0.0.1:{handle.ports.grpc}", plan, space, out, apply, click.echo, confirm,
+                server_pid=handle.pid, metrics_url=f"http://127.0.0.1:{handle.ports.metrics}/metrics",
+            )  # fmt: skip
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(trials_table(trials, p99_ms))

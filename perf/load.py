@@ -18,14 +18,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from perf import results as rf
 from perf.analyzer import PerfAnalyzerArgs, PerfAnalyzerError, run_perf_analyzer
 from perf.environment import manifest_hash
 from perf.inputs import perf_analyzer_data, write_perf_analyzer_data
+from perf.processes import CpuMeter, server_rss_mib
 from perf.records import LoadPoint, LoadSoak
-from perf.server_stats import StatisticsReader
+from perf.server_stats import StatisticsReader, StepMetricsReader
 from toolkit.environment import code_version, device_info, slug
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.measurement.gpu_sampler import sampled_gpus
@@ -39,6 +40,7 @@ PATHS = ("ensemble", "onehop")
 UNSTABLE = "Failed to obtain stable measurement"
 log = logging.getLogger(__name__)
 Runner = Callable[[PerfAnalyzerArgs], list[dict[str, float]]]
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -113,30 +115,8 @@ class LoadContext:
     tokenizer: Path | None = None
     statistics: StatisticsReader | None = None
     visible_gpus: int = 0
+    steps: StepMetricsReader | None = None  # the Python steps' own phase timing (the metrics endpoint)
     inputs: dict[tuple[str, int], Path] = field(default_factory=dict)
-
-
-def server_rss_mib(pid: int | None) -> float | None:
-    """Resident memory of process ``pid`` and every descendant (Triton and its Python stubs), in MiB."""
-    if pid is None:
-        return None
-    children: dict[int, list[int]] = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
-            continue
-        children.setdefault(int(fields["PPid"].strip()), []).append(int(fields["Pid"].strip()))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        todo += children.get(current, [])
-        try:
-            rss = next(line for line in Path(f"/proc/{current}/status").read_text().splitlines() if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            continue
-        total += float(rss.split()[1]) / 1024.0
-    return round(total, 1) if total else None
 
 
 def _input_file(ctx: LoadContext, model: str, seq_len: int) -> Path:
@@ -207,16 +187,35 @@ def measure_load(ctx: LoadContext, plan: LoadPlan, target: LoadTarget, runner: R
                 return runner(relaxed)
 
         with sampled_gpus() as sampler:
-            rows, hops = ctx.statistics.around(run) if ctx.statistics else (run(), None)
+            rows, observed = _observed(ctx, run)
+        hops = observed["hops"]
         metrics = rows[0]
         record["gpu_samples"] = sampler.summary()  # per GPU: utilisation and memory while the level ran
         record.update(status="ok", argv=args.argv(), metrics=metrics, raw_csv=str(csv.relative_to(ctx.out_dir)))
         record["requests_per_s"] = metrics.get("throughput", 0.0) / target.texts  # perf_analyzer counts rows
         record.update(hops=hops, batches=_batches(target, hops), failures=int(sum(h.get("failures", 0) for h in (hops or {}).values())))
+        record.update(steps=observed["steps"], cpu=observed["cpu"])
     except (ToolkitError, OSError) as error:
         record.update(status="error", error=f"{type(error).__name__}: {error}"[:2000])
     record["server_rss_mib_after"] = server_rss_mib(ctx.server_pid)
     return LoadPoint.from_fields(record)
+
+
+def _observed(ctx: LoadContext, run: Callable[[], Result]) -> tuple[Result, dict[str, Any]]:
+    """``run()``'s result and what the server did meanwhile: each model's statistics (``hops``), the Python steps'
+    phase times (``steps``) and the CPU seconds of each process group (``cpu``)."""
+    observed: dict[str, Any] = {}
+
+    def with_cpu() -> Result:
+        result, observed["cpu"] = CpuMeter(ctx.server_pid).around(run)
+        return result
+
+    def with_steps() -> Result:
+        result, observed["steps"] = ctx.steps.around(with_cpu) if ctx.steps else (with_cpu(), None)
+        return result
+
+    result, observed["hops"] = ctx.statistics.around(with_steps) if ctx.statistics else (with_steps(), None)
+    return result, observed
 
 
 def disconnect_probe(url: str, model: str, text: str, clients: int = 8) -> dict[str, Any]:
@@ -258,16 +257,21 @@ def run_load(
     progress: bool = True,
     runner: Runner = run_perf_analyzer,
     probe: bool = True,
+    metrics_url: str | None = None,
 ) -> tuple[Path, LoadSoak]:
     """Run ``plan`` against the server at ``url``; append every point to ``<out>/<device>/load.jsonl`` and return that
-    folder with the soak summary (requests sent, failures, memory growth, the disconnect probe)."""
+    folder with the soak summary (requests sent, failures, memory growth, the disconnect probe). ``metrics_url``
+    (``http://host:port/metrics``) gives the Python steps' phase times; the CPU use of the server's processes needs
+    ``server_pid``."""
     from tqdm import tqdm
 
     device = device_info()
     out_dir = Path(out) / device["name"]
     run_id = uuid.uuid4().hex[:12]
     stamp = {"run_id": run_id, "device": device["name"], "gpu": device["gpu"], "code": code_version(), "manifest_hash": manifest_hash(repository)}
-    ctx = LoadContext(out_dir, url, repository, server_pid, stamp, tokenizer, StatisticsReader(url), visible_gpus=device["gpu_count"])
+    ctx = LoadContext(
+        out_dir, url, repository, server_pid, stamp, tokenizer, StatisticsReader(url), device["gpu_count"], steps=StepMetricsReader(metrics_url)
+    )
     missing = sorted({t.triton_model for t in plan.points() if not (repository / t.triton_model).is_dir()})
     if missing:
         raise BadInputError(f"models {missing} are not in {repository}: build them (build_engines.py, --one-hop for onehop paths)")

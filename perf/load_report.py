@@ -107,8 +107,66 @@ def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         (_row(p, medians) for p in points),
     ) + "\n")  # fmt: skip
     md.extend(_failed_levels(device_dir))
+    md.extend(_where_time_goes(points))
     md.extend(_scaling(points))
     md.extend(_soak(device_dir))
+    return md
+
+
+STEP_PHASES = ("decode", "tokenize", "pack", "gather", "upload", "engine", "download", "respond")
+
+
+def step_rows(point: LoadPoint) -> list[list[Any]]:
+    """One row per Python step that ran during ``point``: its rows per execute, the execute's time and its phases
+    (microseconds per execute), Triton's compute time for it beyond the execute (the stub's round trip), and the CPU
+    that step's processes spent per served request."""
+    rows = []
+    requests = point.requests()
+    cpu = (point.cpu or {}).get("seconds", {})
+    for model, step in sorted((point.steps or {}).items()):
+        hop = (point.hops or {}).get(model, {})
+        phases = ", ".join(f"{phase} {step[f'{phase}_us']:.0f}" for phase in STEP_PHASES if f"{phase}_us" in step)
+        beyond = hop["compute_infer_us"] - step["execute_us"] if "compute_infer_us" in hop else None
+        cpu_ms = cpu[model] / requests * 1000.0 if model in cpu and requests else None
+        rows.append([
+            point.triton_model, point.concurrency, point.requests_per_s, model.rsplit("_", 1)[-1], step["rows"] / step["executions"],
+            step["execute_us"], phases, beyond, cpu_ms,
+        ])  # fmt: skip
+    return rows
+
+
+def host_rows(point: LoadPoint) -> list[Any] | None:
+    """The host's CPU during ``point``: milliseconds per served request of perf_analyzer, of Triton's own process and
+    of all Python steps together, and the share of every core that was busy."""
+    cpu, requests = point.cpu or {}, point.requests()
+    if not cpu or not requests:
+        return None
+    seconds = cpu["seconds"]
+    steps = sum(value for group, value in seconds.items() if group not in ("client", "tritonserver"))
+    busy = sum(seconds.values()) / (cpu["wall_s"] * cpu["cores"])
+    per = 1000.0 / requests
+    return [point.triton_model, point.concurrency, point.requests_per_s, seconds.get("client", 0.0) * per,
+            seconds.get("tritonserver", 0.0) * per, steps * per, busy, cpu["cores"]]  # fmt: skip
+
+
+def _where_time_goes(points: list[LoadPoint]) -> list[str]:
+    steps = [row for point in points for row in step_rows(point)]
+    hosts = [row for row in map(host_rows, points) if row]
+    md = []
+    if steps:
+        md += [
+            "Where a Python step's time goes (`toolkit_step_*` metrics the steps publish): microseconds per execute in "
+            "each phase, and Triton's compute time for the step beyond the execute (the round trip between the server "
+            "and the step's stub process); CPU is that step's processes' per served request.\n",
+            table(["model", "clients", "requests/s", "step", "rows/execute", "execute us", "phases us", "beyond execute us", "step CPU ms/request"], steps)
+            + "\n",
+        ]  # fmt: skip
+    if hosts:
+        md += [
+            "The host's CPU per served request, by process (perf_analyzer on the same host; Triton's process: gRPC, "
+            "scheduling, ensembles; the Python steps), and the share of all cores busy during the level:\n",
+            table(["model", "clients", "requests/s", "perf_analyzer ms", "tritonserver ms", "Python steps ms", "cores busy", "cores"], hosts) + "\n",
+        ]  # fmt: skip
     return md
 
 

@@ -545,7 +545,9 @@ class LoadStamp:
 class LoadPoint(LoadStamp, Outcome, Record):
     """One load level against one served model (``load.jsonl``): perf_analyzer's row, requests/s, whether the window
     was stable, each model's server statistics and the rows per execution it formed, failed requests, the server's
-    memory before and after, and each GPU's utilisation and memory while it ran."""
+    memory before and after, each GPU's utilisation and memory while it ran, the Python steps' own phase times
+    (``perf.server_stats.step_times``) and the CPU seconds of the server's processes and of perf_analyzer
+    (``perf.processes.CpuMeter``)."""
 
     model: str
     precision: str
@@ -567,6 +569,8 @@ class LoadPoint(LoadStamp, Outcome, Record):
     gpu_samples: dict[str, dict[str, float]] | None = field(default=None, metadata=WHEN_SET)
     server_rss_mib_before: float | None = None
     server_rss_mib_after: float | None = None
+    steps: dict[str, dict[str, float]] | None = field(default=None, metadata=WHEN_SET)  # Python steps' phase times
+    cpu: dict[str, Any] | None = field(default=None, metadata=WHEN_SET)  # CPU seconds per process group, wall, cores
 
     @staticmethod
     def key_for(triton_model: str, gpus: int, texts: int, seq: int, concurrency: int) -> str:

@@ -87,3 +87,71 @@ class StatisticsReader:
         result = run()
         after = self.snapshot()
         return result, (hop_times(before, after) if before is not None and after is not None else None)
+
+
+STEP_PREFIX = "toolkit_step_"
+StepTotals = dict[str, dict[str, float]]  # model -> {"rows", "executions", "<phase>_s"}
+
+
+def steps_from_metrics(text: str) -> StepTotals:
+    """The toolkit's step counters (``toolkit/backends/common/step_timing.py``) in a Prometheus text exposition,
+    summed over each model's instances: rows, executions and wall seconds per phase."""
+    totals: StepTotals = {}
+    for line in text.splitlines():
+        if not line.startswith(STEP_PREFIX):
+            continue
+        name, _, rest = line.partition("{")
+        labels_text, _, value = rest.rpartition("}")
+        labels = dict(part.split("=", 1) for part in labels_text.split(",") if "=" in part)
+        labels = {key.strip(): raw.strip().strip('"') for key, raw in labels.items()}
+        entry = totals.setdefault(labels.get("model", "?"), {})
+        field = {"toolkit_step_rows_total": "rows", "toolkit_step_executions_total": "executions"}.get(name)
+        field = field or f"{labels.get('phase', '?')}_s"
+        entry[field] = entry.get(field, 0.0) + float(value)
+    return totals
+
+
+def step_times(before: StepTotals, after: StepTotals) -> dict[str, dict[str, float]]:
+    """Per model whose steps ran between the snapshots: rows, executions, and microseconds per execute in each phase
+    (``<phase>_us``; ``execute_us`` is the whole execute as the stub saw it)."""
+    steps: dict[str, dict[str, float]] = {}
+    for model, now in sorted(after.items()):
+        then = before.get(model, {})
+        executions = now.get("executions", 0.0) - then.get("executions", 0.0)
+        if executions <= 0:
+            continue
+        step = {"rows": now.get("rows", 0.0) - then.get("rows", 0.0), "executions": executions}
+        for field in sorted(f for f in now if f.endswith("_s")):
+            step[f"{field[:-2]}_us"] = round((now[field] - then.get(field, 0.0)) / executions * 1e6, 1)
+        steps[model] = step
+    return steps
+
+
+class StepMetricsReader:
+    """The toolkit's step timing from a server's metrics endpoint (``http://host:port/metrics``) around a call.
+
+    The stubs push their sums at most every half second while they execute, so a level's figures may include the
+    last half second of the level before; rows and seconds are pushed together, so per-row times stay whole."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.failed = url is None
+
+    def snapshot(self) -> StepTotals | None:
+        if self.failed or self.url is None:
+            return None
+        try:
+            from urllib.request import urlopen
+
+            with urlopen(self.url, timeout=10) as response:
+                return steps_from_metrics(response.read().decode())
+        except OSError as error:  # step timing is extra: the latency numbers stand without it
+            log.warning("no step timing from %s (%s: %s); records go without steps", self.url, type(error).__name__, error)
+            self.failed = True
+            return None
+
+    def around(self, run: Callable[[], Result]) -> tuple[Result, dict[str, dict[str, float]] | None]:
+        before = self.snapshot()
+        result = run()
+        after = self.snapshot()
+        return result, (step_times(before, after) if before is not None and after is not None else None)

@@ -23,7 +23,7 @@ from typing import Any
 from perf import results as rf
 from perf.load import LoadContext, LoadPlan, LoadTarget, measure_load
 from perf.records import LoadPoint, TuneTrial
-from perf.server_stats import StatisticsReader
+from perf.server_stats import StatisticsReader, StepMetricsReader
 from toolkit.environment import code_version, device_info
 from toolkit.errors import BadInputError
 from toolkit.repository.configs import config_from_text, config_text
@@ -215,9 +215,12 @@ def tune(
     apply: bool = False,
     log: Callable[[str], None] = print,
     confirm: int = 0,
+    server_pid: int | None = None,
+    metrics_url: str | None = None,
 ) -> tuple[Trial, list[Trial], Path]:
     """Search ``space`` for ``model``/``precision`` on the explicit-mode server at ``url``; record every trial in
-    ``<out>/<device>/tune.jsonl``; keep the best in the repository with ``apply``. Returns (best, trials, file)."""
+    ``<out>/<device>/tune.jsonl``; keep the best in the repository with ``apply``. Returns (best, trials, file).
+    ``server_pid`` and ``metrics_url`` add each level's CPU use per process and the Python steps' phase times."""
     import tritonclient.grpc as grpcclient
 
     configs = RepositoryConfigs(repository, model, precision, plan.runtime)
@@ -228,7 +231,9 @@ def tune(
     device = device_info()
     path = Path(out) / device["name"] / TUNE_FILE
     stamp = {"run_id": f"{time.time():.0f}", "device": device["name"], "gpu": device["gpu"], "code": code_version()}
-    context = LoadContext(path.parent, url, repository, None, stamp, None, StatisticsReader(url), device["gpu_count"])
+    context = LoadContext(
+        path.parent, url, repository, server_pid, stamp, None, StatisticsReader(url), device["gpu_count"], steps=StepMetricsReader(metrics_url)
+    )
     tuner = Tuner(plan, configs, context, grpcclient.InferenceServerClient(url), model, precision)
     try:
         best, trials = search(start_candidate(configs), space, tuner.measure, p99_ms, log, confirm)
@@ -249,6 +254,7 @@ def _level(level: LoadPoint) -> dict[str, Any]:
     return {
         "concurrency": level.concurrency, "texts": level.texts, "seq_len": level.seq_len, "status": level.status, "requests_per_s": level.requests_per_s, "stable": level.stable,
         "batches": level.batches, "failures": level.failures, "error": level.error, "p99_ms": level.metric("latency_p99"),
+        **({"steps": level.steps} if level.steps else {}), **({"cpu": level.cpu} if level.cpu else {}),
     }  # fmt: skip
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from perf.load import LOADS, LoadPlan, run_load, server_rss_mib
+from perf.load import LOADS, LoadPlan, run_load
 from perf.load_report import load_points
+from perf.processes import CLIENT, SERVER, server_rss_mib
 from perf.records import LoadPoint, LoadSoak
 from perf.results import read_jsonl
 from toolkit.build import BuildRequest, build_model
@@ -23,24 +24,24 @@ NAME = "loadmini"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, int]]:
-    """MiniLM (one layer) with its one-hop model, on a real server; (repository, gRPC url, server pid)."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, int, str]]:
+    """MiniLM (one layer) with its one-hop model, on a real server; (repository, gRPC url, server pid, metrics url)."""
     repository = tmp_path_factory.mktemp("load_repo")
     request = BuildRequest(model="minilm", name=NAME, layers=1, precisions=(Precision.FP32,), max_batch=32, min_seq=1, opt_seq=32,
                            max_seq=64, runtimes=("onnxruntime",), serving=ServingOptions(one_hop=True, intra_op_threads=1))  # fmt: skip
     build_model(request, repository, tmp_path_factory.mktemp("load_work"), log=lambda _: None)
     with running_server(repository, state_dir=tmp_path_factory.mktemp("load_server"), timeout=300) as handle:
-        yield repository, f"127.0.0.1:{handle.ports.grpc}", handle.pid
+        yield repository, f"127.0.0.1:{handle.ports.grpc}", handle.pid, f"http://127.0.0.1:{handle.ports.metrics}/metrics"
 
 
 @pytest.mark.server
 @pytest.mark.timeout(600)
 def test_load_sweep_forms_batches_without_failures_and_the_server_survives_clients_that_leave(
-    served: tuple[Path, str, int], tmp_path: Path
+    served: tuple[Path, str, int, str], tmp_path: Path
 ) -> None:
-    repository, url, pid = served
+    repository, url, pid, metrics_url = served
     plan = dataclasses.replace(LOADS["load-cpu"], models=(NAME,), paths=("ensemble", "onehop"), concurrencies=(1, 32), window_ms=700)
-    out_dir, summary = run_load(plan, url, repository, tmp_path, server_pid=pid, progress=False)
+    out_dir, summary = run_load(plan, url, repository, tmp_path, server_pid=pid, progress=False, metrics_url=metrics_url)
     points = load_points(out_dir)
     assert [(p.triton_model, p.concurrency, p.status) for p in points] == [
         (f"{NAME}_fp32", 1, "ok"), (f"{NAME}_fp32", 32, "ok"), (f"{NAME}_fp32_onehop", 1, "ok"), (f"{NAME}_fp32_onehop", 32, "ok"),
@@ -52,6 +53,27 @@ def test_load_sweep_forms_batches_without_failures_and_the_server_survives_clien
     assert summary.disconnect is not None and summary.disconnect["clients_gave_up"] > 0 and summary.disconnect["served_after"] is True
     assert all(p.server_rss_mib_after and p.server_rss_mib_after > 50 for p in points)
     assert all(r["schema"] == 1 for r in read_jsonl(out_dir / "load.jsonl"))
+    _assert_where_the_time_went(points)
+
+
+def _assert_where_the_time_went(points: list[LoadPoint]) -> None:
+    """Each level's Python steps report their phases, which add up to (nearly all of) their execute, and the CPU
+    seconds of the server, its steps and perf_analyzer."""
+    phases = {f"{NAME}_tokenizer": {"decode", "tokenize", "respond"}, f"{NAME}_fp32_onnx": {"gather", "engine", "respond"},
+              f"{NAME}_fp32_onehop": {"decode", "tokenize", "pack", "engine", "respond"}}  # fmt: skip
+    for point in points:
+        steps = point.steps or {}
+        driven = phases.keys() - {f"{NAME}_fp32_onehop"} if point.path == "ensemble" else {f"{NAME}_fp32_onehop"}
+        assert driven <= steps.keys(), (point.key, steps)
+        for model in driven:
+            step = steps[model]
+            assert {f"{phase}_us" for phase in phases[model]} <= step.keys() and step["rows"] >= step["executions"] > 0
+            parts = sum(value for key, value in step.items() if key.endswith("_us") and key != "execute_us")
+            assert 0.8 * step["execute_us"] <= parts <= step["execute_us"] * 1.001, (model, step)
+        cpu = point.cpu or {}
+        assert cpu["wall_s"] > 0.5 and cpu["cores"] >= 1
+        assert cpu["seconds"][CLIENT] > 0 and cpu["seconds"][SERVER] > 0, cpu
+        assert all(cpu["seconds"].get(model, 0) > 0 for model in driven), cpu
 
 
 def test_load_plan_rejects_unknown_path_and_missing_models(tmp_path: Path) -> None:

@@ -62,3 +62,41 @@ def test_reader_gives_none_once_the_server_cannot_answer() -> None:
 
 def test_around_returns_the_result_and_no_hops_without_statistics() -> None:
     assert StatisticsReader("localhost:1").around(lambda: 7) == (7, None)
+
+
+def test_step_clock_sums_phases_and_pushes_at_most_every_flush_interval() -> None:
+    from toolkit.backends.common.step_timing import StepClock
+
+    pushed: list[tuple[dict[str, float], int, int]] = []
+    clock = StepClock(lambda seconds, rows, executions: pushed.append((dict(seconds), rows, executions)), flush_s=3600)
+    for rows in (2, 3):
+        clock.start()
+        clock.mark("tokenize")
+        clock.mark("engine")
+        clock.done(rows)
+    assert pushed == []  # not yet an hour
+    clock.flush()
+    ((seconds, rows, executions),) = pushed
+    assert rows == 5 and executions == 2 and set(seconds) == {"tokenize", "engine", "execute"}
+    assert seconds["tokenize"] + seconds["engine"] <= seconds["execute"]
+    clock.flush()  # nothing since: nothing pushed
+    assert len(pushed) == 1
+
+
+def test_step_times_per_execute_from_two_metric_expositions_summed_over_instances() -> None:
+    from perf.server_stats import step_times, steps_from_metrics
+
+    def exposition(seconds: float, rows: int, executions: int) -> str:
+        lines = ["# TYPE toolkit_step_seconds_total counter", 'nv_inference_count{model="m"} 9']
+        for instance in ("m_0_0", "m_0_1"):
+            labels = f'instance="{instance}",model="m"'
+            lines += [f'toolkit_step_seconds_total{{{labels},phase="engine"}} {seconds}',
+                      f'toolkit_step_seconds_total{{{labels},phase="execute"}} {2 * seconds}',
+                      f"toolkit_step_rows_total{{{labels}}} {rows}", f"toolkit_step_executions_total{{{labels}}} {executions}"]  # fmt: skip
+        return "\n".join(lines)
+
+    before, after = steps_from_metrics(exposition(1.0, 10, 5)), steps_from_metrics(exposition(1.5, 30, 10))
+    assert before == {"m": {"engine_s": 2.0, "execute_s": 4.0, "rows": 20.0, "executions": 10.0}}
+    # Two instances: 1 s more engine time over 10 more executes, 40 more rows.
+    assert step_times(before, after) == {"m": {"rows": 40.0, "executions": 10.0, "engine_us": 100000.0, "execute_us": 200000.0}}
+    assert step_times(after, after) == {}

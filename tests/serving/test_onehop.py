@@ -48,7 +48,7 @@ def test_one_hop_models_sit_beside_the_ensembles_with_the_tokenizers_instances(r
         assert [o.name for o in hop.output] == [SENTENCE_EMBEDDING, TRUNCATED] and hop.parameters["pad_id"].string_value == "0"
     assert configs[tokenizer_model(NAME)].instance_group[0].count == 2
     files = {p.name for p in (repository / onehop_model(NAME, "fp32") / "1").iterdir()}
-    assert files == {"model.py", "text_encoder.py", "ort_device.py", "model.onnx", "tokenizer"}
+    assert files == {"model.py", "text_encoder.py", "ort_device.py", "step_timing.py", "model.onnx", "tokenizer"}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "hybrid"])

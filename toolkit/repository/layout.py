@@ -29,7 +29,11 @@ from toolkit.repository.configs import (
 from toolkit.runtimes import get_runtime
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent / "backends"
-TOKENIZER_FILES = {"model.py": BACKENDS_DIR / "tokenizer" / "model.py", "text_encoder.py": BACKENDS_DIR / "common" / "text_encoder.py"}
+TOKENIZER_FILES = {
+    "model.py": BACKENDS_DIR / "tokenizer" / "model.py",
+    "text_encoder.py": BACKENDS_DIR / "common" / "text_encoder.py",
+    "step_timing.py": BACKENDS_DIR / "common" / "step_timing.py",
+}
 LABELS_MODEL_PY = BACKENDS_DIR / "labels" / "model.py"
 VERSION = "1"
 

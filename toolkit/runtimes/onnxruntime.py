@@ -248,6 +248,7 @@ class OnnxRuntime(EngineRuntime):
             "model.py": BACKENDS / "onnxruntime" / "model.py",
             "ort_device.py": Path(__file__).resolve().parent / "ort_device.py",
             "triton_batching.py": BACKENDS / "common" / "triton_batching.py",
+            "step_timing.py": BACKENDS / "common" / "step_timing.py",
         }
 
     def one_hop_backend(self) -> dict[str, Path] | None:
@@ -255,6 +256,7 @@ class OnnxRuntime(EngineRuntime):
             "model.py": BACKENDS / "onehop" / "model.py",
             "text_encoder.py": BACKENDS / "common" / "text_encoder.py",
             "ort_device.py": Path(__file__).resolve().parent / "ort_device.py",
+            "step_timing.py": BACKENDS / "common" / "step_timing.py",
         }
 
     def build_engine(self, graphs: VariantGraphs, target: Path, context: BuildContext) -> EngineBuild:

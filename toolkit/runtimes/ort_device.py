@@ -12,6 +12,7 @@ made with the CUDA EP option ``enable_cuda_graph=1`` captures a graph at a slot'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,20 +157,28 @@ class DeviceRunner:
         for name, array in feeds.items():
             slot.inputs[name].update_inplace(np.ascontiguousarray(array))
 
-    def run(self, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], names: list[str] | None = None, mark: Callable[[str], None] | None = None) -> list[np.ndarray]:
         """Host inputs in, host outputs (all, or ``names``) out, through this shape's slot (made on first use).
 
         Outputs not named stay on the device: GPT-2's full logits need not cross to the host for its next token.
+        ``mark(phase)``, when given, is called after each phase: ``upload``, ``engine``, ``download``.
         """
+        mark = mark or _no_mark
         key = self.shape_key(feeds)
         slot = self.slots.get(key)
         if slot is None:
-            if len(self.slots) >= self.max_graphs:
-                transient = self.slot(feeds, graph=False)
-                self.launch(transient)
-                return self.fetch(transient, names)
-            slot = self.slots[key] = self.slot(feeds, graph=True)
+            slot = self.slot(feeds, graph=True) if len(self.slots) < self.max_graphs else self.slot(feeds, graph=False)
+            if slot.graph_id != NO_GRAPH:
+                self.slots[key] = slot
         else:
             self.load(slot, feeds)
+        mark("upload")
         self.launch(slot)
-        return self.fetch(slot, names)
+        mark("engine")
+        values = self.fetch(slot, names)
+        mark("download")
+        return values
+
+
+def _no_mark(_: str) -> None:
+    pass

@@ -3,12 +3,13 @@
 The ensemble (tokenizer model -> engine model [-> labels model]) costs one Python-backend hop per step; this
 model does the same work in one: ``<name>_<precision>_onehop``, written beside the ensemble when the build is
 asked for it (``--one-hop``), never instead of it. Copied into its model's version folder with
-``text_encoder.py`` and ``ort_device.py``; ``model.onnx`` (the engine model's file) and ``tokenizer/`` sit there too.
+``text_encoder.py``, ``ort_device.py`` and ``step_timing.py``; ``model.onnx`` (the engine model's file) and ``tokenizer/`` sit there too.
 
 Per ``execute``: every request's texts are encoded in one call (``text_encoder.TextEncoder``), padded to one
 width (the longest row, up to a bucket), run as one engine batch (on CUDA through ``ort_device.DeviceRunner``:
 I/O binding and one CUDA graph per shape), and cut back into one response per request carrying what it asked
 for. A classifier's ``label`` is looked up from the ``id2label`` parameter. A request with bad text fails alone.
+Each execute's phases (decode, tokenize, pack, upload, engine, download, respond) are timed (``step_timing``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # text_encoder.py and ort_device.py are copied beside us
 from ort_device import NUMPY_OF_ORT, DeviceRunner, cpu_session, cuda_session, placement
+from step_timing import StepClock, triton_sink
 from text_encoder import ModelSetup, texts_per_request
 
 TRUNCATED, LABEL, LABEL_ID = "truncated", "label", "label_id"
@@ -39,6 +41,10 @@ class TritonPythonModel:
         self.outputs = {output["name"]: output["data_type"] for output in config["output"]}
         self.labels = {int(k): v.encode() for k, v in json.loads(parameters.get("id2label", "{}")).items()}
         self._load_engine(os.path.join(version_dir, "model.onnx"), parameters, args)
+        self.clock = StepClock(triton_sink(pb_utils, args["model_name"], args.get("model_instance_name", "")))
+
+    def finalize(self) -> None:
+        self.clock.flush()
 
     def _load_engine(self, path: str, parameters: dict[str, str], args: dict[str, Any]) -> None:
         threads = int(parameters.get("intra_op_thread_count", "0"))
@@ -61,7 +67,11 @@ class TritonPythonModel:
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         own = {name: feeds[name].astype(dtype, copy=False) for name, dtype in self.engine_inputs.items()}
-        values = self.session.run(self.engine_outputs, own) if self.device is None else self.device.run(own, self.engine_outputs)
+        if self.device is None:
+            values = self.session.run(self.engine_outputs, own)
+            self.clock.mark("engine")
+        else:
+            values = self.device.run(own, self.engine_outputs, self.clock.mark)
         return dict(zip(self.engine_outputs, values, strict=True))
 
     def _response(self, request: Any, results: dict[str, np.ndarray], rows: slice) -> Any:
@@ -77,19 +87,26 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        clock = self.clock
+        clock.start()
         accepted, refused = texts_per_request([pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests])
         responses: list[Any] = [pb_utils.InferenceResponse(error=pb_utils.TritonError(refused[i])) if i in refused else None for i in range(len(requests))]
         if not accepted:
             return responses
+        clock.mark("decode")
+        rows = 0
         try:
             encodings = self.encoder.encodings([text for _, texts in accepted for text in texts])
+            clock.mark("tokenize")
             tensors = self.encoder.tensors(encodings)  # every row of every request padded to one width: one engine run
+            clock.mark("pack")
             results = {**self._run(tensors), TRUNCATED: tensors[TRUNCATED]}
         except Exception as error:  # fail these requests, keep the model serving
             failure = pb_utils.TritonError(f"one-hop model failed: {type(error).__name__}: {error}")
             return [response or pb_utils.InferenceResponse(error=failure) for response in responses]
-        start = 0
         for index, texts in accepted:
-            responses[index] = self._response(requests[index], results, slice(start, start + len(texts)))
-            start += len(texts)
+            responses[index] = self._response(requests[index], results, slice(rows, rows + len(texts)))
+            rows += len(texts)
+        clock.mark("respond")
+        clock.done(rows)
         return responses

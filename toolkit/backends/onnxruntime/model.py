@@ -12,7 +12,8 @@ backend is absent (the pip-installed server has none). The model file is
   ``cuda_graph_max_shapes``, default 16; other shapes run without a graph; see ort_device.py).
   Both CUDA graph parameters are ours alone: NVIDIA's native backend ignores them.
 - All requests of one ``execute`` whose non-batch shapes agree run as one ORT call; every request
-  gets exactly one response, a TritonError when its group failed.
+  gets exactly one response, a TritonError when its group failed. Each execute's phases are timed
+  (``step_timing.py``: gather, upload, engine, download, respond).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # ort_device.py and triton_batching.py are copied beside us
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # ort_device.py, step_timing.py, triton_batching.py: copied beside us
 from ort_device import DeviceRunner, cpu_session, cuda_session, placement
+from step_timing import StepClock, triton_sink
 from triton_batching import run_grouped, tensor_specs
 
 
@@ -60,6 +62,10 @@ class TritonPythonModel:
         max_graphs = int(parameters.get("cuda_graph_max_shapes", "16")) if cuda_graph else 0
         self.device = DeviceRunner(self.session, self.device_id, max_graphs) if self.use_cuda else None
         logger.log_info(f"{args['model_name']}: {path} on {self.session.get_providers()[0]}")
+        self.clock = StepClock(triton_sink(pb_utils, args["model_name"], args.get("model_instance_name", "")))
+
+    def finalize(self) -> None:
+        self.clock.flush()
 
     def _check_graph_names(self, path: str) -> None:
         graph_inputs = {i.name for i in self.session.get_inputs()}
@@ -74,8 +80,10 @@ class TritonPythonModel:
 
     def _run(self, feeds: dict[str, np.ndarray], wanted: list[str]) -> list[np.ndarray]:
         if self.device is None:
-            return self.session.run(wanted, feeds)
-        return self.device.run(feeds, wanted)  # only what was asked for leaves the GPU
+            values = self.session.run(wanted, feeds)
+            self.clock.mark("engine")
+            return values
+        return self.device.run(feeds, wanted, self.clock.mark)  # only what was asked for leaves the GPU
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return run_grouped(requests, self.inputs, self.outputs, self._run, "onnxruntime")
+        return run_grouped(requests, self.inputs, self.outputs, self._run, "onnxruntime", self.clock)
