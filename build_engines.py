@@ -130,6 +130,19 @@ with missing_packages_reported("build_engines.py"):  # a Python without the pack
     "--cuda-graphs/--no-cuda-graphs", default=None, help="Served GPU engines replay one CUDA graph per input shape (default: with --gpu)."
 )
 @click.option(
+    "--batch-buckets/--no-batch-buckets",
+    default=True,
+    show_default=True,
+    help="With CUDA graphs: pad each engine batch up to a power of two rows, so graphs cover every batch the server forms.",
+)
+@click.option(
+    "--tokenizer-threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Threads each tokenizer (or one-hop) instance encodes a batch on (0: every core; fewer when many instances share the host).",
+)
+@click.option(
     "--seq-buckets",
     default=None,
     help="Lengths the tokenizer pads to, e.g. 32,128,512 ('' for none; default: powers of two from 16 with --gpu, none on the CPU).",
@@ -172,6 +185,8 @@ def main(
     max_queue_delay_us: int,
     dynamic_batching: bool,
     cuda_graphs: bool | None,
+    batch_buckets: bool,
+    tokenizer_threads: int,
     seq_buckets: str | None,
     repository: Path,
     work_dir: Path,
@@ -206,6 +221,8 @@ def main(
             max_queue_delay_us=max_queue_delay_us,
             dynamic_batching=dynamic_batching,
             cuda_graphs=cuda_graphs,
+            batch_buckets=batch_buckets,
+            tokenizer_threads=tokenizer_threads,
             seq_buckets=buckets,
         )
         for model in sources:

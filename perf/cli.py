@@ -203,6 +203,8 @@ def load(
 @click.option("--tokenizer-instances", default="1,2,4,8", show_default=True)
 @click.option("--engine-instances", default="1,2,4", show_default=True)
 @click.option("--max-queue-delay-us", default="0,200,1000", show_default=True, help="Dynamic batcher queue delays to try.")
+@click.option("--tokenizer-threads", default="0", show_default=True, help="Threads per tokenizer (or one-hop) instance to try (0: every core).")
+@click.option("--batch-buckets", default="on", show_default=True, help="Engine batches padded to powers of two (CUDA graphs): on, off or on,off.")
 @click.option(
     "--confirm", type=click.IntRange(min=0), default=1, show_default=True,
     help="Measure the two best configurations this many more times and keep the better mean (one measurement varies by about 5%).",
@@ -223,6 +225,8 @@ def tune(
     tokenizer_instances: str,
     engine_instances: str,
     max_queue_delay_us: str,
+    tokenizer_threads: str,
+    batch_buckets: str,
     confirm: int,
     apply: bool,
 ) -> None:
@@ -243,8 +247,9 @@ def tune(
         changes.update({k: v for k, v in (("seq_len", _one_length(seq_lens)), ("window_ms", window_ms)) if v is not None})
         plan = dataclasses.replace(LOADS[plan_name], models=(model,), **changes)
         delays = tuple(int(d) for d in comma_items(max_queue_delay_us, "--max-queue-delay-us"))
+        buckets = tuple(value == "on" for value in comma_items(batch_buckets, "--batch-buckets", allowed=("on", "off")))
         space = Space(comma_items(paths, "--paths"), comma_ints(tokenizer_instances, "--tokenizer-instances"),
-                      comma_ints(engine_instances, "--engine-instances"), delays)  # fmt: skip
+                      comma_ints(engine_instances, "--engine-instances"), delays, comma_ints(tokenizer_threads, "--tokenizer-threads"), buckets)  # fmt: skip
         explicit = ServerOptions(model_control="explicit", load_models=("*",))
         with running_server(repository, state_dir=Path("build/tune_server"), timeout=600, options=explicit) as handle:
             best, trials, path = run_tune(

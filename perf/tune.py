@@ -5,7 +5,8 @@ Triton Model Analyzer searches one model at a time and handles ensembles poorly;
 written into the repository's configs (protobuf messages, validated) and the changed models are reloaded, then
 perf_analyzer measures it at the sweep's concurrency levels (``perf.load``). A candidate's score is its highest
 throughput among the levels whose p99 stays under the budget. The search is coordinate descent over the knobs
-(instances of the tokenizer and of the engine, the dynamic batcher's queue delay, the serving path): each knob's
+(instances of the tokenizer and of the engine, the dynamic batcher's queue delay, the tokenizer's threads, the
+engine's batch buckets, the serving path): each knob's
 values are tried with the best of the others. The best configuration stays in the repository with ``apply`` (and
 in the manifest, with the build flags that reproduce it); otherwise the configs are put back as they were.
 """
@@ -44,13 +45,17 @@ class Candidate:
     tokenizer_instances: int = 1
     engine_instances: int = 1
     max_queue_delay_us: int = 0
+    tokenizer_threads: int = 0  # 0: every core
+    batch_buckets: bool = True  # engine batches padded to powers of two (CUDA graphs)
 
     def flags(self) -> str:
-        """The build_engines.py flags that write this configuration."""
+        """The build_engines.py flags that write this configuration (the defaults of the last two left out)."""
         one_hop = " --one-hop" if self.path == "onehop" else ""
+        threads = f" --tokenizer-threads {self.tokenizer_threads}" if self.tokenizer_threads else ""
+        buckets = "" if self.batch_buckets else " --no-batch-buckets"
         return (
             f"--tokenizer-instances {self.tokenizer_instances} --engine-instances {self.engine_instances} "
-            f"--max-queue-delay-us {self.max_queue_delay_us}{one_hop}"
+            f"--max-queue-delay-us {self.max_queue_delay_us}{threads}{buckets}{one_hop}"
         )
 
 
@@ -62,6 +67,8 @@ class Space:
     tokenizer_instances: tuple[int, ...] = (1, 2, 4, 8)
     engine_instances: tuple[int, ...] = (1, 2, 4)
     max_queue_delay_us: tuple[int, ...] = (0, 200, 1000)
+    tokenizer_threads: tuple[int, ...] = (0,)
+    batch_buckets: tuple[bool, ...] = (True,)
 
     def knobs(self) -> list[tuple[str, tuple[Any, ...]]]:
         return [(name, values) for name, values in asdict(self).items() if len(values) > 1]
@@ -158,6 +165,7 @@ class RepositoryConfigs:
                 group.count = instances
             if config.HasField("dynamic_batching"):
                 config.dynamic_batching.max_queue_delay_microseconds = candidate.max_queue_delay_us
+            _set_parameters(config, name, self, candidate)
             text = config_text(config)
             if text != self._path(name).read_text():
                 self._path(name).write_text(text)
@@ -170,6 +178,19 @@ class RepositoryConfigs:
             self._path(name).write_text(text)
 
 
+def _set_parameters(config: Any, name: str, configs: RepositoryConfigs, candidate: Candidate) -> None:
+    """The candidate's tokenizer threads (tokenizer and one-hop models) and batch buckets (models that replay CUDA
+    graphs) into ``config``'s parameters."""
+    parameters = config.parameters
+    if name in (configs.tokenizer, configs.onehop):
+        if candidate.tokenizer_threads:
+            parameters["tokenizer_threads"].string_value = str(candidate.tokenizer_threads)
+        elif "tokenizer_threads" in parameters:
+            del parameters["tokenizer_threads"]
+    if name in (configs.engine, configs.onehop) and parameters.get("enable_cuda_graph") and parameters["enable_cuda_graph"].string_value == "1":
+        parameters["cuda_graph_batch_buckets"].string_value = "1" if candidate.batch_buckets else "0"
+
+
 def start_candidate(configs: RepositoryConfigs) -> Candidate:
     """The configuration the repository holds now."""
     tokenizer = config_from_text(configs.original[configs.tokenizer])
@@ -178,6 +199,8 @@ def start_candidate(configs: RepositoryConfigs) -> Candidate:
         tokenizer_instances=sum(g.count for g in tokenizer.instance_group) or 1,
         engine_instances=max((g.count for g in engine.instance_group), default=1),
         max_queue_delay_us=int(engine.dynamic_batching.max_queue_delay_microseconds) if engine.HasField("dynamic_batching") else 0,
+        tokenizer_threads=int(tokenizer.parameters["tokenizer_threads"].string_value) if "tokenizer_threads" in tokenizer.parameters else 0,
+        batch_buckets="cuda_graph_batch_buckets" not in engine.parameters or engine.parameters["cuda_graph_batch_buckets"].string_value == "1",
     )
 
 

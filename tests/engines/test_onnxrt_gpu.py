@@ -108,6 +108,27 @@ def test_device_runner_matches_plain_runs_when_graphs_replay_new_inputs(tiny_ber
     assert len(runner.slots) == 2 and runner.graphs == 2
 
 
+@pytest.mark.gpu
+@needs_cuda
+def test_device_runner_pads_batches_to_powers_of_two_and_returns_only_the_real_rows(tiny_bert: LoadedModel, tmp_path: Path) -> None:
+    """Batch buckets: 3, 4 and then 2, 1 rows replay the graphs of 4, 2 and 1 rows; each answer has its own rows only."""
+    import numpy as np
+
+    from toolkit.runtimes.onnxruntime import session_for
+    from toolkit.runtimes.ort_device import DeviceRunner
+
+    fused, _ = fused_graph(tiny_bert, onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx")
+    runner = DeviceRunner(session_for(fused, "cuda", cuda_graph=True), max_graphs=8, batch_buckets=True)
+    plain = session_for(fused, "cuda")
+    for seed, batch in enumerate([3, 4, 3, 2, 1]):
+        inputs = example_inputs(tiny_bert, batch, 16, seed=seed)
+        got = runner.run(inputs)
+        for g, e in zip(got, plain.run(None, inputs), strict=True):
+            assert g.shape == e.shape
+            np.testing.assert_allclose(g, e, atol=1e-4)
+    assert sorted(shape[0][1][0] for shape in runner.slots) == [1, 2, 4]
+
+
 @pytest.mark.parametrize(("fixture", "family", "heads", "hidden"), [("tiny_bert", "bert", 4, 128), ("tiny_gpt2", "gpt2", 4, 128)])
 @pytest.mark.parametrize("precision", [Precision.FP16, Precision.HYBRID])
 def test_fused_variants_keep_fp32_outputs_and_ensemble_tail_when_converted(

@@ -98,6 +98,11 @@ def test_repository_configs_write_a_candidate_and_restore_the_originals(reposito
     assert set(changed) == set(configs.names) == {f"{NAME}_tokenizer", f"{NAME}_fp32_onnx", f"{NAME}_fp32_onehop"}
     tokenizer = config_from_text((repository / f"{NAME}_tokenizer" / "config.pbtxt").read_text())
     assert tokenizer.instance_group[0].count == 3 and tokenizer.dynamic_batching.max_queue_delay_microseconds == 500
+    configs.write(Candidate(tokenizer_threads=2))
+    hop = config_from_text((repository / f"{NAME}_fp32_onehop" / "config.pbtxt").read_text())
+    assert hop.parameters["tokenizer_threads"].string_value == "2" and "cuda_graph_batch_buckets" not in hop.parameters  # CPU: no graphs
+    assert start_candidate(RepositoryConfigs(repository, NAME, "fp32")) == Candidate(tokenizer_threads=2)
+    assert Candidate(tokenizer_threads=2, batch_buckets=False).flags().endswith("--tokenizer-threads 2 --no-batch-buckets")
     configs.restore()
     assert {name: (repository / name / "config.pbtxt").read_text() for name in configs.names} == before
 

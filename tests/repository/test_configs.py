@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,17 @@ def test_config_for_engine_places_instances_on_gpu_with_cuda_graphs_when_asked(t
     (group,) = config.instance_group
     assert (model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind), group.count) == ("KIND_GPU", 2)
     assert config.parameters["enable_cuda_graph"].string_value == "1"
+    assert config.parameters["cuda_graph_batch_buckets"].string_value == "1"
+    unpadded = _roundtrip(config_for_engine(model, model.engines[0], replace(options, batch_buckets=False)))
+    assert "cuda_graph_batch_buckets" not in unpadded.parameters and unpadded.parameters["enable_cuda_graph"].string_value == "1"
+
+
+def test_tokenizer_threads_reach_the_tokenizer_config_only_when_set(tmp_path: Path) -> None:
+    model = _served(tmp_path, ENCODER)
+    assert "tokenizer_threads" not in config_for_tokenizer(model, ServingOptions()).parameters
+    assert config_for_tokenizer(model, ServingOptions(tokenizer_threads=3)).parameters["tokenizer_threads"].string_value == "3"
+    with pytest.raises(BadInputError, match="--tokenizer-threads"):
+        ServingOptions(tokenizer_threads=-1)
 
 
 def test_config_for_engine_rejects_engine_when_an_ensemble_output_is_missing(tmp_path: Path) -> None:

@@ -109,3 +109,32 @@ def test_token_tensors_hold_each_encodings_ids_mask_and_type_ids_padded_to_one_w
         assert tensors["token_type_ids"][row].tolist() == encoding.type_ids + [0] * (24 - length)
     assert tensors["truncated"].reshape(-1).tolist() == [False, False, True]
     assert encoder.tensors(encodings[:1])["input_ids"].shape == (1, 8)  # "short": 3 tokens, min 4, bucket 8
+
+
+def test_tokenizer_threads_size_the_stubs_encoding_pool(tmp_path: Path) -> None:
+    """``tokenizer_threads`` reaches the thread pool tokenizers encodes on (rayon's, sized at its first use): a process
+    that read 3 runs two threads more, after encoding, than one that read 1."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from toolkit.models.tokenizers import minilm_folder
+
+    version = tmp_path / "1"
+    (version / "tokenizer").mkdir(parents=True)
+    shutil.copy(minilm_folder() / "tokenizer.json", version / "tokenizer" / "tokenizer.json")
+    environment = {k: v for k, v in os.environ.items() if k != "RAYON_NUM_THREADS"} | {"TOKENIZERS_PARALLELISM": "true"}
+
+    def threads_after_encoding(threads: int) -> int:
+        config = {"parameters": {"max_seq_len": {"string_value": "32"}, "tokenizer_threads": {"string_value": str(threads)}}}
+        args = {"model_config": json.dumps(config), "model_repository": str(tmp_path), "model_version": "1"}
+        script = (
+            "import json, os; from toolkit.backends.common.text_encoder import ModelSetup; "
+            f"setup = ModelSetup.from_args(json.loads({json.dumps(json.dumps(args))})); "
+            "setup.encoder.encodings(['a cup of tea in the rain'] * 256); print(len(os.listdir('/proc/self/task')))"
+        )
+        return int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=environment).stdout)
+
+    assert threads_after_encoding(3) - threads_after_encoding(1) == 2

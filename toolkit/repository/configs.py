@@ -35,7 +35,9 @@ class ServingOptions:
     one thread hand-off less per step for a lone request, no server-side batching under load (an H100
     host, ``serving_variants``: BERT-base FP16 b1 s128 c1 p50 1.74-1.92 ms against 2.12 ms, but 1054
     against 1504 requests/s at concurrency 4). ``intra_op_threads`` (written as the native backend's ``intra_op_thread_count``) = 0 keeps ONNX Runtime's default. ``cuda_graphs`` (GPU
-    engines; default: on with ``gpu``) replays one captured CUDA graph per input shape.
+    engines; default: on with ``gpu``) replays one captured CUDA graph per input shape; ``batch_buckets`` pads
+    each engine batch up to a power of two rows so that few shapes (and graphs) cover every batch the server forms.
+    ``tokenizer_threads`` (0: every core) bounds the threads each tokenizer or one-hop instance encodes on.
     ``seq_buckets`` are the lengths the tokenizer pads to (the smallest that fits the request's
     longest row), so requests of mixed lengths batch together and CUDA graphs see few shapes;
     default: powers of two from 16 with ``gpu``, none (pad to the longest row) on the CPU, where
@@ -52,6 +54,8 @@ class ServingOptions:
     intra_op_threads: int = 0
     cuda_graphs: bool | None = None
     seq_buckets: tuple[int, ...] | None = None
+    batch_buckets: bool = True
+    tokenizer_threads: int = 0
 
     def __post_init__(self) -> None:
         if self.engine_instances < 1:
@@ -64,6 +68,8 @@ class ServingOptions:
             raise BadInputError(f"max_queue_delay_us={self.max_queue_delay_us}: must be >= 0 (--max-queue-delay-us)")
         if self.max_queue_delay_us and not self.dynamic_batching:
             raise BadInputError("a queue delay needs the dynamic batcher: drop --max-queue-delay-us or --no-dynamic-batching")
+        if self.tokenizer_threads < 0:
+            raise BadInputError(f"tokenizer_threads={self.tokenizer_threads}: must be >= 0, 0 means every core (--tokenizer-threads)")
         if self.intra_op_threads < 0:
             raise BadInputError(f"intra_op_threads={self.intra_op_threads}: must be >= 0, 0 means ORT's default")
         if self.cuda_graphs and not self.gpu:
@@ -138,6 +144,7 @@ def _tokenizer_parameters(model: ServedModel, options: ServingOptions) -> dict[s
         "pad_id": model.pad_id,
         "lowercase": int(model.lowercase),
         "family": model.family,
+        **({"tokenizer_threads": options.tokenizer_threads} if options.tokenizer_threads else {}),
     }
 
 
@@ -204,6 +211,7 @@ def _engine_serving(model: ServedModel, options: ServingOptions) -> EngineServin
         instances=options.engine_instances,
         intra_op_threads=options.intra_op_threads,
         cuda_graphs=options.uses_cuda_graphs,
+        batch_buckets=options.batch_buckets,
         inputs=model.engine_inputs,
         buckets=tuple(options.buckets_for(model.min_seq_len, model.max_seq_len)),
         max_batch_size=model.max_batch_size,

@@ -90,6 +90,7 @@ class EngineServing:
     inputs: tuple[str, ...]
     buckets: tuple[int, ...]
     max_batch_size: int
+    batch_buckets: bool = False  # with CUDA graphs: batches padded to powers of two rows (our backends only)
 
 
 def gpu_instance_groups(serving: EngineServing) -> list[dict[str, Any]]:

@@ -227,13 +227,15 @@ class OnnxRuntime(EngineRuntime):
 
     def config_fields(self, serving: EngineServing) -> dict[str, Any]:
         """``intra_op_thread_count`` is the native onnxruntime backend's name, read by ours too. ``enable_cuda_graph``
-        is ours alone (the native backend has no CUDA-graph option and ignores it). On GPUs the CUDA EP gets
+        and ``cuda_graph_batch_buckets`` are ours alone (the native backend has no CUDA-graph option and ignores them). On GPUs the CUDA EP gets
         ``use_tf32=0`` through the native ``cuda`` accelerator, as ours always does: FP32 engines compute in FP32."""
         parameters: dict[str, object] = {}
         if serving.intra_op_threads:
             parameters["intra_op_thread_count"] = serving.intra_op_threads
         if serving.cuda_graphs:
             parameters["enable_cuda_graph"] = 1
+            if serving.batch_buckets:
+                parameters["cuda_graph_batch_buckets"] = 1
         fields: dict[str, Any] = {
             "instance_group": gpu_instance_groups(serving) if serving.gpu else [{"kind": "KIND_CPU", "count": serving.instances}],
             "parameters": {key: {"string_value": str(value)} for key, value in parameters.items()},

@@ -97,10 +97,14 @@ class DeviceRunner:
 
     ``max_graphs`` = 0 runs without graphs (and the session need not enable them). Shapes past the
     graph budget run on fresh buffers without a graph, so a long tail of shapes cannot exhaust memory.
+    With ``batch_buckets`` (and graphs), a batch is padded up to the next power of two rows (copies of its last
+    row, cut off the outputs): a server forms every batch size from 1 to its maximum, which would otherwise fill
+    the graph budget with the first sizes it saw and run the rest, often the largest, without a graph.
     """
 
-    def __init__(self, session: ort.InferenceSession, device_id: int = 0, max_graphs: int = 16) -> None:
+    def __init__(self, session: ort.InferenceSession, device_id: int = 0, max_graphs: int = 16, batch_buckets: bool = False) -> None:
         self.session, self.device_id, self.max_graphs = session, device_id, max_graphs
+        self.batch_buckets = batch_buckets and max_graphs > 0
         self.output_meta = [(o.name, NUMPY_OF_ORT.get(o.type, np.float32), list(o.shape)) for o in session.get_outputs()]
         self.output_index = {name: i for i, (name, _, _) in enumerate(self.output_meta)}
         self.slots: dict[tuple[Any, ...], Slot] = {}
@@ -161,9 +165,13 @@ class DeviceRunner:
         """Host inputs in, host outputs (all, or ``names``) out, through this shape's slot (made on first use).
 
         Outputs not named stay on the device: GPT-2's full logits need not cross to the host for its next token.
-        ``mark(phase)``, when given, is called after each phase: ``upload``, ``engine``, ``download``.
+        ``mark(phase)``, when given, is called after each phase: ``upload`` (padding included), ``engine``, ``download``.
         """
         mark = mark or _no_mark
+        rows = next(iter(feeds.values())).shape[0]
+        padded = 1 << (rows - 1).bit_length() if self.batch_buckets and rows > 1 else rows
+        if padded > rows:
+            feeds = {name: np.concatenate([array, np.repeat(array[-1:], padded - rows, axis=0)]) for name, array in feeds.items()}
         key = self.shape_key(feeds)
         slot = self.slots.get(key)
         if slot is None:
@@ -177,7 +185,7 @@ class DeviceRunner:
         mark("engine")
         values = self.fetch(slot, names)
         mark("download")
-        return values
+        return values if padded == rows else [value[:rows] for value in values]
 
 
 def _no_mark(_: str) -> None:

@@ -178,7 +178,8 @@ def _flat(encodings: Sequence[Any], field: str, count: int) -> np.ndarray:
 @dataclass(frozen=True)
 class ModelSetup:
     """What a text model's ``initialize`` reads from Triton's ``args``: its config, the config's string parameters,
-    its version folder and the encoder of the tokenizer stored there (``tokenizer/tokenizer.json``)."""
+    its version folder and the encoder of the tokenizer stored there (``tokenizer/tokenizer.json``). The parameter
+    ``tokenizer_threads`` sizes the stub's encoding thread pool."""
 
     config: dict[str, Any]
     parameters: dict[str, str]
@@ -190,5 +191,8 @@ class ModelSetup:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         version_dir = os.path.join(args["model_repository"], args["model_version"])
+        if parameters.get("tokenizer_threads", "0") != "0":
+            # tokenizers encodes batches on rayon's global pool, sized once, at its first use (after this)
+            os.environ["RAYON_NUM_THREADS"] = parameters["tokenizer_threads"]
         encoder = TextEncoder.from_parameters(os.path.join(version_dir, "tokenizer", "tokenizer.json"), parameters)
         return cls(config, parameters, version_dir, encoder)
