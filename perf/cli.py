@@ -246,10 +246,10 @@ def tune(
         changes: dict[str, Any] = {"concurrencies": comma_ints(concurrencies, "--concurrency"), "texts_per_request": (texts,), "precisions": (precision,)}
         changes.update({k: v for k, v in (("seq_len", _one_length(seq_lens)), ("window_ms", window_ms)) if v is not None})
         plan = dataclasses.replace(LOADS[plan_name], models=(model,), **changes)
-        delays = tuple(int(d) for d in comma_items(max_queue_delay_us, "--max-queue-delay-us"))
+        delays = comma_ints(max_queue_delay_us, "--max-queue-delay-us", minimum=0)
         buckets = tuple(value == "on" for value in comma_items(batch_buckets, "--batch-buckets", allowed=("on", "off")))
         space = Space(comma_items(paths, "--paths"), comma_ints(tokenizer_instances, "--tokenizer-instances"),
-                      comma_ints(engine_instances, "--engine-instances"), delays, comma_ints(tokenizer_threads, "--tokenizer-threads"), buckets)  # fmt: skip
+                      comma_ints(engine_instances, "--engine-instances"), delays, comma_ints(tokenizer_threads, "--tokenizer-threads", minimum=0), buckets)  # fmt: skip
         explicit = ServerOptions(model_control="explicit", load_models=("*",))
         with running_server(repository, state_dir=Path("build/tune_server"), timeout=600, options=explicit) as handle:
             best, trials, path = run_tune(

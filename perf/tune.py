@@ -71,7 +71,12 @@ class Space:
     batch_buckets: tuple[bool, ...] = (True,)
 
     def knobs(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """The knobs with more than one value: the search tries each."""
         return [(name, values) for name, values in asdict(self).items() if len(values) > 1]
+
+    def fixed(self) -> dict[str, Any]:
+        """The knobs given one value: every candidate takes it (``--paths onehop`` measures only the one-hop model)."""
+        return {name: values[0] for name, values in asdict(self).items() if len(values) == 1}
 
 
 @dataclass
@@ -119,7 +124,7 @@ def search(
             log(f"{candidate.flags()}: {trials[candidate].score(p99_ms):.0f} requests/s within p99 {p99_ms:g} ms")
         return trials[candidate]
 
-    best = trial(start)
+    best = trial(replace(start, **space.fixed()))
     for name, values in space.knobs():
         for value in values:
             current = trial(replace(best.candidate, **{name: value}))

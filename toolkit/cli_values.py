@@ -22,14 +22,15 @@ def comma_items(value: str, flag: str, allowed: Collection[str] | None = None, a
     return items
 
 
-def comma_ints(value: str, flag: str, allow_empty: bool = False) -> tuple[int, ...]:
-    """Positive integers from ``value`` (at least one unless ``allow_empty``)."""
+def comma_ints(value: str, flag: str, allow_empty: bool = False, minimum: int = 1) -> tuple[int, ...]:
+    """Integers >= ``minimum`` (positive by default) from ``value`` (at least one unless ``allow_empty``)."""
+    expected = "positive integers, e.g. 1,8,32" if minimum == 1 else f"integers >= {minimum}, e.g. {minimum},{minimum + 4}"
     try:
         numbers = tuple(int(item) for item in comma_items(value, flag, allow_empty=allow_empty))
     except ValueError:
-        raise BadInputError(f"{flag} {value!r}: expected comma-separated positive integers, e.g. 1,8,32") from None
-    if any(n < 1 for n in numbers):
-        raise BadInputError(f"{flag} {value!r}: expected comma-separated positive integers, e.g. 1,8,32")
+        raise BadInputError(f"{flag} {value!r}: expected comma-separated {expected}") from None
+    if any(n < minimum for n in numbers):
+        raise BadInputError(f"{flag} {value!r}: expected comma-separated {expected}")
     return numbers
 
 

@@ -43,6 +43,20 @@ def test_search_keeps_each_knobs_best_value_and_scores_only_levels_within_the_bu
     assert Trial_over_budget_scores_zero(trials)
 
 
+def test_search_gives_every_candidate_the_knobs_given_one_value() -> None:
+    """``--paths onehop --tokenizer-threads 4``: the repository's start configuration is not measured as it is."""
+    seen: list[Candidate] = []
+
+    def measure(candidate: Candidate) -> list[LoadPoint]:
+        seen.append(candidate)
+        return [_level(100.0 * candidate.engine_instances, 5.0)]
+
+    space = Space(path=("onehop",), tokenizer_instances=(1,), engine_instances=(1, 2), max_queue_delay_us=(0,), tokenizer_threads=(4,))
+    best, _ = search(Candidate(), space, measure, p99_ms=20.0, log=lambda _: None)
+    assert seen == [Candidate(path="onehop", tokenizer_threads=4), Candidate(path="onehop", engine_instances=2, tokenizer_threads=4)]
+    assert best.candidate == seen[1]
+
+
 def Trial_over_budget_scores_zero(trials: list[Any]) -> bool:
     return all(t.score(20.0) == 0.0 for t in trials if t.candidate.tokenizer_instances == 4)
 
