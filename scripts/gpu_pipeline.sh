@@ -32,7 +32,8 @@
 # Results are written outside the repository (RESULTS, default /tmp/gpu_results): the device tool copies the
 # working tree again before every call, which removes files a previous call wrote into tracked folders.
 # Knobs: GRID_MODELS, GRID_BATCH, GRID_SEQ (the grid), SWEEP_MODELS, SWEEP_BATCH, SWEEP_SEQ, SWEEP_CONCURRENCY,
-# FAMILY_MODELS, FAMILY_TIMEOUT, LOAD_MODELS, LOAD_CONCURRENCY, LOAD_TIMEOUT, TUNE_TIMEOUT, PRECISION_MODELS,
+# FAMILY_MODELS, FAMILY_TIMEOUT, LOAD_MODELS, LOAD_PATHS, LOAD_CONCURRENCY, LOAD_TIMEOUT, TUNE_MODEL, TUNE_FLAGS (perf tune's
+# search: concurrency and knob values), TUNE_TIMEOUT, PRECISION_MODELS,
 # SWEEP_TIMEOUT (the Triton grid), PAPER_TIMEOUT (the rest of the paper's grid), FID_MODELS, BUILD_MODELS,
 # EXPERIMENTS (comma-separated), EXPERIMENTS_MODEL, EXPERIMENTS_TIMEOUT, GPU_TESTS (0: experiments without the GPU tests);
 # TOOLKIT_COMMIT=$(git rev-parse --short HEAD) names the code in the records (the copied tree's .git, if any,
@@ -175,7 +176,7 @@ run_stage() {
     load)
       ensure_server
       timeout "${LOAD_TIMEOUT:-420}" python3 -m perf load --models "${LOAD_MODELS:-bert-base-uncased,minilm}" --precisions fp16 \
-        --paths ensemble,onehop --texts-per-request 1 --concurrency "${LOAD_CONCURRENCY:-1,16,64,128,256}" --out "$RESULTS" --no-progress 2>&1 \
+        --paths "${LOAD_PATHS:-ensemble,onehop}" --texts-per-request 1 --concurrency "${LOAD_CONCURRENCY:-1,16,64,128,256}" --out "$RESULTS" --no-progress 2>&1 \
         | tee -a "$LOGS/load.log" | grep -v "it/s"
       # Engine-only throughput at the batch sizes the server formed (serving efficiency in the report), kept in
       # grid_load.jsonl so that the paper's grid (grid.jsonl, whose last run the report reads) stays whole.
@@ -185,8 +186,10 @@ run_stage() {
       ;;
     tune)
       ensure_server
-      timeout "${TUNE_TIMEOUT:-420}" python3 -m perf tune --models bert-base-uncased --precisions fp16 --p99-ms 20 --concurrency 128 \
-        --tokenizer-instances 4,8 --engine-instances 2,4 --max-queue-delay-us 0,500 --out "$RESULTS" 2>&1 | tee -a "$LOGS/tune.log" | grep -v "it/s"
+      # shellcheck disable=SC2086
+      timeout "${TUNE_TIMEOUT:-420}" python3 -m perf tune --models "${TUNE_MODEL:-bert-base-uncased}" --precisions fp16 --p99-ms 20 \
+        ${TUNE_FLAGS:---concurrency 128 --tokenizer-instances 4,8 --engine-instances 2,4 --max-queue-delay-us 0,500} --out "$RESULTS" 2>&1 \
+        | tee -a "$LOGS/tune.log" | grep -v "it/s"
       ;;
     precision)
       gpu_env
