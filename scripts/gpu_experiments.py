@@ -285,11 +285,13 @@ def _kernel_kinds(by_name: dict[str, list[float]], runs: int) -> dict[str, dict[
 def request_path(path: Path, tokenizer: Path, names: list[str]) -> dict[str, Any]:
     session, _ = cuda_session(str(path))
     runner = DeviceRunner(session)
+    apart = DeviceRunner(session, pack_inputs=False)  # the inputs copied one by one, as before packing
     wanted = ["sentence_embedding"]
     samples = [batch_arrays(tokenizer, names, 1, 128)] + [
         {name: np.roll(array, shift, axis=1) for name, array in batch_arrays(tokenizer, names, 1, 128).items()} for shift in range(1, 8)
     ]
     slot = runner.slot(samples[0], graph=True)
+    slot_apart = apart.slot(samples[0], graph=False)
     for _ in range(5):
         runner.run(samples[0], wanted)
     step = iter(range(1 << 30))
@@ -302,7 +304,8 @@ def request_path(path: Path, tokenizer: Path, names: list[str]) -> dict[str, Any
         "launch (replay + synchronize_outputs)": lambda: runner.launch(slot),
         "replay without synchronize_outputs": lambda: session.run_with_iobinding(slot.binding, slot.run_options),
         "synchronize_outputs alone": lambda: slot.binding.synchronize_outputs(),
-        "copy inputs in (update_inplace)": lambda: runner.load(slot, samples[1]),
+        "copy inputs in (one packed update_inplace)": lambda: runner.load(slot, samples[1]),
+        "copy inputs in (update_inplace per input)": lambda: apart.load(slot_apart, samples[1]),
         "copy one output out": lambda: runner.fetch(slot, wanted),
     }
     result: dict[str, Any] = {name: round(time_callable(fn, runs=300, warmup=20).median_ms * 1000, 1) for name, fn in parts.items()}
@@ -332,11 +335,13 @@ def tokenizer_time(tokenizer: Path) -> dict[str, Any]:
 
     for method in ("encode_batch", "encode_batch_fast"):  # the served tokenizer model calls the second
         result[f"{method}_us"] = median_us(lambda: getattr(tok, method)([text]))  # noqa: B023 (called at once)
+    result["encode_us"] = median_us(lambda: tok.encode(text))  # one text without the batch's thread pool
     if type(tok.normalizer).__name__ == "BertNormalizer":
         plain = load_tokenizer_file(tokenizer)
         plain.no_padding()
         plain.normalizer = None
         result["plain_ascii_us"] = median_us(lambda: plain.encode_batch_fast([text.lower()]))
+        result["plain_ascii_encode_us"] = median_us(lambda: plain.encode(text.lower()))
     return result
 
 
