@@ -563,6 +563,7 @@ class LoadPoint(LoadStamp, Outcome, Record):
     requests_per_s: float | None = field(default=None, metadata=WHEN_SET)
     stable: bool | None = field(default=None, metadata=WHEN_SET)
     stability_relaxed_to: float | None = field(default=None, metadata=WHEN_SET)
+    connect_retries: int | None = field(default=None, metadata=WHEN_SET)  # perf_analyzer run again: clients failed to connect
     hops: dict[str, dict[str, float]] | None = field(default=None, metadata=WHEN_SET)
     batches: dict[str, float] | None = field(default=None, metadata=WHEN_SET)
     failures: int = 0

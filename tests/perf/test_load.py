@@ -171,3 +171,30 @@ def test_family_section_puts_each_familys_engine_beside_pytorch_eager_and_compil
     rf.append_record(tmp_path / FAMILIES_FILE, bench)
     md = "\n".join(family_section(tmp_path))
     assert "| mpnet-base | mpnet | 0.50 | 4.00 | – | 8.00 | – | 8.00 | – | – | – | – | SkipLayerNormalization 12 | **no** |" in md
+
+
+def test_a_level_whose_clients_failed_to_connect_is_measured_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    from perf.analyzer import PerfAnalyzerArgs, PerfAnalyzerError
+    from perf.load import _connected
+
+    monkeypatch.setattr("perf.load.time.sleep", lambda _: None)
+    args = PerfAnalyzerArgs(model="m", csv_path=Path("unused.csv"))
+    failures = ["Thread [92] had error: failed to connect to all addresses; last error: UNAVAILABLE: Broken pipe"]
+
+    def flaky(_: PerfAnalyzerArgs) -> list[dict[str, float]]:
+        if failures:
+            raise PerfAnalyzerError(failures.pop())
+        return [{"throughput": 5.0}]
+
+    record: dict[str, object] = {}
+    assert _connected(flaky, args, record) == [{"throughput": 5.0}] and record == {"connect_retries": 1}
+
+    def refused(_: PerfAnalyzerArgs) -> list[dict[str, float]]:
+        raise PerfAnalyzerError("failed to connect to all addresses")
+
+    def broken(_: PerfAnalyzerArgs) -> list[dict[str, float]]:
+        raise PerfAnalyzerError("model m is not ready")
+
+    for runner in (refused, broken):
+        with pytest.raises(PerfAnalyzerError):
+            _connected(runner, args, {})
