@@ -311,11 +311,30 @@ def _probe_text(tokenizer: Path) -> str:
     return text_samples(tokenizer, 32, 1)[0]
 
 
+def steady_memory(points: list[LoadPoint]) -> list[dict[str, Any]]:
+    """Per served model, the server's memory after its first level (which pays the model's warm-up: the stubs' first
+    GPU work and graphs) and after its last, with the requests of the levels in between and after: growth under
+    steady load, the leak check. Levels are taken in the order they ran."""
+    by_model: dict[str, list[LoadPoint]] = {}
+    for point in points:
+        if point.ok and point.server_rss_mib_after:
+            by_model.setdefault(point.triton_model, []).append(point)
+    steady = []
+    for model, levels in by_model.items():
+        first, last = levels[0].server_rss_mib_after, levels[-1].server_rss_mib_after
+        requests = int(sum(level.requests() for level in levels[1:]))
+        if len(levels) > 1 and first and last:
+            steady.append({"model": model, "requests": requests, "rss_mib_start": first, "rss_mib_end": last, "growth": round(last / first - 1.0, 4)})
+    return steady
+
+
 def soak_summary(points: list[LoadPoint], stamp: dict[str, Any], disconnect: dict[str, Any] | None = None) -> LoadSoak:
-    """Requests answered and failed, unstable levels, and the server's memory after the first level and at the end."""
+    """Requests answered and failed, unstable levels, the server's memory after the first level and at the end, and
+    per model under steady load (``steady_memory``)."""
     ok = [p for p in points if p.ok]
     start = next((p.server_rss_mib_after for p in ok if p.server_rss_mib_after), None)
     end = next((p.server_rss_mib_after for p in reversed(ok) if p.server_rss_mib_after), None)
+    steady = steady_memory(points)
     return LoadSoak.from_fields({
         **stamp,
         "levels": len(points),
@@ -326,5 +345,6 @@ def soak_summary(points: list[LoadPoint], stamp: dict[str, Any], disconnect: dic
         "rss_mib_first": start,
         "rss_mib_last": end,
         "rss_growth": None if not start or not end else round(end / start - 1.0, 4),
+        "steady": steady or None,
         "disconnect": disconnect,
     })  # fmt: skip

@@ -97,13 +97,14 @@ def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
         "### Serving under load (single-text clients)\n",
         "perf_analyzer time windows; requests/s are served requests (a request carries `texts` rows); the batch is the "
         "rows per execution Triton formed for each model; efficiency divides the served sequences/s by what the engine "
-        "alone does at that batch (this folder's grid, interpolated). `stable`: the level reached the asked stability.\n",
+        "alone does at that batch (this folder's grid, interpolated). `stable`: the level reached the asked stability. "
+        "Each level's latest measurement; `code` names the run's code (hosts differ between runs).\n",
     ]
     curves = [(f"{p.triton_model} x{p.texts} g{len(p.gpus)}", p.requests_per_s or 0.0, p.metric("latency_p99")) for p in points]
     plots.mkdir(parents=True, exist_ok=True)
     image(md, line_plot(curves, "throughput against p99", "requests/s", "p99 latency (ms)", plots / "load_throughput_p99.png"), out)
     md.append(table(
-        ["model", "texts", "clients", "requests/s", "p50 ms", "p99 ms", "stable", "batches formed", "engine alone seq/s", "efficiency", "failed"],
+        ["model", "texts", "clients", "requests/s", "p50 ms", "p99 ms", "stable", "batches formed", "engine alone seq/s", "efficiency", "failed", "code"],
         (_row(p, medians) for p in points),
     ) + "\n")  # fmt: skip
     md.extend(_failed_levels(device_dir))
@@ -204,7 +205,7 @@ def _row(point: LoadPoint, medians: dict[tuple[str, str, int], dict[int, float]]
     batches = ", ".join(f"{name.rsplit('_', 1)[-1]} {rows:.1f}" for name, rows in sorted((point.batches or {}).items()))
     return [
         point.triton_model, point.texts, point.concurrency, point.requests_per_s, point.metric("latency_p50"), point.metric("latency_p99"),
-        "no" if point.stable is False else "yes", batches, capacity, ratio, point.failures,
+        "no" if point.stable is False else "yes", batches, capacity, ratio, point.failures, point.code,
     ]  # fmt: skip
 
 
@@ -212,7 +213,7 @@ def _soak(device_dir: Path) -> list[str]:
     soaks = load_soaks(device_dir)
     if not soaks:
         return []
-    return [
+    md = [
         "Soak (each sweep): requests the server answered, failed ones, the server's memory (Triton and its Python stubs) "
         "after the first level and at the end, and clients that gave up mid-request:\n",
         table(
@@ -221,3 +222,22 @@ def _soak(device_dir: Path) -> list[str]:
               (s.disconnect or {}).get("clients_gave_up"), (s.disconnect or {}).get("served_after")] for s in soaks),
         ) + "\n",
     ]  # fmt: skip
+    steady = [[soak.run_id, *row] for soak in soaks for row in steady_rows(device_dir, soak)]
+    if steady:
+        md += [
+            "Memory under steady load, per served model: after its first level (its warm-up: the stubs' first GPU work "
+            "and CUDA graphs) and after its last, and the requests it answered in between:\n",
+            table(["run", "model", "requests", "RSS after first level MiB", "RSS at its end MiB", "growth"], steady) + "\n",
+        ]
+    return md
+
+
+def steady_rows(device_dir: Path, soak: LoadSoak) -> list[list[Any]]:
+    """The soak's per-model steady memory, computed from its run's levels when the record predates it."""
+    from perf.load import steady_memory
+
+    steady = soak.steady
+    if steady is None:
+        runs = [LoadPoint.from_json(r) for r in rf.read_jsonl(device_dir / LOAD_FILE) if "kind" not in r and r.get("run_id") == soak.run_id]
+        steady = steady_memory(runs)
+    return [[row["model"], row["requests"], row["rss_mib_start"], row["rss_mib_end"], row["growth"]] for row in steady]

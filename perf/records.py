@@ -594,7 +594,9 @@ class LoadPoint(LoadStamp, Outcome, Record):
 @dataclass(frozen=True, kw_only=True)
 class LoadSoak(LoadStamp, Record):
     """One load sweep as a soak (``load.jsonl``, ``kind: soak``): requests answered and failed, unstable levels, the
-    server's memory after the first level and at the end, and the probe of clients that gave up mid-request."""
+    server's memory after the first level and at the end, per model under steady load (``steady``: after the model's
+    first level and after its last, and the requests between, ``perf.load.steady_memory``), and the probe of clients
+    that gave up mid-request."""
 
     levels: int
     errors: int
@@ -604,6 +606,7 @@ class LoadSoak(LoadStamp, Record):
     rss_mib_first: float | None = None
     rss_mib_last: float | None = None
     rss_growth: float | None = None
+    steady: list[dict[str, Any]] | None = field(default=None, metadata=WHEN_SET)
     disconnect: dict[str, Any] | None = field(default=None, metadata=WHEN_SET)
 
     WRITTEN_PROPERTIES: ClassVar[tuple[str, ...]] = ("key", "kind")

@@ -21,6 +21,7 @@ from perf import results as rf
 from perf.family_report import family_section
 from perf.grid_report import gpu_comparison, grid_environment, grid_section, headline
 from perf.load_report import load_section
+from perf.load_targets import load_targets_section
 from perf.plots import PRECISION_ORDER, bars, heatmap, image, line_plot, stacked_bars, table
 from perf.precision_report import precision_section
 from perf.records import DerivedRow, EngineMemory, KernelProfile, PerfPoint, SweepEnvironment
@@ -87,6 +88,7 @@ def _device_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     md.extend(_kernel_section(device_dir, out, plots))
     md.extend(_fidelity_section(device_dir, out, plots))
     md.extend(family_section(device_dir))
+    md.extend(load_targets_section(device_dir))
     md.extend(load_section(device_dir, out, plots))
     md.extend(tune_section(device_dir))
     md.extend(precision_section(device_dir, out))

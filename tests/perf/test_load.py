@@ -122,6 +122,23 @@ def test_load_section_plots_throughput_against_p99_and_tables_every_level(tmp_pa
     assert "| m_fp16 | 1 | 8 | 400.00 | 15.00 | 30.00 | yes | onnx 3.0 |" in md and "| r | 5000 | 0 | 0 | 700.00 | 710.00 | 0.01 |" in md
 
 
+def test_steady_memory_starts_after_each_models_first_level() -> None:
+    """The first level of each model pays its warm-up (the H200: +1.3 GB when a model's stubs first ran on the GPU);
+    growth under load is measured from there, model by model."""
+    from perf.load import steady_memory
+
+    def level(model: str, concurrency: int, rss: float, requests: float) -> LoadPoint:
+        point = dataclasses.replace(_point(concurrency, 100.0, 5.0), triton_model=model, server_rss_mib_after=rss)
+        return dataclasses.replace(point, hops={model: {"requests": requests, "executions": requests}})
+
+    points = [level("a", 1, 1000.0, 10), level("a", 64, 1010.0, 5000), level("a", 256, 1012.0, 9000),
+              level("b", 1, 1400.0, 10), level("b", 64, 1407.0, 7000), dataclasses.replace(level("b", 256, 0.0, 0), status="error")]  # fmt: skip
+    assert steady_memory(points) == [
+        {"model": "a", "requests": 14000, "rss_mib_start": 1000.0, "rss_mib_end": 1012.0, "growth": 0.012},
+        {"model": "b", "requests": 7000, "rss_mib_start": 1400.0, "rss_mib_end": 1407.0, "growth": 0.005},
+    ]
+
+
 def test_load_section_lists_levels_without_a_measurement_and_reads_the_grid_beside_the_sweep(tmp_path: Path) -> None:
     """A level perf_analyzer could not measure is said with its error; efficiency divides by the engine grid run
     beside the load sweep (grid_load.jsonl), not by the paper's grid."""
@@ -198,3 +215,35 @@ def test_a_level_whose_clients_failed_to_connect_is_measured_once_more(monkeypat
     for runner in (refused, broken):
         with pytest.raises(PerfAnalyzerError):
             _connected(runner, args, {})
+
+
+def test_serving_targets_take_the_best_level_within_the_budget_from_sweeps_and_searches(tmp_path: Path) -> None:
+    """Throughput counts only levels under the p99 budget (a search's level can be the best); latency is the one-client
+    p50; the soak needs no failure and under 5% memory growth per model over 100,000 requests after its warm-up."""
+    from perf import results as rf
+    from perf.load_targets import evaluate_load
+    from perf.records import TuneTrial
+
+    device = tmp_path / "h200"
+
+    def level(model: str, concurrency: int, rate: float, p99: float, rss: float, requests: float) -> LoadPoint:
+        point = dataclasses.replace(_point(concurrency, rate, p99), model=model, triton_model=f"{model}_fp16_onehop", server_rss_mib_after=rss)
+        return dataclasses.replace(point, hops={point.triton_model: {"requests": requests, "executions": requests}}, code="abc")
+
+    for point in (level("minilm", 1, 600.0, 2.4, 1000.0, 5e3), level("minilm", 128, 12500.0, 19.0, 1020.0, 2e5),
+                  level("minilm", 256, 13000.0, 31.0, 1030.0, 3e5), level("bert-base-uncased", 1, 480.0, 4.0, 1100.0, 5e3),
+                  level("bert-base-uncased", 64, 7000.0, 14.0, 1190.0, 1e5)):  # fmt: skip
+        rf.append_record(device / "load.jsonl", point)
+    soak = {"run_id": "r", "device": "h200", "code": "abc", "levels": 5, "errors": 0, "requests": 605000, "failures": 0, "unstable": 0}
+    rf.append_record(device / "load.jsonl", LoadSoak.from_fields({**soak, "disconnect": {"served_after": True}}))
+    trial = {"run_id": "t", "device": "h200", "code": "abc", "model": "bert-base-uncased", "precision": "fp16", "p99_budget_ms": 20.0,
+             "candidate": {}, "flags": "--one-hop", "score": 9000.0, "best": True,
+             "levels": [{"concurrency": 128, "status": "ok", "requests_per_s": 9000.0, "p99_ms": 17.0, "failures": 0, "batches": {"x_onehop": 24.0}}]}  # fmt: skip
+    rf.append_record(device / "tune.jsonl", TuneTrial.from_fields(trial))
+    verdicts = {target.name.split(":")[0]: (target.met, target.measured) for target in evaluate_load(device)}
+    assert verdicts["minilm FP16 single texts"][0] is True and verdicts["minilm FP16 single texts"][1].startswith("12,500 req/s")
+    assert verdicts["bert-base-uncased FP16 single texts"] == (True, "9,000 req/s, p99 17.0 ms, 128 clients, `--one-hop` (tune t @abc)")
+    assert verdicts["bert-base-uncased FP16 b1 s128, 1 client"][0] is False  # p50 2.0 ms
+    assert verdicts["serving efficiency of bert-base-uncased FP16 at its best level within the budget"][0] is None  # no grid beside it
+    soak_met, soak_text = next(v for name, v in verdicts.items() if name.startswith("soak"))
+    assert soak_met is False and "8.2% (worst of 2 models)" in soak_text  # bert-base: 1100 -> 1190 MiB over 100,000 requests
