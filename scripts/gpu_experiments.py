@@ -61,7 +61,7 @@ from toolkit.measurement.timing import TimingBudget, TimingJob, time_callable, t
 from toolkit.models.tokenizers import load_tokenizer_file
 from toolkit.names import DEFAULT_PRECISIONS, TEXT
 from toolkit.repository.configs import config_from_text, config_text
-from toolkit.repository.lookup import engine_input_names, find_tokenizer, require_engine_file
+from toolkit.repository.lookup import engine_file, engine_input_names, find_tokenizer, require_engine_file
 from toolkit.repository.naming import engine_model, ensemble_model, tokenizer_model
 from toolkit.runtimes import DEFAULT_RUNTIME, get_runtime
 from toolkit.runtimes.onnxruntime import session_for
@@ -493,7 +493,11 @@ def run_experiments(repository: Path, model: str, chosen: Iterable[str], out: Pa
     """Each chosen experiment on ``model``'s engines, the record rewritten after each (a timeout keeps what ran)."""
     tokenizer = find_tokenizer(repository, model, None)
     names = list(engine_input_names(repository, model, "fp16", DEFAULT_RUNTIME))
-    files = {precision.value: require_engine_file(repository, model, precision.value) for precision in DEFAULT_PRECISIONS}
+    # The precisions built (the load runs build fp32 and fp16 only); an experiment that needs a missing one fails alone.
+    found = {precision.value: engine_file(repository, model, precision.value, DEFAULT_RUNTIME) for precision in DEFAULT_PRECISIONS}
+    files = {precision: path for precision, path in found.items() if path is not None}
+    if not files:
+        require_engine_file(repository, model, DEFAULT_PRECISIONS[0].value)  # says how to build one
     subject = Subject(repository, model, files, tokenizer, names)
     record = Experiments(model=model, device_info=device_info(), code=code_version())
     path = out / record.device_info["name"] / record.file_name
