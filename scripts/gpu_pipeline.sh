@@ -42,8 +42,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The served models' load configuration: the best of `perf tune` on the H200 (BERT-base FP16, p99 <= 20 ms: one-hop
-# with 4 engine instances, 11,672 req/s at 128 clients; results/h200/tune.jsonl); the tune stage searches around it.
-LOAD_FLAGS=${LOAD_FLAGS:---one-hop --tokenizer-instances 4 --engine-instances 4}
+# with 4 engine instances, 11,672 req/s at 128 clients; 4 tokenizer threads: 11,387 against 10,748 req/s in one later
+# search; results/h200/tune.jsonl); the tune stage searches around it. End every call with `collect`: a machine given
+# back takes /tmp/gpu_results with it.
+LOAD_FLAGS=${LOAD_FLAGS:---one-hop --tokenizer-instances 4 --engine-instances 4 --tokenizer-threads 4}
 # The other families at base size with random weights, built beside BUILD_MODELS (FAMILY_MODELS= for none).
 FAMILY_MODELS=${FAMILY_MODELS-roberta-base xlm-roberta-base distilbert-base-uncased microsoft/mpnet-base answerdotai/ModernBERT-base}
 DEFAULT_BUILD_MODELS="bert-base-uncased --random-weights $LOAD_FLAGS"$'\n'"gpt2 --random-weights"$'\n'"minilm $LOAD_FLAGS"
