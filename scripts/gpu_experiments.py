@@ -345,6 +345,51 @@ def tokenizer_time(tokenizer: Path) -> dict[str, Any]:
     return result
 
 
+IDLE_GAPS_MS = (0.0, 0.5, 2.0, 10.0)
+
+
+def idle_gap(subject: Subject, runs: int = 200) -> dict[str, Any]:
+    """One request's work in a served step, timed after the process slept ``gap`` ms (0: back to back), as a step
+    does between requests at one client: the served encoder's encode and pack of one 128-token text, and (with a CUDA
+    provider) the FP16 engine's run at b1 s128 through the served runner (copy in, replay, copy out). Medians in us.
+    Runs on the CPU too (the engine part then says why it is missing)."""
+    import time
+
+    from toolkit.backends.common.text_encoder import TextEncoder
+
+    encoder = TextEncoder(str(subject.tokenizer), max_seq_len=128)
+    text = text_samples(subject.tokenizer, 128, 1)[0]
+    work: dict[str, Callable[[], Any]] = {"tokenize and pack one text": lambda: encoder.tensors(encoder.encodings([text]))}
+    result: dict[str, Any] = {"unit": "us (median)", "gaps_ms": list(IDLE_GAPS_MS)}
+    if "CUDAExecutionProvider" in ort_providers() and "fp16" in subject.files:
+        runner = DeviceRunner(cuda_session(str(subject.files["fp16"]))[0])
+        feeds = batch_arrays(subject.tokenizer, subject.names, 1, 128)
+        work["engine run b1 s128 (copy in, replay, copy out)"] = lambda: runner.run(feeds)
+    else:
+        result["engine"] = "not timed: no CUDA provider or no fp16 engine"
+    for name, call in work.items():
+        for _ in range(20):
+            call()
+        medians = []
+        for gap in IDLE_GAPS_MS:
+            times = []
+            for _ in range(runs):
+                if gap:
+                    time.sleep(gap / 1000.0)
+                start = time.perf_counter()
+                call()
+                times.append((time.perf_counter() - start) * 1e6)
+            medians.append(round(float(np.median(times)), 1))
+        result[name] = medians
+    return result
+
+
+def ort_providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
 def timing_conditions(subject: Subject) -> dict[str, Any]:
     """FP16 at b1 s128, timed the grid's way (a fresh slot, ``time_for`` with the grid's budget) and at length
     (400 runs after 20) in one process as it changes: the FP16 session alone; an FP32 session loaded but not
@@ -474,6 +519,7 @@ EXPERIMENTS: dict[str, Callable[[Subject], Any]] = {
     "attention_kernels": lambda s: attention_kernels(s.files["fp16"], s.tokenizer, s.names),
     "timing_conditions": timing_conditions,
     "serving_variants": serving_variants,
+    "idle_gap": idle_gap,
 }
 
 

@@ -44,3 +44,17 @@ def test_experiments_record_keeps_each_result_and_a_failure_when_one_experiment_
     assert stored["schema"] == SCHEMA_VERSION and stored["tokenizer"] == {"tokens": 128}
     record = Experiments.from_json(stored)
     assert record.results["kernel_profile"] == {"status": "failed: RuntimeError: no GPU"} and record.kernel_profiles() == []
+
+
+def test_idle_gap_times_the_served_encoder_after_each_gap_and_says_why_the_engine_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit.models.tokenizers import minilm_folder
+
+    script = _script(monkeypatch)
+    monkeypatch.setattr(script, "ort_providers", lambda: ["CPUExecutionProvider"])
+    subject = script.Subject(tmp_path, "minilm", {}, minilm_folder() / "tokenizer.json", ["input_ids"])
+    result = script.idle_gap(subject, runs=3)
+    medians = result["tokenize and pack one text"]
+    assert len(medians) == len(script.IDLE_GAPS_MS) == len(result["gaps_ms"]) and all(m > 0 for m in medians)
+    assert result["engine"].startswith("not timed: no CUDA provider")
