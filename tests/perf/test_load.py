@@ -230,9 +230,16 @@ def test_serving_targets_take_the_best_level_within_the_budget_from_sweeps_and_s
         point = dataclasses.replace(_point(concurrency, rate, p99), model=model, triton_model=f"{model}_fp16_onehop", server_rss_mib_after=rss)
         return dataclasses.replace(point, hops={point.triton_model: {"requests": requests, "executions": requests}}, code="abc")
 
+    one_client = level("bert-base-uncased", 1, 480.0, 4.0, 1100.0, 5e3)
+    hop = one_client.triton_model
+    one_client = dataclasses.replace(
+        one_client, metrics={**(one_client.metrics or {}), "network_server_send_recv": 0.28},
+        steps={hop: {"rows": 10.0, "executions": 10.0, "execute_us": 1500.0, "tokenize_us": 300.0, "engine_us": 800.0}},
+        hops={hop: {**(one_client.hops or {})[hop], "compute_infer_us": 1700.0}},
+        cpu={"wall_s": 1.0, "cores": 16, "seconds": {"client": 0.5, "tritonserver": 0.46}},
+    )  # fmt: skip
     for point in (level("minilm", 1, 600.0, 2.4, 1000.0, 5e3), level("minilm", 128, 12500.0, 19.0, 1020.0, 2e5),
-                  level("minilm", 256, 13000.0, 31.0, 1030.0, 3e5), level("bert-base-uncased", 1, 480.0, 4.0, 1100.0, 5e3),
-                  level("bert-base-uncased", 64, 7000.0, 14.0, 1190.0, 1e5)):  # fmt: skip
+                  level("minilm", 256, 13000.0, 31.0, 1030.0, 3e5), one_client, level("bert-base-uncased", 64, 7000.0, 14.0, 1190.0, 1e5)):  # fmt: skip
         rf.append_record(device / "load.jsonl", point)
     soak = {"run_id": "r", "device": "h200", "code": "abc", "levels": 5, "errors": 0, "requests": 605000, "failures": 0, "unstable": 0}
     rf.append_record(device / "load.jsonl", LoadSoak.from_fields({**soak, "disconnect": {"served_after": True}}))
@@ -243,7 +250,9 @@ def test_serving_targets_take_the_best_level_within_the_budget_from_sweeps_and_s
     verdicts = {target.name.split(":")[0]: (target.met, target.measured) for target in evaluate_load(device)}
     assert verdicts["minilm FP16 single texts"][0] is True and verdicts["minilm FP16 single texts"][1].startswith("12,500 req/s")
     assert verdicts["bert-base-uncased FP16 single texts"] == (True, "9,000 req/s, p99 17.0 ms, 128 clients, `--one-hop` (tune t @abc)")
-    assert verdicts["bert-base-uncased FP16 b1 s128, 1 client"][0] is False  # p50 2.0 ms
+    met, measured = verdicts["bert-base-uncased FP16 b1 s128, 1 client"]
+    assert met is False and measured.startswith("2.00 ms, of which 0.28 ms gRPC and client send/receive")
+    assert measured.endswith("Bound: onehop step: 1.0 rows per execute of 1.50 ms (tokenize 0.30, engine 0.80), stub round trip 0.20 ms; host cores 6% busy")
     assert verdicts["serving efficiency of bert-base-uncased FP16 at its best level within the budget"][0] is None  # no grid beside it
     soak_met, soak_text = next(v for name, v in verdicts.items() if name.startswith("soak"))
     assert soak_met is False and "8.2% (worst of 2 models)" in soak_text  # bert-base: 1100 -> 1190 MiB over 100,000 requests
