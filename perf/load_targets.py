@@ -13,6 +13,7 @@ serving-config searches (``tune.jsonl``): each number from one measured level, n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def _outside_ms(metrics: dict[str, float]) -> float | None:
     return None if parts[0] is None else sum(part or 0.0 for part in parts)
 
 
-def best_within(levels: list[Level], model: str, budget_ms: float = P99_BUDGET_MS) -> Level | None:
+def best_within(levels: Sequence[Level], model: str, budget_ms: float = P99_BUDGET_MS) -> Level | None:
     kept = [level for level in levels if level.model == model and level.within(budget_ms)]
     return max(kept, key=lambda level: level.requests_per_s, default=None)
 
@@ -104,9 +105,15 @@ def bound(level: Level) -> str:
     return "; ".join(parts)
 
 
-def _with_bound(target: Target, level: Level | None) -> Target:
-    """``target`` with what bounds it appended to its measurement, when it is missed and the level says."""
-    why = bound(level) if level is not None and target.met is False else ""
+def _with_bound(target: Target, level: Level | None, levels: Sequence[Level] = ()) -> Target:
+    """``target`` with what bounds it appended to its measurement, when it is missed: from ``level``'s records, else
+    from the best level within the budget of the same model that recorded its steps (named)."""
+    if level is None or target.met is not False:
+        return target
+    why = bound(level)
+    if not why:
+        recorded = best_within([lv for lv in levels if lv.steps], level.model)
+        why = f"{bound(recorded)} (at {_where(recorded)})" if recorded is not None and bound(recorded) else ""
     return Target(target.name, target.wanted, f"{target.measured}. Bound: {why}", target.met) if why else target
 
 
@@ -120,7 +127,7 @@ def _throughput(levels: list[Level], model: str, wanted: float) -> Target:
     name = f"{model} FP16 single texts: requests/s with p99 <= {P99_BUDGET_MS:g} ms"
     if best is None:
         return Target(name, f">= {wanted:,.0f}", "no level within the budget", None if not any(lv.model == model for lv in levels) else False)
-    return _with_bound(Target(name, f">= {wanted:,.0f}", _where(best), best.requests_per_s >= wanted), best)
+    return _with_bound(Target(name, f">= {wanted:,.0f}", _where(best), best.requests_per_s >= wanted), best, levels)
 
 
 def _efficiency(levels: list[Level], medians: Medians) -> Target:
@@ -129,7 +136,7 @@ def _efficiency(levels: list[Level], medians: Medians) -> Target:
     name = f"serving efficiency of {EFFICIENCY_MODEL} FP16 at its best level within the budget"
     if best is None or ratio is None:
         return Target(name, f">= {EFFICIENCY:.0%}", "not measured (no best level, or no engine grid beside it)", None)
-    return _with_bound(Target(name, f">= {EFFICIENCY:.0%}", f"{ratio:.0%} at {_where(best)}", ratio >= EFFICIENCY), best)
+    return _with_bound(Target(name, f">= {EFFICIENCY:.0%}", f"{ratio:.0%} at {_where(best)}", ratio >= EFFICIENCY), best, levels)
 
 
 def _latency(levels: list[Level]) -> Target:

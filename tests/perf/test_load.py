@@ -256,3 +256,21 @@ def test_serving_targets_take_the_best_level_within_the_budget_from_sweeps_and_s
     assert verdicts["serving efficiency of bert-base-uncased FP16 at its best level within the budget"][0] is None  # no grid beside it
     soak_met, soak_text = next(v for name, v in verdicts.items() if name.startswith("soak"))
     assert soak_met is False and "8.2% (worst of 2 models)" in soak_text  # bert-base: 1100 -> 1190 MiB over 100,000 requests
+
+
+def test_a_missed_target_is_explained_by_the_best_level_that_recorded_its_steps() -> None:
+    from perf.load_targets import Level, _with_bound
+    from perf.targets import Target
+
+    def level(rate: float, steps: dict[str, dict[str, float]] | None) -> Level:
+        return Level("m", "m_fp16_onehop", 128, rate, None, 15.0, 0, None, "load r @abc", steps)
+
+    unrecorded = level(9000.0, None)  # the best, from a search before steps were recorded
+    recorded = level(8000.0, {"m_fp16_onehop": {"rows": 40.0, "executions": 2.0, "execute_us": 4000.0, "tokenize_us": 1500.0}})
+    missed = Target("t", ">= 10,000", "9,000", False)
+    explained = _with_bound(missed, unrecorded, [unrecorded, recorded])
+    assert explained.measured == (
+        "9,000. Bound: onehop step: 20.0 rows per execute of 4.00 ms (tokenize 1.50) "
+        "(at 8,000 req/s, p99 15.0 ms, 128 clients, m_fp16_onehop (load r @abc))"
+    )
+    assert _with_bound(Target("t", ">= 1", "9,000", True), unrecorded, [recorded]).measured == "9,000"  # met: nothing to explain
