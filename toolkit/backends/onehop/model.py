@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # text_encoder.py and ort_device.py are copied beside us
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # text_encoder.py, ort_device.py, step_timing.py: copied beside us
 from ort_device import NUMPY_OF_ORT, DeviceRunner, cpu_session, cuda_session, placement
 from step_timing import StepClock, triton_sink
 from text_encoder import ModelSetup, texts_per_request
