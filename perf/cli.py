@@ -185,6 +185,9 @@ def load(
         out_dir, summary = run_load(plan, url, repository, out, pid, progress=not no_progress, metrics_url=metrics_url)
     except (ToolkitError, ValueError) as error:
         raise click.ClickException(str(error)) from error
+    from perf.load_report import levels_summary, run_points
+
+    click.echo(levels_summary(run_points(out_dir, summary.run_id), out_dir))
     click.echo(f"{out_dir / 'load.jsonl'}: {json.dumps(summary.to_json(), sort_keys=True)}")
 
 

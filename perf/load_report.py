@@ -171,6 +171,25 @@ def _where_time_goes(points: list[LoadPoint]) -> list[str]:
     return md
 
 
+def run_points(device_dir: Path, run_id: str) -> list[LoadPoint]:
+    """Every level of one sweep, in the order it ran."""
+    return [LoadPoint.from_json(r) for r in rf.read_jsonl(device_dir / LOAD_FILE) if "kind" not in r and r.get("run_id") == run_id]
+
+
+def levels_summary(points: list[LoadPoint], device_dir: Path) -> str:
+    """The levels of one sweep as terminal tables: each level's numbers, then where its Python steps' time went."""
+    medians = engine_medians(device_dir)
+    ok = [point for point in points if point.ok]
+    levels = table(
+        ["model", "texts", "clients", "requests/s", "p50 ms", "p99 ms", "stable", "batches formed", "engine alone seq/s", "efficiency", "failed", "code"],
+        (_row(point, medians) for point in ok),
+    )  # fmt: skip
+    failed = [f"{p.triton_model} x{p.texts}, {p.concurrency} clients: {(p.error or p.status)[:160]}" for p in points if not p.ok]
+    steps = [row for point in ok for row in step_rows(point)]
+    where = table(["model", "clients", "requests/s", "step", "rows/execute", "execute us", "phases us", "beyond execute us", "step CPU ms/request"], steps)
+    return "\n".join([levels, *failed, *([where] if steps else [])])
+
+
 def scaling_rows(points: list[LoadPoint]) -> list[list[Any]]:
     """Per (model, texts, clients): requests/s and p99 on one GPU and on N, and N-GPU / (N x 1-GPU) throughput."""
     by_level: dict[tuple[str, int, int], dict[int, LoadPoint]] = defaultdict(dict)
@@ -238,6 +257,5 @@ def steady_rows(device_dir: Path, soak: LoadSoak) -> list[list[Any]]:
 
     steady = soak.steady
     if steady is None:
-        runs = [LoadPoint.from_json(r) for r in rf.read_jsonl(device_dir / LOAD_FILE) if "kind" not in r and r.get("run_id") == soak.run_id]
-        steady = steady_memory(runs)
+        steady = steady_memory(run_points(device_dir, soak.run_id))
     return [[row["model"], row["requests"], row["rss_mib_start"], row["rss_mib_end"], row["growth"]] for row in steady]

@@ -83,7 +83,7 @@ NATIVE = {
         },
         renamed={"intra_op_threads": "intra_op_thread_count"},
         # toolkit/backends/onnxruntime/model.py; the native backend has no CUDA-graph option (ORT_CUDA_GRAPHS_ISSUE).
-        ours_only=frozenset({"enable_cuda_graph", "cuda_graph_max_shapes"}),
+        ours_only=frozenset({"enable_cuda_graph", "cuda_graph_max_shapes", "cuda_graph_batch_buckets"}),
         optimization_read=frozenset(
             {"graph.level", "execution_accelerators.gpu_execution_accelerator", "execution_accelerators.cpu_execution_accelerator"}
         ),

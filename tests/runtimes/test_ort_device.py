@@ -37,6 +37,9 @@ class _Binding:
     def bind_ortvalue_input(self, name: str, value: Any) -> None:
         self.bound.append(("in", name, value))
 
+    def bind_input(self, name: str, device: str, device_id: int, element_type: Any, shape: list[int], pointer: int) -> None:
+        self.bound.append(("in", name, (device, device_id, pointer)))
+
     def bind_ortvalue_output(self, name: str, value: Any) -> None:
         self.bound.append(("out", name, value))
 
@@ -53,19 +56,24 @@ class _Session:
 
 
 def test_device_runner_allocates_every_buffer_on_the_device_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs packed into one buffer (each bound to its slice there) or one buffer each, and the output: all on GPU 1."""
     placed: list[tuple[str, int]] = []
 
-    def from_numpy(array: np.ndarray, device: str, device_id: int) -> tuple[str, int]:
-        placed.append((device, device_id))
-        return (device, device_id)
+    class Value:
+        def __init__(self, device: str, device_id: int) -> None:
+            placed.append((device, device_id))
 
-    def from_shape(shape: list[int], dtype: Any, device: str, device_id: int) -> tuple[str, int]:
-        placed.append((device, device_id))
-        return (device, device_id)
+        def data_ptr(self) -> int:
+            return 4096
 
-    monkeypatch.setattr(ort_device.ort.OrtValue, "ortvalue_from_numpy", staticmethod(from_numpy))
-    monkeypatch.setattr(ort_device.ort.OrtValue, "ortvalue_from_shape_and_type", staticmethod(from_shape))
+    monkeypatch.setattr(ort_device.ort.OrtValue, "ortvalue_from_numpy", staticmethod(lambda array, device, device_id: Value(device, device_id)))
+    monkeypatch.setattr(ort_device.ort.OrtValue, "ortvalue_from_shape_and_type", staticmethod(lambda shape, dtype, device, device_id: Value(device, device_id)))
+    feeds = {"input_ids": np.ones((2, 4), np.int64), "attention_mask": np.ones((2, 4), np.int64)}
     runner = DeviceRunner(_Session(), device_id=1, max_graphs=2)  # type: ignore[arg-type]
-    slot = runner.slot({"input_ids": np.ones((2, 4), np.int64), "attention_mask": np.ones((2, 4), np.int64)}, graph=True)
-    assert placed == [("cuda", 1)] * 3 and slot.graph_id == 1
+    slot = runner.slot(feeds, graph=True)
+    assert placed == [("cuda", 1)] * 2 and slot.graph_id == 1 and slot.packed is not None  # one packed input buffer, one output
+    assert [entry[2] for entry in slot.binding.bound if entry[0] == "in"] == [("cuda", 1, 4096), ("cuda", 1, 4096 + 2 * 4 * 8)]
+    placed.clear()
+    DeviceRunner(_Session(), device_id=1, max_graphs=2, pack_inputs=False).slot(feeds, graph=True)  # type: ignore[arg-type]
+    assert placed == [("cuda", 1)] * 3
     assert runner.output_shapes(2, 4) == [[2, 8]]
