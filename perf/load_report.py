@@ -25,13 +25,21 @@ def load_points(device_dir: Path, ok: bool = True) -> list[LoadPoint]:
     return sorted((p for p in latest if p.ok == ok), key=lambda p: (p.triton_model, len(p.gpus), p.texts, p.concurrency))
 
 
+LEVEL_HEADERS = ["model", "texts", "clients", "requests/s", "p50 ms", "p99 ms", "stable", "batches formed", "engine alone seq/s", "efficiency", "failed", "code"]
+STEP_HEADERS = ["model", "clients", "requests/s", "step", "rows/execute", "execute us", "phases us", "beyond execute us", "step CPU ms/request"]
+
+
+def failed_line(point: LoadPoint) -> str:
+    """A level that gave no measurement, with perf_analyzer's own error (first 160 characters)."""
+    return f"{point.triton_model} x{point.texts}, {point.concurrency} clients: {(point.error or point.status)[:160]}"
+
+
 def _failed_levels(device_dir: Path) -> list[str]:
-    """One line per level that gave no measurement, with perf_analyzer's own error (first 160 characters)."""
+    """One line per level that gave no measurement."""
     failed = load_points(device_dir, ok=False)
     if not failed:
         return []
-    lines = [f"- {p.triton_model} x{p.texts}, {p.concurrency} clients: {(p.error or p.status)[:160]}" for p in failed]
-    return ["Levels that gave no measurement (their latest record):\n", *lines, ""]
+    return ["Levels that gave no measurement (their latest record):\n", *(f"- {failed_line(p)}" for p in failed), ""]
 
 
 def load_soaks(device_dir: Path) -> list[LoadSoak]:
@@ -103,10 +111,7 @@ def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
     curves = [(f"{p.triton_model} x{p.texts} g{len(p.gpus)}", p.requests_per_s or 0.0, p.metric("latency_p99")) for p in points]
     plots.mkdir(parents=True, exist_ok=True)
     image(md, line_plot(curves, "throughput against p99", "requests/s", "p99 latency (ms)", plots / "load_throughput_p99.png"), out)
-    md.append(table(
-        ["model", "texts", "clients", "requests/s", "p50 ms", "p99 ms", "stable", "batches formed", "engine alone seq/s", "efficiency", "failed", "code"],
-        (_row(p, medians) for p in points),
-    ) + "\n")  # fmt: skip
+    md.append(table(LEVEL_HEADERS, (_row(p, medians) for p in points)) + "\n")
     md.extend(_failed_levels(device_dir))
     md.extend(_where_time_goes(points))
     md.extend(_scaling(points))
@@ -117,6 +122,17 @@ def load_section(device_dir: Path, out: Path, plots: Path) -> list[str]:
 STEP_PHASES = ("decode", "tokenize", "pack", "gather", "upload", "engine", "download", "respond")
 
 
+def stub_round_trip_us(step: dict[str, float], hop: dict[str, float] | None) -> float | None:
+    """Triton's compute time for a Python step beyond the step's own execute: the round trip to its stub."""
+    infer = (hop or {}).get("compute_infer_us")
+    return None if infer is None else infer - step["execute_us"]
+
+
+def cores_busy(cpu: dict[str, Any]) -> float | None:
+    """The share of all the host's cores busy during a level (``perf.processes.CpuMeter``'s record)."""
+    return sum(cpu["seconds"].values()) / (cpu["wall_s"] * cpu["cores"]) if cpu.get("wall_s") else None
+
+
 def step_rows(point: LoadPoint) -> list[list[Any]]:
     """One row per Python step that ran during ``point``: its rows per execute, the execute's time and its phases
     (microseconds per execute), Triton's compute time for it beyond the execute (the stub's round trip), and the CPU
@@ -125,9 +141,8 @@ def step_rows(point: LoadPoint) -> list[list[Any]]:
     requests = point.requests()
     cpu = (point.cpu or {}).get("seconds", {})
     for model, step in sorted((point.steps or {}).items()):
-        hop = (point.hops or {}).get(model, {})
         phases = ", ".join(f"{phase} {step[f'{phase}_us']:.0f}" for phase in STEP_PHASES if f"{phase}_us" in step)
-        beyond = hop["compute_infer_us"] - step["execute_us"] if "compute_infer_us" in hop else None
+        beyond = stub_round_trip_us(step, (point.hops or {}).get(model))
         cpu_ms = cpu[model] / requests * 1000.0 if model in cpu and requests else None
         rows.append([
             point.triton_model, point.concurrency, point.requests_per_s, model.rsplit("_", 1)[-1], step["rows"] / step["executions"],
@@ -144,10 +159,9 @@ def host_rows(point: LoadPoint) -> list[Any] | None:
         return None
     seconds = cpu["seconds"]
     steps = sum(value for group, value in seconds.items() if group not in ("client", "tritonserver"))
-    busy = sum(seconds.values()) / (cpu["wall_s"] * cpu["cores"])
     per = 1000.0 / requests
     return [point.triton_model, point.concurrency, point.requests_per_s, seconds.get("client", 0.0) * per,
-            seconds.get("tritonserver", 0.0) * per, steps * per, busy, cpu["cores"]]  # fmt: skip
+            seconds.get("tritonserver", 0.0) * per, steps * per, cores_busy(cpu), cpu["cores"]]  # fmt: skip
 
 
 def _where_time_goes(points: list[LoadPoint]) -> list[str]:
@@ -159,8 +173,7 @@ def _where_time_goes(points: list[LoadPoint]) -> list[str]:
             "Where a Python step's time goes (`toolkit_step_*` metrics the steps publish): microseconds per execute in "
             "each phase, and Triton's compute time for the step beyond the execute (the round trip between the server "
             "and the step's stub process); CPU is that step's processes' per served request.\n",
-            table(["model", "clients", "requests/s", "step", "rows/execute", "execute us", "phases us", "beyond execute us", "step CPU ms/request"], steps)
-            + "\n",
+            table(STEP_HEADERS, steps) + "\n",
         ]  # fmt: skip
     if hosts:
         md += [
@@ -180,14 +193,10 @@ def levels_summary(points: list[LoadPoint], device_dir: Path) -> str:
     """The levels of one sweep as terminal tables: each level's numbers, then where its Python steps' time went."""
     medians = engine_medians(device_dir)
     ok = [point for point in points if point.ok]
-    levels = table(
-        ["model", "texts", "clients", "requests/s", "p50 ms", "p99 ms", "stable", "batches formed", "engine alone seq/s", "efficiency", "failed", "code"],
-        (_row(point, medians) for point in ok),
-    )  # fmt: skip
-    failed = [f"{p.triton_model} x{p.texts}, {p.concurrency} clients: {(p.error or p.status)[:160]}" for p in points if not p.ok]
+    levels = table(LEVEL_HEADERS, (_row(point, medians) for point in ok))
+    failed = [failed_line(point) for point in points if not point.ok]
     steps = [row for point in ok for row in step_rows(point)]
-    where = table(["model", "clients", "requests/s", "step", "rows/execute", "execute us", "phases us", "beyond execute us", "step CPU ms/request"], steps)
-    return "\n".join([levels, *failed, *([where] if steps else [])])
+    return "\n".join([levels, *failed, *([table(STEP_HEADERS, steps)] if steps else [])])
 
 
 def scaling_rows(points: list[LoadPoint]) -> list[list[Any]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from perf import results as rf
-from perf.load_report import Medians, engine_medians, load_points, load_soaks, served_efficiency
+from perf.load_report import Medians, cores_busy, engine_medians, load_points, load_soaks, served_efficiency, stub_round_trip_us
 from perf.plots import table
 from perf.records import TuneTrial
 from perf.targets import Target
@@ -97,11 +97,11 @@ def bound(level: Level) -> str:
             continue
         phases = ", ".join(f"{phase} {step[f'{phase}_us'] / 1000:.2f}" for phase in MAIN_PHASES if f"{phase}_us" in step)
         text = f"{model.rsplit('_', 1)[-1]} step: {step['rows'] / executions:.1f} rows per execute of {step['execute_us'] / 1000:.2f} ms ({phases})"
-        infer = (level.hops or {}).get(model, {}).get("compute_infer_us")
-        parts.append(text + (f", stub round trip {(infer - step['execute_us']) / 1000:.2f} ms" if infer is not None else ""))
-    cpu = level.cpu or {}
-    if cpu.get("wall_s"):
-        parts.append(f"host cores {sum(cpu['seconds'].values()) / (cpu['wall_s'] * cpu['cores']):.0%} busy")
+        round_trip = stub_round_trip_us(step, (level.hops or {}).get(model))
+        parts.append(text + (f", stub round trip {round_trip / 1000:.2f} ms" if round_trip is not None else ""))
+    busy = cores_busy(level.cpu or {})
+    if busy is not None:
+        parts.append(f"host cores {busy:.0%} busy")
     return "; ".join(parts)
 
 
