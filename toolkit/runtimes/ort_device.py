@@ -205,7 +205,7 @@ class DeviceRunner:
         key = self.shape_key(feeds)
         slot = self.slots.get(key)
         if slot is None:
-            slot = self.slot(feeds, graph=True) if len(self.slots) < self.max_graphs else self.slot(feeds, graph=False)
+            slot = self.slot(feeds, graph=len(self.slots) < self.max_graphs)
             if slot.graph_id != NO_GRAPH:
                 self.slots[key] = slot
         else:
