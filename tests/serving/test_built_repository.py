@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,21 @@ def _tokenize(ports: Ports, texts: list[str]) -> dict[str, np.ndarray]:
     return {name: result.as_numpy(name) for name in ("input_ids", "attention_mask")}
 
 
-def _statistics(ports: Ports, model: str) -> dict[str, Any]:
+def _statistics(ports: Ports, model: str, settle_s: float = 5.0) -> dict[str, Any]:
+    """The model's statistics once two snapshots 0.1 s apart agree on its inference and execution counts (at most
+    ``settle_s``): Triton records a request after its response has gone, so a snapshot taken right after the last
+    answer can miss the last batch (seen here: 16 of 24 inferences)."""
+    keys = ("inference_count", "execution_count")
     with grpcclient.InferenceServerClient(_url(ports)) as client:
-        return dict(client.get_inference_statistics(model, as_json=True)["model_stats"][0])
+        snapshot = dict(client.get_inference_statistics(model, as_json=True)["model_stats"][0])
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            latest = dict(client.get_inference_statistics(model, as_json=True)["model_stats"][0])
+            if all(latest.get(key) == snapshot.get(key) for key in keys):
+                return latest
+            snapshot = latest
+        return snapshot
 
 
 def _counts(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int]:
