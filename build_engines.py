@@ -130,10 +130,11 @@ with missing_packages_reported("build_engines.py"):  # a Python without the pack
     "--cuda-graphs/--no-cuda-graphs", default=None, help="Served GPU engines replay one CUDA graph per input shape (default: with --gpu)."
 )
 @click.option(
-    "--batch-buckets/--no-batch-buckets",
-    default=True,
+    "--batch-buckets",
+    default="pow2",
     show_default=True,
-    help="With CUDA graphs: pad each engine batch up to a power of two rows, so graphs cover every batch the server forms.",
+    help="With CUDA graphs: pad each engine batch up to a bucket, so graphs cover every batch the server forms: pow2 (powers of "
+    "two), a step N (powers of two up to N rows, then multiples of N: 8 pads 17 rows to 24, not 32) or off.",
 )
 @click.option(
     "--tokenizer-threads",
@@ -185,7 +186,7 @@ def main(
     max_queue_delay_us: int,
     dynamic_batching: bool,
     cuda_graphs: bool | None,
-    batch_buckets: bool,
+    batch_buckets: str,
     tokenizer_threads: int,
     seq_buckets: str | None,
     repository: Path,

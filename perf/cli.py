@@ -13,6 +13,7 @@ import click
 
 from perf.records import GridEnginePoint, GridMeasurement, GridMemory, Timed
 from toolkit.cli import CONTEXT_SETTINGS, list_option
+from toolkit.cli_values import batch_buckets as batch_bucket_spelling
 from toolkit.cli_values import comma_ints, comma_items, one_item
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.measurement.timing import Device
@@ -207,7 +208,10 @@ def load(
 @click.option("--engine-instances", default="1,2,4", show_default=True)
 @click.option("--max-queue-delay-us", default="0,200,1000", show_default=True, help="Dynamic batcher queue delays to try.")
 @click.option("--tokenizer-threads", default="0", show_default=True, help="Threads per tokenizer (or one-hop) instance to try (0: every core).")
-@click.option("--batch-buckets", default="on", show_default=True, help="Engine batches padded to powers of two (CUDA graphs): on, off or on,off.")
+@click.option(
+    "--batch-buckets", default="pow2", show_default=True,
+    help="Engine batch buckets to try (CUDA graphs), as build_engines.py spells them: pow2, a step such as 8, off; e.g. pow2,8,off.",
+)
 @click.option(
     "--confirm", type=click.IntRange(min=0), default=1, show_default=True,
     help="Measure the two best configurations this many more times and keep the better mean (one measurement varies by about 5%).",
@@ -250,7 +254,7 @@ def tune(
         changes.update({k: v for k, v in (("seq_len", _one_length(seq_lens)), ("window_ms", window_ms)) if v is not None})
         plan = dataclasses.replace(LOADS[plan_name], models=(model,), **changes)
         delays = comma_ints(max_queue_delay_us, "--max-queue-delay-us", minimum=0)
-        buckets = tuple(value == "on" for value in comma_items(batch_buckets, "--batch-buckets", allowed=("on", "off")))
+        buckets = tuple(batch_bucket_spelling(value) for value in comma_items(batch_buckets, "--batch-buckets"))
         space = Space(comma_items(paths, "--paths"), comma_ints(tokenizer_instances, "--tokenizer-instances"),
                       comma_ints(engine_instances, "--engine-instances"), delays, comma_ints(tokenizer_threads, "--tokenizer-threads", minimum=0), buckets)  # fmt: skip
         explicit = ServerOptions(model_control="explicit", load_models=("*",))

@@ -46,13 +46,13 @@ class Candidate:
     engine_instances: int = 1
     max_queue_delay_us: int = 0
     tokenizer_threads: int = 0  # 0: every core
-    batch_buckets: bool = True  # engine batches padded to powers of two (CUDA graphs)
+    batch_buckets: str = "pow2"  # engine batches padded to buckets (CUDA graphs): pow2, a step such as 8, or off
 
     def flags(self) -> str:
         """The build_engines.py flags that write this configuration (the defaults of the last two left out)."""
         one_hop = " --one-hop" if self.path == "onehop" else ""
         threads = f" --tokenizer-threads {self.tokenizer_threads}" if self.tokenizer_threads else ""
-        buckets = "" if self.batch_buckets else " --no-batch-buckets"
+        buckets = "" if self.batch_buckets == "pow2" else f" --batch-buckets {self.batch_buckets}"
         return (
             f"--tokenizer-instances {self.tokenizer_instances} --engine-instances {self.engine_instances} "
             f"--max-queue-delay-us {self.max_queue_delay_us}{threads}{buckets}{one_hop}"
@@ -68,7 +68,7 @@ class Space:
     engine_instances: tuple[int, ...] = (1, 2, 4)
     max_queue_delay_us: tuple[int, ...] = (0, 200, 1000)
     tokenizer_threads: tuple[int, ...] = (0,)
-    batch_buckets: tuple[bool, ...] = (True,)
+    batch_buckets: tuple[str, ...] = ("pow2",)
 
     def knobs(self) -> list[tuple[str, tuple[Any, ...]]]:
         """The knobs with more than one value: the search tries each."""
@@ -193,7 +193,7 @@ def _set_parameters(config: Any, name: str, configs: RepositoryConfigs, candidat
         elif "tokenizer_threads" in parameters:
             del parameters["tokenizer_threads"]
     if name in (configs.engine, configs.onehop) and parameters.get("enable_cuda_graph") and parameters["enable_cuda_graph"].string_value == "1":
-        parameters["cuda_graph_batch_buckets"].string_value = "1" if candidate.batch_buckets else "0"
+        parameters["cuda_graph_batch_buckets"].string_value = candidate.batch_buckets
 
 
 def start_candidate(configs: RepositoryConfigs) -> Candidate:
@@ -205,8 +205,18 @@ def start_candidate(configs: RepositoryConfigs) -> Candidate:
         engine_instances=max((g.count for g in engine.instance_group), default=1),
         max_queue_delay_us=int(engine.dynamic_batching.max_queue_delay_microseconds) if engine.HasField("dynamic_batching") else 0,
         tokenizer_threads=int(tokenizer.parameters["tokenizer_threads"].string_value) if "tokenizer_threads" in tokenizer.parameters else 0,
-        batch_buckets="cuda_graph_batch_buckets" not in engine.parameters or engine.parameters["cuda_graph_batch_buckets"].string_value == "1",
+        batch_buckets=_batch_buckets(engine),
     )
+
+
+def _batch_buckets(engine: Any) -> str:
+    """The engine config's batch buckets in ``--batch-buckets`` spelling: ``off`` where it replays CUDA graphs without
+    them, ``pow2`` (the default, which changes nothing) where it replays none."""
+    parameters = engine.parameters
+    if "cuda_graph_batch_buckets" in parameters:
+        return {"1": "pow2", "0": "off"}.get(parameters["cuda_graph_batch_buckets"].string_value, parameters["cuda_graph_batch_buckets"].string_value)
+    graphs = "enable_cuda_graph" in parameters and parameters["enable_cuda_graph"].string_value == "1"
+    return "off" if graphs else "pow2"
 
 
 @dataclass

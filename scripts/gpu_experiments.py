@@ -352,14 +352,21 @@ def idle_gap(subject: Subject, runs: int = 200) -> dict[str, Any]:
     """One request's work in a served step, timed after the process slept ``gap`` ms (0: back to back), as a step
     does between requests at one client: the served encoder's encode and pack of one 128-token text, and (with a CUDA
     provider) the FP16 engine's run at b1 s128 through the served runner (copy in, replay, copy out). Medians in us.
-    Runs on the CPU too (the engine part then says why it is missing)."""
+    Two ways of encoding one text that keep tokenizers' thread pool out of it (a batch call hands even one text to
+    a pool thread, which may sleep on another core) are timed beside the served one: ``Tokenizer.encode`` in the
+    calling thread (it also computes offsets), and the served batch call with ``TOKENIZERS_PARALLELISM=false``
+    (read at each call). Runs on the CPU too (the engine part then says why it is missing)."""
     import time
 
     from toolkit.backends.common.text_encoder import TextEncoder
 
     encoder = TextEncoder(str(subject.tokenizer), max_seq_len=128)
     text = text_samples(subject.tokenizer, 128, 1)[0]
-    work: dict[str, Callable[[], Any]] = {"tokenize and pack one text": lambda: encoder.tensors(encoder.encodings([text]))}
+    work: dict[str, Callable[[], Any]] = {
+        "tokenize and pack one text": lambda: encoder.tensors(encoder.encodings([text])),
+        "encode one text in the calling thread (Tokenizer.encode)": lambda: encoder.tokenizer.encode(text),
+        "encode one text, batch call without the thread pool": lambda: _without_pool(lambda: encoder.encodings([text])),
+    }
     result: dict[str, Any] = {"unit": "us (median)", "gaps_ms": list(IDLE_GAPS_MS)}
     if "CUDAExecutionProvider" in ort_providers() and "fp16" in subject.files:
         runner = DeviceRunner(cuda_session(str(subject.files["fp16"]))[0])
@@ -382,6 +389,19 @@ def idle_gap(subject: Subject, runs: int = 200) -> dict[str, Any]:
             medians.append(round(float(np.median(times)), 1))
         result[name] = medians
     return result
+
+
+def _without_pool(call: Callable[[], Any]) -> Any:
+    """``call()`` with tokenizers' parallelism off (it reads ``TOKENIZERS_PARALLELISM`` at each batch call)."""
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        return call()
+    finally:
+        if before is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 def ort_providers() -> list[str]:

@@ -56,3 +56,18 @@ def one_item(value: str, flag: str, why: str) -> str:
     if len(items) != 1:
         raise BadInputError(f"{flag} {value!r}: give exactly one ({why})")
     return items[0]
+
+
+def batch_buckets(value: str, flag: str = "--batch-buckets") -> str:
+    """One ``--batch-buckets`` spelling, checked: ``off``, ``pow2`` or an integer step >= 2 (``8``: batches padded to
+    1, 2, 4, 8, 16, 24, ... rows); the rule is ``toolkit.runtimes.ort_device.bucket_step``'s."""
+    from toolkit.runtimes.ort_device import bucket_step
+
+    spelling = value.strip()
+    try:
+        if spelling in ("0", "1"):
+            raise ValueError(spelling)
+        bucket_step(spelling)
+    except ValueError:
+        raise BadInputError(f"{flag} {value!r}: expected off, pow2 or an integer step >= 2, e.g. 8 (pads batches to 1,2,4,8,16,24,... rows)") from None
+    return spelling

@@ -118,7 +118,7 @@ def test_device_runner_pads_batches_to_powers_of_two_and_returns_only_the_real_r
     from toolkit.runtimes.ort_device import DeviceRunner
 
     fused, _ = fused_graph(tiny_bert, onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx"), tmp_path / "fused.onnx")
-    runner = DeviceRunner(session_for(fused, "cuda", cuda_graph=True), max_graphs=8, batch_buckets=True)
+    runner = DeviceRunner(session_for(fused, "cuda", cuda_graph=True), max_graphs=8, batch_buckets="pow2")
     plain = session_for(fused, "cuda")
     for seed, batch in enumerate([3, 4, 3, 2, 1]):
         inputs = example_inputs(tiny_bert, batch, 16, seed=seed)

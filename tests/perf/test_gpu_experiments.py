@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -54,7 +55,10 @@ def test_idle_gap_times_the_served_encoder_after_each_gap_and_says_why_the_engin
     script = _script(monkeypatch)
     monkeypatch.setattr(script, "ort_providers", lambda: ["CPUExecutionProvider"])
     subject = script.Subject(tmp_path, "minilm", {}, minilm_folder() / "tokenizer.json", ["input_ids"])
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
     result = script.idle_gap(subject, runs=3)
-    medians = result["tokenize and pack one text"]
-    assert len(medians) == len(script.IDLE_GAPS_MS) == len(result["gaps_ms"]) and all(m > 0 for m in medians)
+    for name in ("tokenize and pack one text", "encode one text in the calling thread (Tokenizer.encode)", "encode one text, batch call without the thread pool"):
+        medians = result[name]
+        assert len(medians) == len(script.IDLE_GAPS_MS) == len(result["gaps_ms"]) and all(m > 0 for m in medians)
+    assert os.environ.get("TOKENIZERS_PARALLELISM") == before  # the experiment gives the setting back
     assert result["engine"].startswith("not timed: no CUDA provider")

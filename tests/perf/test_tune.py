@@ -116,7 +116,8 @@ def test_repository_configs_write_a_candidate_and_restore_the_originals(reposito
     hop = config_from_text((repository / f"{NAME}_fp32_onehop" / "config.pbtxt").read_text())
     assert hop.parameters["tokenizer_threads"].string_value == "2" and "cuda_graph_batch_buckets" not in hop.parameters  # CPU: no graphs
     assert start_candidate(RepositoryConfigs(repository, NAME, "fp32")) == Candidate(tokenizer_threads=2)
-    assert Candidate(tokenizer_threads=2, batch_buckets=False).flags().endswith("--tokenizer-threads 2 --no-batch-buckets")
+    assert Candidate(tokenizer_threads=2, batch_buckets="off").flags().endswith("--tokenizer-threads 2 --batch-buckets off")
+    assert Candidate(batch_buckets="8").flags().endswith("--batch-buckets 8") and "--batch-buckets" not in Candidate().flags()
     configs.restore()
     assert {name: (repository / name / "config.pbtxt").read_text() for name in configs.names} == before
 

@@ -123,8 +123,10 @@ def test_config_for_engine_places_instances_on_gpu_with_cuda_graphs_when_asked(t
     (group,) = config.instance_group
     assert (model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind), group.count) == ("KIND_GPU", 2)
     assert config.parameters["enable_cuda_graph"].string_value == "1"
-    assert config.parameters["cuda_graph_batch_buckets"].string_value == "1"
-    unpadded = _roundtrip(config_for_engine(model, model.engines[0], replace(options, batch_buckets=False)))
+    assert config.parameters["cuda_graph_batch_buckets"].string_value == "pow2"
+    stepped = _roundtrip(config_for_engine(model, model.engines[0], replace(options, batch_buckets="8")))
+    assert stepped.parameters["cuda_graph_batch_buckets"].string_value == "8"
+    unpadded = _roundtrip(config_for_engine(model, model.engines[0], replace(options, batch_buckets="off")))
     assert "cuda_graph_batch_buckets" not in unpadded.parameters and unpadded.parameters["enable_cuda_graph"].string_value == "1"
 
 
@@ -301,3 +303,9 @@ def test_serving_options_rejects_gpus_when_empty_repeated_or_negative(gpus: tupl
         ServingOptions(gpu=True, gpus=gpus)
     with pytest.raises(BadInputError, match="without --cpu"):
         ServingOptions(gpu=False, gpus=(0,))
+
+
+@pytest.mark.parametrize("spelling", ["on", "1", "0", "7.5", "-8"])
+def test_serving_options_refuse_a_batch_bucket_spelling_and_name_the_ones_they_take(spelling: str) -> None:
+    with pytest.raises(BadInputError, match=r"--batch-buckets .*expected off, pow2 or an integer step >= 2"):
+        ServingOptions(gpu=True, batch_buckets=spelling)

@@ -15,6 +15,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from toolkit.artifacts import EngineArtifact, ServedModel, TensorSpec
+from toolkit.cli_values import batch_buckets
 from toolkit.errors import BadInputError
 from toolkit.names import LABEL, LABEL_ID, TEXT, TRUNCATED, Precision
 from toolkit.repository.naming import engine_model, ensemble_model, labels_model, onehop_model, tokenizer_model
@@ -36,7 +37,8 @@ class ServingOptions:
     host, ``serving_variants``: BERT-base FP16 b1 s128 c1 p50 1.74-1.92 ms against 2.12 ms, but 1054
     against 1504 requests/s at concurrency 4). ``intra_op_threads`` (written as the native backend's ``intra_op_thread_count``) = 0 keeps ONNX Runtime's default. ``cuda_graphs`` (GPU
     engines; default: on with ``gpu``) replays one captured CUDA graph per input shape; ``batch_buckets`` pads
-    each engine batch up to a power of two rows so that few shapes (and graphs) cover every batch the server forms.
+    each engine batch up to a bucket so that few shapes (and graphs) cover every batch the server forms: ``pow2``
+    (powers of two), a step N (powers of two up to N rows, then multiples of N: less padding, more graphs) or ``off``.
     ``tokenizer_threads`` (0: every core) bounds the threads each tokenizer or one-hop instance encodes on.
     ``seq_buckets`` are the lengths the tokenizer pads to (the smallest that fits the request's
     longest row), so requests of mixed lengths batch together and CUDA graphs see few shapes;
@@ -54,7 +56,7 @@ class ServingOptions:
     intra_op_threads: int = 0
     cuda_graphs: bool | None = None
     seq_buckets: tuple[int, ...] | None = None
-    batch_buckets: bool = True
+    batch_buckets: str = "pow2"
     tokenizer_threads: int = 0
 
     def __post_init__(self) -> None:
@@ -72,6 +74,7 @@ class ServingOptions:
             raise BadInputError(f"tokenizer_threads={self.tokenizer_threads}: must be >= 0, 0 means every core (--tokenizer-threads)")
         if self.intra_op_threads < 0:
             raise BadInputError(f"intra_op_threads={self.intra_op_threads}: must be >= 0, 0 means ORT's default")
+        batch_buckets(self.batch_buckets)
         if self.cuda_graphs and not self.gpu:
             raise BadInputError("cuda_graphs=True needs gpu=True: CUDA graphs only exist on the CUDA provider (--gpu)")
         if self.seq_buckets is not None and (

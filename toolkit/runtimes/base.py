@@ -90,7 +90,7 @@ class EngineServing:
     inputs: tuple[str, ...]
     buckets: tuple[int, ...]
     max_batch_size: int
-    batch_buckets: bool = False  # with CUDA graphs: batches padded to powers of two rows (our backends only)
+    batch_buckets: str = "off"  # with CUDA graphs: batches padded to buckets, "pow2" or a step (our backends only)
 
 
 def gpu_instance_groups(serving: EngineServing) -> list[dict[str, Any]]:

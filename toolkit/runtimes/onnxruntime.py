@@ -234,8 +234,8 @@ class OnnxRuntime(EngineRuntime):
             parameters["intra_op_thread_count"] = serving.intra_op_threads
         if serving.cuda_graphs:
             parameters["enable_cuda_graph"] = 1
-            if serving.batch_buckets:
-                parameters["cuda_graph_batch_buckets"] = 1
+            if serving.batch_buckets != "off":
+                parameters["cuda_graph_batch_buckets"] = serving.batch_buckets
         fields: dict[str, Any] = {
             "instance_group": gpu_instance_groups(serving) if serving.gpu else [{"kind": "KIND_CPU", "count": serving.instances}],
             "parameters": {key: {"string_value": str(value)} for key, value in parameters.items()},

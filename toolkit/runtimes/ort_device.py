@@ -21,6 +21,31 @@ import onnxruntime as ort
 
 NUMPY_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 NO_GRAPH = -1  # ORT's run option value for "run this call without a graph" in a graph-enabled session
+BUCKETS_OFF, BUCKETS_POW2 = "off", "pow2"
+
+
+def bucket_step(value: str | None) -> int | None:
+    """A batch-bucket spelling (``--batch-buckets`` of every CLI, the config parameter ``cuda_graph_batch_buckets``)
+    as the step ``bucket_rows`` pads with: None for ``off`` (also "0" or no value), 0 for ``pow2`` (powers of two;
+    also "1", as repositories written before steps existed say it), N for an integer N >= 2 (powers of two up to N
+    rows, then multiples of N). ValueError naming the spellings for anything else."""
+    if value in (None, "", "0", BUCKETS_OFF):
+        return None
+    if value in ("1", BUCKETS_POW2):
+        return 0
+    step = int(value) if str(value).isdigit() else 0
+    if step < 2:
+        raise ValueError(f"batch buckets {value!r}: expected {BUCKETS_OFF}, {BUCKETS_POW2} or an integer step >= 2 (e.g. 8)")
+    return step
+
+
+def bucket_rows(rows: int, step: int | None) -> int:
+    """``rows`` padded up to its batch bucket: unchanged with step None; the next power of two with step 0, or while
+    that is at most ``step`` rows; past it, the next multiple of ``step`` (step 8: 1, 2, 4, 8, 16, 24, 32, ...)."""
+    if step is None or rows <= 1:
+        return rows
+    power = 1 << (rows - 1).bit_length()
+    return power if step == 0 or power <= step else -(-rows // step) * step
 
 
 @dataclass(frozen=True)
@@ -100,9 +125,10 @@ class DeviceRunner:
 
     ``max_graphs`` = 0 runs without graphs (and the session need not enable them). Shapes past the
     graph budget run on fresh buffers without a graph, so a long tail of shapes cannot exhaust memory.
-    With ``batch_buckets`` (and graphs), a batch is padded up to the next power of two rows (copies of its last
+    With ``batch_buckets`` (and graphs), a batch is padded up to its bucket (``bucket_rows``; copies of its last
     row, cut off the outputs): a server forms every batch size from 1 to its maximum, which would otherwise fill
-    the graph budget with the first sizes it saw and run the rest, often the largest, without a graph.
+    the graph budget with the first sizes it saw and run the rest, often the largest, without a graph. Powers of
+    two (``pow2``) pad 17 rows to 32; a step of 8 pads them to 24, for a few more graphs.
     Inputs of one dtype and shape share one device buffer (``Slot.packed``; ``pack_inputs`` False: one each).
     ``device`` "cpu" runs the same binding on a CPU session (the tests' way to check it without a GPU).
     """
@@ -112,13 +138,13 @@ class DeviceRunner:
         session: ort.InferenceSession,
         device_id: int = 0,
         max_graphs: int = 16,
-        batch_buckets: bool = False,
+        batch_buckets: str | None = None,
         device: str = "cuda",
         pack_inputs: bool = True,
     ) -> None:
         self.session, self.device_id, self.max_graphs, self.device = session, device_id, max_graphs, device
         self.pack_inputs = pack_inputs
-        self.batch_buckets = batch_buckets and max_graphs > 0
+        self.bucket_step = bucket_step(batch_buckets) if max_graphs > 0 else None
         self.output_meta = [(o.name, NUMPY_OF_ORT.get(o.type, np.float32), list(o.shape)) for o in session.get_outputs()]
         self.output_index = {name: i for i, (name, _, _) in enumerate(self.output_meta)}
         self.slots: dict[tuple[Any, ...], Slot] = {}
@@ -199,7 +225,7 @@ class DeviceRunner:
         """
         mark = mark or _no_mark
         rows = next(iter(feeds.values())).shape[0]
-        padded = 1 << (rows - 1).bit_length() if self.batch_buckets and rows > 1 else rows
+        padded = bucket_rows(rows, self.bucket_step)
         if padded > rows:
             feeds = {name: np.concatenate([array, np.repeat(array[-1:], padded - rows, axis=0)]) for name, array in feeds.items()}
         key = self.shape_key(feeds)

@@ -56,7 +56,7 @@ class TritonPythonModel:
             graphs = parameters.get("enable_cuda_graph", "0") == "1"
             self.session, refused = cuda_session(path, where.device_id, graphs, threads)
             max_graphs = int(parameters.get("cuda_graph_max_shapes", "16")) if graphs and not refused else 0
-            self.device = DeviceRunner(self.session, where.device_id, max_graphs, parameters.get("cuda_graph_batch_buckets", "0") == "1")
+            self.device = DeviceRunner(self.session, where.device_id, max_graphs, parameters.get("cuda_graph_batch_buckets"))
         else:
             self.session = cpu_session(path, threads)
         self.engine_inputs = {i.name: NUMPY_OF_ORT[i.type] for i in self.session.get_inputs()}

@@ -10,7 +10,8 @@ backend is absent (the pip-installed server has none). The model file is
   ORT default; the native onnxruntime backend's name; ``intra_op_threads``, our earlier name, is
   still read), ``enable_cuda_graph`` (1 = replay one CUDA graph per input shape, up to
   ``cuda_graph_max_shapes``, default 16; other shapes run without a graph; see ort_device.py),
-  ``cuda_graph_batch_buckets`` (1 = pad batches up to a power of two rows, so graphs cover every batch).
+  ``cuda_graph_batch_buckets`` (``pow2`` or 1: pad batches up to a power of two rows, so graphs cover every
+  batch; N >= 2: powers of two up to N rows, then multiples of N; see ``ort_device.bucket_step``).
   Both CUDA graph parameters are ours alone: NVIDIA's native backend ignores them.
 - All requests of one ``execute`` whose non-batch shapes agree run as one ORT call; every request
   gets exactly one response, a TritonError when its group failed. Each execute's phases are timed
@@ -61,7 +62,7 @@ class TritonPythonModel:
             self.session = cpu_session(path, threads)
         self._check_graph_names(path)
         max_graphs = int(parameters.get("cuda_graph_max_shapes", "16")) if cuda_graph else 0
-        buckets = parameters.get("cuda_graph_batch_buckets", "0") == "1"
+        buckets = parameters.get("cuda_graph_batch_buckets")
         self.device = DeviceRunner(self.session, self.device_id, max_graphs, buckets) if self.use_cuda else None
         logger.log_info(f"{args['model_name']}: {path} on {self.session.get_providers()[0]}")
         self.clock = StepClock(triton_sink(pb_utils, args["model_name"], args.get("model_instance_name", "")))
