@@ -141,7 +141,8 @@ with missing_packages_reported("build_engines.py"):  # a Python without the pack
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Threads each tokenizer (or one-hop) instance encodes a batch on (0: every core; fewer when many instances share the host).",
+    help="Threads each tokenizer (or one-hop) instance encodes a batch on (0: every core; fewer when many instances share the host; "
+    "1: its own thread, no pool).",
 )
 @click.option(
     "--seq-buckets",

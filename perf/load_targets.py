@@ -68,7 +68,7 @@ def measured_levels(device_dir: Path) -> list[Level]:
     for trial in rf.read_records(device_dir / TUNE_FILE, TuneTrial):
         for level in trial.levels if trial.precision == "fp16" else []:
             if level.get("status") == "ok" and level.get("texts", 1) == 1 and level.get("seq_len", 128) == 128:
-                levels.append(Level(trial.model, f"`{trial.flags}`", level["concurrency"], level.get("requests_per_s") or 0.0, None,
+                levels.append(Level(trial.model, f"`{trial.flags}`", level["concurrency"], level.get("requests_per_s") or 0.0, level.get("p50_ms"),
                                     level.get("p99_ms"), level.get("failures") or 0, level.get("batches"), f"tune {trial.run_id} @{trial.code}",
                                     level.get("steps"), level.get("hops"), level.get("cpu")))  # fmt: skip
     return levels

@@ -291,7 +291,8 @@ def tune(
 def _level(level: LoadPoint) -> dict[str, Any]:
     return {
         "concurrency": level.concurrency, "texts": level.texts, "seq_len": level.seq_len, "status": level.status, "requests_per_s": level.requests_per_s, "stable": level.stable,
-        "batches": level.batches, "failures": level.failures, "error": level.error, "p99_ms": level.metric("latency_p99"),
+        "batches": level.batches, "failures": level.failures, "error": level.error, "p50_ms": level.metric("latency_p50"),
+        "p99_ms": level.metric("latency_p99"),
         **({"steps": level.steps} if level.steps else {}), **({"cpu": level.cpu} if level.cpu else {}), **({"hops": level.hops} if level.hops else {}),
     }  # fmt: skip
 

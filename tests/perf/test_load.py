@@ -256,6 +256,11 @@ def test_serving_targets_take_the_best_level_within_the_budget_from_sweeps_and_s
     assert verdicts["serving efficiency of bert-base-uncased FP16 at its best level within the budget"][0] is None  # no grid beside it
     soak_met, soak_text = next(v for name, v in verdicts.items() if name.startswith("soak"))
     assert soak_met is False and "8.2% (worst of 2 models)" in soak_text  # bert-base: 1100 -> 1190 MiB over 100,000 requests
+    one_client_search = {**trial, "run_id": "c1", "flags": "--tokenizer-threads 1 --one-hop", "best": False,
+                         "levels": [{"concurrency": 1, "status": "ok", "requests_per_s": 700.0, "p50_ms": 1.4, "p99_ms": 1.9, "failures": 0}]}  # fmt: skip
+    rf.append_record(device / "tune.jsonl", TuneTrial.from_fields(one_client_search))
+    latency = next(t for t in evaluate_load(device) if t.name.startswith("bert-base-uncased FP16 b1 s128, 1 client"))
+    assert latency.met is True and latency.measured.startswith("1.40 ms") and "(tune c1 @abc)" in latency.measured  # a search's p50 counts
 
 
 def test_a_missed_target_is_explained_by_the_best_level_that_recorded_its_steps() -> None:

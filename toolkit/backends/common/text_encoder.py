@@ -180,7 +180,8 @@ def _flat(encodings: Sequence[Any], field: str, count: int) -> np.ndarray:
 class ModelSetup:
     """What a text model's ``initialize`` reads from Triton's ``args``: its config, the config's string parameters,
     its version folder and the encoder of the tokenizer stored there (``tokenizer/tokenizer.json``). The parameter
-    ``tokenizer_threads`` sizes the stub's encoding thread pool."""
+    ``tokenizer_threads`` sizes the stub's encoding thread pool; 1 encodes on the stub's own thread, with no pool (a
+    batch call otherwise hands even one text to a pool thread, which may be asleep on another core)."""
 
     config: dict[str, Any]
     parameters: dict[str, str]
@@ -192,8 +193,11 @@ class ModelSetup:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        if parameters.get("tokenizer_threads", "0") != "0":
+        threads = parameters.get("tokenizer_threads", "0")
+        if threads == "1":
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read at each batch call: encode in the calling thread
+        elif threads != "0":
             # tokenizers encodes batches on rayon's global pool, sized once, at its first use (after this)
-            os.environ["RAYON_NUM_THREADS"] = parameters["tokenizer_threads"]
+            os.environ["RAYON_NUM_THREADS"] = threads
         encoder = TextEncoder.from_parameters(os.path.join(version_dir, "tokenizer", "tokenizer.json"), parameters)
         return cls(config, parameters, version_dir, encoder)
