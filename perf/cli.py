@@ -213,6 +213,11 @@ def load(
     help="Engine batch buckets to try (CUDA graphs), as build_engines.py spells them: pow2, a step such as 8, off; e.g. pow2,8,off.",
 )
 @click.option(
+    "--dynamic-batching", default="on", show_default=True,
+    help="Triton's dynamic batcher on the tokenizer and engine models to try: on, off or on,off (off: a lone request skips one "
+    "thread hand-off per step, as build_engines.py's --no-dynamic-batching; needs --max-queue-delay-us 0).",
+)
+@click.option(
     "--confirm", type=click.IntRange(min=0), default=1, show_default=True,
     help="Measure the two best configurations this many more times and keep the better mean (one measurement varies by about 5%).",
 )
@@ -234,6 +239,7 @@ def tune(
     max_queue_delay_us: str,
     tokenizer_threads: str,
     batch_buckets: str,
+    dynamic_batching: str,
     confirm: int,
     apply: bool,
 ) -> None:
@@ -256,7 +262,8 @@ def tune(
         delays = comma_ints(max_queue_delay_us, "--max-queue-delay-us", minimum=0)
         buckets = tuple(batch_bucket_spelling(value) for value in comma_items(batch_buckets, "--batch-buckets"))
         space = Space(comma_items(paths, "--paths"), comma_ints(tokenizer_instances, "--tokenizer-instances"),
-                      comma_ints(engine_instances, "--engine-instances"), delays, comma_ints(tokenizer_threads, "--tokenizer-threads", minimum=0), buckets)  # fmt: skip
+                      comma_ints(engine_instances, "--engine-instances"), delays, comma_ints(tokenizer_threads, "--tokenizer-threads", minimum=0), buckets,
+                      tuple(value == "on" for value in comma_items(dynamic_batching, "--dynamic-batching", allowed=("on", "off"))))  # fmt: skip
         explicit = ServerOptions(model_control="explicit", load_models=("*",))
         with running_server(repository, state_dir=Path("build/tune_server"), timeout=600, options=explicit) as handle:
             best, trials, path = run_tune(

@@ -6,7 +6,7 @@ written into the repository's configs (protobuf messages, validated) and the cha
 perf_analyzer measures it at the sweep's concurrency levels (``perf.load``). A candidate's score is its highest
 throughput among the levels whose p99 stays under the budget. The search is coordinate descent over the knobs
 (instances of the tokenizer and of the engine, the dynamic batcher's queue delay, the tokenizer's threads, the
-engine's batch buckets, the serving path): each knob's
+engine's batch buckets, the dynamic batcher itself, the serving path): each knob's
 values are tried with the best of the others. The best configuration stays in the repository with ``apply`` (and
 in the manifest, with the build flags that reproduce it); otherwise the configs are put back as they were.
 """
@@ -47,15 +47,18 @@ class Candidate:
     max_queue_delay_us: int = 0
     tokenizer_threads: int = 0  # 0: every core
     batch_buckets: str = "pow2"  # engine batches padded to buckets (CUDA graphs): pow2, a step such as 8, or off
+    dynamic_batching: bool = True  # off: a lone request skips the batcher's thread hand-off (no server-side batching)
 
     def flags(self) -> str:
-        """The build_engines.py flags that write this configuration (the defaults of the last two left out)."""
+        """The build_engines.py flags that write this configuration (the defaults of the last three left out; no
+        queue delay without the batcher)."""
         one_hop = " --one-hop" if self.path == "onehop" else ""
         threads = f" --tokenizer-threads {self.tokenizer_threads}" if self.tokenizer_threads else ""
         buckets = "" if self.batch_buckets == "pow2" else f" --batch-buckets {self.batch_buckets}"
+        batching = f" --max-queue-delay-us {self.max_queue_delay_us}" if self.dynamic_batching else " --no-dynamic-batching"
         return (
-            f"--tokenizer-instances {self.tokenizer_instances} --engine-instances {self.engine_instances} "
-            f"--max-queue-delay-us {self.max_queue_delay_us}{threads}{buckets}{one_hop}"
+            f"--tokenizer-instances {self.tokenizer_instances} --engine-instances {self.engine_instances}"
+            f"{batching}{threads}{buckets}{one_hop}"
         )
 
 
@@ -69,6 +72,11 @@ class Space:
     max_queue_delay_us: tuple[int, ...] = (0, 200, 1000)
     tokenizer_threads: tuple[int, ...] = (0,)
     batch_buckets: tuple[str, ...] = ("pow2",)
+    dynamic_batching: tuple[bool, ...] = (True,)
+
+    def __post_init__(self) -> None:
+        if False in self.dynamic_batching and any(self.max_queue_delay_us):
+            raise BadInputError("a queue delay needs the dynamic batcher: search --dynamic-batching off with --max-queue-delay-us 0")
 
     def knobs(self) -> list[tuple[str, tuple[Any, ...]]]:
         """The knobs with more than one value: the search tries each."""
@@ -168,8 +176,10 @@ class RepositoryConfigs:
             instances = candidate.tokenizer_instances if name == self.tokenizer else candidate.engine_instances
             for group in config.instance_group:
                 group.count = instances
-            if config.HasField("dynamic_batching"):
-                config.dynamic_batching.max_queue_delay_microseconds = candidate.max_queue_delay_us
+            if candidate.dynamic_batching:
+                config.dynamic_batching.max_queue_delay_microseconds = candidate.max_queue_delay_us  # made when absent
+            else:
+                config.ClearField("dynamic_batching")
             _set_parameters(config, name, self, candidate)
             text = config_text(config)
             if text != self._path(name).read_text():
@@ -206,6 +216,7 @@ def start_candidate(configs: RepositoryConfigs) -> Candidate:
         max_queue_delay_us=int(engine.dynamic_batching.max_queue_delay_microseconds) if engine.HasField("dynamic_batching") else 0,
         tokenizer_threads=int(tokenizer.parameters["tokenizer_threads"].string_value) if "tokenizer_threads" in tokenizer.parameters else 0,
         batch_buckets=_batch_buckets(engine),
+        dynamic_batching=engine.HasField("dynamic_batching"),
     )
 
 

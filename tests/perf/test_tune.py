@@ -13,6 +13,7 @@ from perf.load import LOADS
 from perf.records import LoadPoint
 from perf.tune import Candidate, RepositoryConfigs, Space, search, start_candidate, tune
 from toolkit.build import BuildRequest, build_model
+from toolkit.errors import BadInputError
 from toolkit.names import Precision
 from toolkit.repository.configs import ServingOptions, config_from_text
 from toolkit.repository.layout import read_configs
@@ -118,6 +119,16 @@ def test_repository_configs_write_a_candidate_and_restore_the_originals(reposito
     assert start_candidate(RepositoryConfigs(repository, NAME, "fp32")) == Candidate(tokenizer_threads=2)
     assert Candidate(tokenizer_threads=2, batch_buckets="off").flags().endswith("--tokenizer-threads 2 --batch-buckets off")
     assert Candidate(batch_buckets="8").flags().endswith("--batch-buckets 8") and "--batch-buckets" not in Candidate().flags()
+    configs.write(Candidate(dynamic_batching=False, tokenizer_threads=2))
+    assert not any(config_from_text((repository / name / "config.pbtxt").read_text()).HasField("dynamic_batching") for name in configs.names)
+    unbatched = start_candidate(RepositoryConfigs(repository, NAME, "fp32"))
+    assert unbatched == Candidate(dynamic_batching=False, tokenizer_threads=2)
+    assert unbatched.flags() == "--tokenizer-instances 1 --engine-instances 1 --no-dynamic-batching --tokenizer-threads 2"
+    configs.write(Candidate(max_queue_delay_us=300))  # the batcher comes back, with the delay
+    assert all(config_from_text((repository / name / "config.pbtxt").read_text()).dynamic_batching.max_queue_delay_microseconds == 300
+               for name in configs.names)  # fmt: skip
+    with pytest.raises(BadInputError, match="a queue delay needs the dynamic batcher"):
+        Space(max_queue_delay_us=(0, 200), dynamic_batching=(True, False))
     configs.restore()
     assert {name: (repository / name / "config.pbtxt").read_text() for name in configs.names} == before
 
