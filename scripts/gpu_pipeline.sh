@@ -43,7 +43,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 # The served models' load configuration: the best of `perf tune` on the H200 (BERT-base FP16, p99 <= 20 ms: one-hop
 # with 4 engine instances, 11,672 req/s at 128 clients; 4 tokenizer threads: 11,387 against 10,748 req/s in one later
-# search; results/h200/tune.jsonl); the tune stage searches around it. End every call with `collect`: a machine given
+# search; batch buckets of 8 rows and powers of two within 0.2% of each other, off 10% behind, in a third;
+# results/h200/tune.jsonl); the tune stage searches around it. End every call with `collect`: a machine given
 # back takes /tmp/gpu_results with it.
 LOAD_FLAGS=${LOAD_FLAGS:---one-hop --tokenizer-instances 4 --engine-instances 4 --tokenizer-threads 4}
 # The other families at base size with random weights, built beside BUILD_MODELS (FAMILY_MODELS= for none).
@@ -125,7 +126,7 @@ run_stage() {
         # shellcheck disable=SC2086
         model=${spec%% *}
         (python3 build_engines.py --models $spec --gpu > "$LOGS/build_${model##*/}.log" 2>&1; echo "build $spec: exit $?") &
-      done <<< "${BUILD_MODELS:-$DEFAULT_BUILD_MODELS}"$'\n'"$(printf '%s --random-weights\n' $FAMILY_MODELS)"
+      done <<< "${BUILD_MODELS:-$DEFAULT_BUILD_MODELS}"$'\n'"$([ -z "$FAMILY_MODELS" ] || printf '%s --random-weights\n' $FAMILY_MODELS)"
       wait
       grep -h "^error\|wrote\|fused\|matches" "$LOGS"/build_*.log
       ls model_repository
@@ -171,7 +172,8 @@ run_stage() {
       ;;
     families)
       gpu_env
-      # The families not measured before first (each model's record is appended as it finishes).
+      # The families not measured before first (each model's record is appended as it finishes); each must be built
+      # (the build stage builds FAMILY_MODELS), else its record says so.
       names=${FAMILY_BENCH_MODELS:-roberta-base,xlm-roberta-base,distilbert-base-uncased,mpnet-base,modernbert-base,bert-base-uncased,gpt2}
       timeout "${FAMILY_TIMEOUT:-420}" python3 scripts/family_bench.py --models "$names" --device cuda --out "$RESULTS" 2>&1 | tee "$LOGS/families.log" | grep -v "it/s"
       ;;
@@ -188,10 +190,11 @@ run_stage() {
       ;;
     tune)
       ensure_server
-      # Levels that bracket the 20 ms budget (at 160 clients every configuration was over it and the search scored 0).
+      # Levels that bracket the 20 ms budget (at 160 clients every configuration was over it and the search scored 0;
+      # on a faster host, 192 clients stayed under it). A one-client search: TUNE_FLAGS="--concurrency 1 ... --dynamic-batching on,off".
       # shellcheck disable=SC2086
       timeout "${TUNE_TIMEOUT:-420}" python3 -m perf tune --models "${TUNE_MODEL:-bert-base-uncased}" --precisions fp16 --p99-ms 20 \
-        ${TUNE_FLAGS:---concurrency 96,128 --paths onehop --tokenizer-instances 4 --engine-instances 4,6 --max-queue-delay-us 0 --tokenizer-threads 0,4 --batch-buckets pow2,8,off} --out "$RESULTS" 2>&1 \
+        ${TUNE_FLAGS:---concurrency 128,192 --paths onehop --tokenizer-instances 4 --engine-instances 4,6 --max-queue-delay-us 0 --tokenizer-threads 4 --batch-buckets pow2,8} --out "$RESULTS" 2>&1 \
         | tee -a "$LOGS/tune.log" | grep -v "it/s"
       ;;
     precision)
