@@ -207,7 +207,7 @@ def load(
 @click.option("--tokenizer-instances", default="1,2,4,8", show_default=True)
 @click.option("--engine-instances", default="1,2,4", show_default=True)
 @click.option("--max-queue-delay-us", default="0,200,1000", show_default=True, help="Dynamic batcher queue delays to try.")
-@click.option("--tokenizer-threads", default="0", show_default=True, help="Threads per tokenizer (or one-hop) instance to try (0: every core).")
+@click.option("--tokenizer-threads", default="0", show_default=True, help="Threads per tokenizer (or one-hop) instance to try (0: every core; 1: its own thread, no pool).")
 @click.option(
     "--batch-buckets", default="pow2", show_default=True,
     help="Engine batch buckets to try (CUDA graphs), as build_engines.py spells them: pow2, a step such as 8, off; e.g. pow2,8,off.",
