@@ -325,12 +325,22 @@ def rounds_note(scores: list[float]) -> str:
     return f" (mean of {', '.join(f'{score:.0f}' for score in scores)})"
 
 
+LEVEL_CELLS = "clients: requests/s, p50/p99 ms"
+
+
+def level_cell(concurrency: int, requests_per_s: float | None, p50_ms: float | None, p99_ms: float | None) -> str:
+    """One measured level as the search's tables show it (``LEVEL_CELLS``): ``c128: 13218, 9.5/14.5``; a p50 the
+    level did not record (searches before it was kept) is ``–``."""
+    p50 = f"{p50_ms:.2f}" if p50_ms else "–"
+    return f"c{concurrency}: {requests_per_s or 0:.0f}, {p50}/{p99_ms:.1f}" if p99_ms else f"c{concurrency}: –"
+
+
 def trials_table(trials: list[Trial], p99_ms: float) -> str:
-    """One line per trial: the flags, each level's requests/s and p99, the score."""
-    lines = [f"{'configuration':<78} {'levels (clients: req/s, p99 ms)':<60} score"]
+    """One line per trial: the flags, each level's requests/s, p50 and p99, the score."""
+    lines = [f"{'configuration':<78} {'levels (' + LEVEL_CELLS + ')':<60} score"]
     for trial in sorted(trials, key=lambda t: -t.score(p99_ms)):
         levels = "; ".join(
-            f"c{lv.concurrency}: {lv.requests_per_s or 0:.0f}, {lv.metric('latency_p99') or math.nan:.1f}" if lv.ok else f"c{lv.concurrency}: error"
+            level_cell(lv.concurrency, lv.requests_per_s, lv.metric("latency_p50"), lv.metric("latency_p99")) if lv.ok else f"c{lv.concurrency}: error"
             for lv in trial.levels
         )
         rounds = rounds_note(trial.round_scores(p99_ms)) if trial.repeats else ""

@@ -1,5 +1,5 @@
 """Report section of ``tune.jsonl`` (``python -m perf tune``): every serving configuration each search tried, its
-levels (requests/s, p99 and serving efficiency per concurrency) and its score (the best requests/s among levels
+levels (requests/s, p50, p99 and serving efficiency per concurrency) and its score (the best requests/s among levels
 within the p99 budget), the search's best first. ``perf.report`` places it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from perf.load import LOADS
 from perf.load_report import Medians, engine_medians, served_efficiency
 from perf.plots import table
 from perf.records import TuneTrial
-from perf.tune import TUNE_FILE, rounds_note
+from perf.tune import LEVEL_CELLS, TUNE_FILE, level_cell, rounds_note
 
 # Levels recorded before they carried their request shape (the H200's first searches) all used the GPU load plan's.
 EARLIER_LEVEL = {"texts": 1, "seq_len": LOADS["load"].seq_len}
@@ -22,8 +22,7 @@ EARLIER_LEVEL = {"texts": 1, "seq_len": LOADS["load"].seq_len}
 def _level(trial: TuneTrial, level: dict[str, Any], medians: Medians) -> str:
     if level.get("status") != "ok":
         return f"c{level['concurrency']}: error"
-    p99 = level.get("p99_ms")
-    cell = f"c{level['concurrency']}: {level.get('requests_per_s') or 0:.0f}, {p99:.1f}" if p99 else f"c{level['concurrency']}: –"
+    cell = level_cell(level["concurrency"], level.get("requests_per_s"), level.get("p50_ms"), level.get("p99_ms"))
     shape = {**EARLIER_LEVEL, **level}
     _, ratio = served_efficiency(
         medians, trial.model, trial.precision, shape["seq_len"], level.get("batches"), level.get("requests_per_s"), shape["texts"]
@@ -57,6 +56,6 @@ def tune_section(device_dir: Path) -> list[str]:
         code = trials[0].code or "?"
         md.append(f"**{model} {precision}, p99 budget {budget:g} ms** (run {run_id}, code `{code}`)\n")
         ranked = sorted(trials, key=lambda t: -t.score)
-        headers = ["configuration", "levels (clients: requests/s, p99 ms, efficiency)", "score"]
+        headers = ["configuration", f"levels ({LEVEL_CELLS}, efficiency)", "score"]
         md.append(table(headers, (_row(t, medians) for t in ranked)) + "\n")
     return md

@@ -169,14 +169,14 @@ def test_tune_section_ranks_each_searchs_trials_and_marks_the_best_within_the_bu
     rf.append_jsonl(tmp_path / rf.LOAD_GRID_FILE, environment)
     engine = {"kind": "engine", "run_id": "g", "model": "m", "precision": "fp16", "batch_size": 4, "seq_len": 128, "status": "ok"}
     rf.append_jsonl(tmp_path / rf.LOAD_GRID_FILE, {**engine, "median_ms": 2.0})
-    formed = {"concurrency": 16, "status": "ok", "requests_per_s": 1000.0, "p99_ms": 9.0, "batches": {"m_fp16_onehop": 4.0}, "seq_len": 128}
+    formed = {"concurrency": 16, "status": "ok", "requests_per_s": 1000.0, "p50_ms": 6.25, "p99_ms": 9.0, "batches": {"m_fp16_onehop": 4.0}, "seq_len": 128}
     rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--engine-instances 2", "score": 0.0, "levels": over, "best": False}))
     rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--engine-instances 4", "score": 7060.0, "levels": within, "best": True,
                                                                    "round_scores": [7120.0, 7000.0]}))
     rf.append_record(tmp_path / TUNE_FILE, TuneTrial.from_fields({**stamp, "flags": "--one-hop", "score": 1000.0, "levels": [formed], "best": False}))
     md = "\n".join(tune_section(tmp_path))
-    assert "| `--one-hop` | c16: 1000, 9.0, 50% | 1000 |" in md
-    best = "| `--engine-instances 4` **best** | c64: 7120, 14.8; c128: error | 7060 (mean of 7120, 7000) |"
-    assert best in md and "| `--engine-instances 2` | c64: 5147, 20.5 | 0 |" in md
+    assert "| `--one-hop` | c16: 1000, 6.25/9.0, 50% | 1000 |" in md  # a level's p50 where it kept one
+    best = "| `--engine-instances 4` **best** | c64: 7120, –/14.8; c128: error | 7060 (mean of 7120, 7000) |"
+    assert best in md and "| `--engine-instances 2` | c64: 5147, –/20.5 | 0 |" in md and "requests/s, p50/p99 ms, efficiency" in md
     assert md.index(best) < md.index("`--engine-instances 2`")
     assert tune_section(tmp_path / "nothing") == []
