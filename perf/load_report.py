@@ -14,6 +14,7 @@ from typing import Any
 from perf import results as rf
 from perf.load import LOAD_FILE
 from perf.plots import image, line_plot, table
+from perf.processes import CLIENT, SERVER
 from perf.records import LoadPoint, LoadSoak
 from perf.targets import GridRun
 
@@ -158,10 +159,10 @@ def host_rows(point: LoadPoint) -> list[Any] | None:
     if not cpu or not requests:
         return None
     seconds = cpu["seconds"]
-    steps = sum(value for group, value in seconds.items() if group not in ("client", "tritonserver"))
+    steps = sum(value for group, value in seconds.items() if group not in (CLIENT, SERVER))
     per = 1000.0 / requests
-    return [point.triton_model, point.concurrency, point.requests_per_s, seconds.get("client", 0.0) * per,
-            seconds.get("tritonserver", 0.0) * per, steps * per, cores_busy(cpu), cpu["cores"]]  # fmt: skip
+    return [point.triton_model, point.concurrency, point.requests_per_s, seconds.get(CLIENT, 0.0) * per,
+            seconds.get(SERVER, 0.0) * per, steps * per, cores_busy(cpu), cpu["cores"]]  # fmt: skip
 
 
 def _where_time_goes(points: list[LoadPoint]) -> list[str]:

@@ -223,9 +223,11 @@ def start_candidate(configs: RepositoryConfigs) -> Candidate:
 def _batch_buckets(engine: Any) -> str:
     """The engine config's batch buckets in ``--batch-buckets`` spelling: ``off`` where it replays CUDA graphs without
     them, ``pow2`` (the default, which changes nothing) where it replays none."""
+    from toolkit.runtimes.ort_device import bucket_spelling
+
     parameters = engine.parameters
     if "cuda_graph_batch_buckets" in parameters:
-        return {"1": "pow2", "0": "off"}.get(parameters["cuda_graph_batch_buckets"].string_value, parameters["cuda_graph_batch_buckets"].string_value)
+        return bucket_spelling(parameters["cuda_graph_batch_buckets"].string_value)
     graphs = "enable_cuda_graph" in parameters and parameters["enable_cuda_graph"].string_value == "1"
     return "off" if graphs else "pow2"
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from toolkit.models.export import example_inputs, onnx_from_hf
 from toolkit.models.loading import LoadedModel
-from toolkit.runtimes.ort_device import DeviceRunner, bucket_rows, bucket_step, cpu_session
+from toolkit.runtimes.ort_device import DeviceRunner, bucket_rows, bucket_spelling, bucket_step, cpu_session
 
 
 def test_runner_packs_same_shaped_inputs_into_one_buffer_and_answers_as_a_plain_run(tiny_bert: LoadedModel, tmp_path: Path) -> None:
@@ -35,6 +35,7 @@ def test_a_bucket_step_pads_to_powers_of_two_up_to_it_then_to_its_multiples(tiny
     assert [bucket_rows(rows, bucket_step("8")) for rows in (1, 3, 8, 9, 17, 26, 33)] == [1, 4, 8, 16, 24, 32, 40]
     assert [bucket_rows(rows, bucket_step("pow2")) for rows in (1, 3, 9, 17, 33)] == [1, 4, 16, 32, 64]
     assert bucket_rows(17, bucket_step("off")) == 17 and bucket_step("1") == 0  # "1": repositories written before steps
+    assert [bucket_spelling(value) for value in ("1", "0", "pow2", "8", "off")] == ["pow2", "off", "pow2", "8", "off"]
     path = onnx_from_hf(tiny_bert, tmp_path / "fp32.onnx")
     plain = cpu_session(str(path), threads=1)
     runner = DeviceRunner(cpu_session(str(path), threads=1), max_graphs=8, batch_buckets="8", device="cpu")

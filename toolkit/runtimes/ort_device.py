@@ -39,6 +39,13 @@ def bucket_step(value: str | None) -> int | None:
     return step
 
 
+def bucket_spelling(value: str | None) -> str:
+    """``value`` (a spelling ``bucket_step`` reads, the legacy "0" and "1" included) in ``--batch-buckets`` spelling:
+    ``off``, ``pow2`` or the step."""
+    step = bucket_step(value)
+    return BUCKETS_OFF if step is None else BUCKETS_POW2 if step == 0 else str(step)
+
+
 def bucket_rows(rows: int, step: int | None) -> int:
     """``rows`` padded up to its batch bucket: unchanged with step None; the next power of two with step 0, or while
     that is at most ``step`` rows; past it, the next multiple of ``step`` (step 8: 1, 2, 4, 8, 16, 24, 32, ...)."""
